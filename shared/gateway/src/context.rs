@@ -1,0 +1,83 @@
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::FromRequestParts;
+use bff_upstream::{CallContext, CallRecorder};
+use http::request::Parts;
+
+use crate::{GatewayError, Principal};
+
+/// The request's id: the client's `X-Request-Id` when well formed, else one we made.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// When the whole request must be done; upstream calls are cut short to fit inside it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// What the access log line reports beyond method, path and status; filled in as the request
+/// passes through the stack.
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    pub principal: OnceLock<String>,
+    pub operation: OnceLock<String>,
+    pub upstream: CallRecorder,
+}
+
+/// Everything a handler or resolver needs to call backends on behalf of this request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: Arc<str>,
+    pub principal: Option<Arc<Principal>>,
+    pub log: Arc<RequestLog>,
+    upstream: CallContext,
+}
+
+impl RequestContext {
+    /// The context handed to every backend call.
+    pub fn upstream(&self) -> &CallContext {
+        &self.upstream
+    }
+
+    /// The verified principal; routes behind authentication always have one.
+    pub fn principal(&self) -> Result<&Principal, GatewayError> {
+        self.principal.as_deref().ok_or_else(|| GatewayError::Unauthenticated("authentication required".into()))
+    }
+
+    fn from_parts(parts: &Parts) -> Result<Self, GatewayError> {
+        let missing =
+            |what: &str| GatewayError::Internal(format!("{what} missing: is the middleware stack installed?"));
+        let request_id = parts.extensions.get::<RequestId>().ok_or_else(|| missing("request id"))?.0.clone();
+        let log = parts.extensions.get::<Arc<RequestLog>>().cloned().unwrap_or_default();
+        let principal = parts.extensions.get::<Arc<Principal>>().cloned();
+        let mut upstream = CallContext::new(request_id.clone()).with_recorder(log.upstream.clone());
+        if let Some(Deadline(deadline)) = parts.extensions.get::<Deadline>() {
+            upstream = upstream.with_deadline(*deadline);
+        }
+        if let Some(principal) = &principal {
+            upstream = upstream.with_identity(principal.identity());
+        }
+        Ok(Self { request_id, principal, log, upstream })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_parts(parts)
+    }
+}
+
+/// The principal of an authenticated route, as an extractor.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .map(|p| Principal::clone(p))
+            .ok_or_else(|| GatewayError::Unauthenticated("authentication required".into()))
+    }
+}

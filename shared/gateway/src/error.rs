@@ -1,0 +1,157 @@
+//! The gateway's error model, and the one place errors become responses.
+//!
+//! Anything that fails inbound returns a [`GatewayError`]. As a response it travels up the stack
+//! as a bare status with the error stashed in the response extensions; the
+//! [`RenderErrors`](crate::middleware::RenderErrors) stage near the top of every stack renders it
+//! in the BFF's [`ErrorFormat`] with the request id (linkerd's "error rescue"). GraphQL resolver
+//! errors are mapped by [`crate::graphql::execute`] with the same codes and messages.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use bff_upstream::UpstreamError;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+/// How a BFF's clients expect errors: GraphQL clients get `{"errors": [...]}`, REST clients
+/// RFC 9457 `application/problem+json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    Problem,
+    GraphQl,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request did not complete within {}ms", .0.as_millis())]
+    RequestTimeout(std::time::Duration),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// Something broke inside the gateway. The detail is logged, never sent to the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The stable, documented code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
+            Self::Upstream(e) => match e {
+                UpstreamError::Timeout { .. } => "UPSTREAM_TIMEOUT",
+                UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
+                UpstreamError::NotFound { .. } => "NOT_FOUND",
+                UpstreamError::Rejected { .. } => "BAD_REQUEST",
+                UpstreamError::Failed { .. } | UpstreamError::BadBody { .. } => "UPSTREAM_ERROR",
+                UpstreamError::Config { .. } => "INTERNAL",
+            },
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code() {
+            "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
+            "FORBIDDEN" => StatusCode::FORBIDDEN,
+            "BAD_REQUEST" => StatusCode::BAD_REQUEST,
+            "NOT_FOUND" => StatusCode::NOT_FOUND,
+            "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
+            "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_TIMEOUT" | "UPSTREAM_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
+            "UPSTREAM_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+            "UPSTREAM_ERROR" => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told: specific where that helps it, never internal detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Upstream(UpstreamError::Rejected { message, .. }) => message.clone(),
+            Self::Upstream(UpstreamError::NotFound { .. }) => "not found".to_owned(),
+            Self::Upstream(UpstreamError::Config { .. }) | Self::Internal(_) => "internal error".to_owned(),
+            // The backend's name helps a client report the problem; how it failed inside does not.
+            Self::Upstream(e) => format!("upstream `{}` {}", e.service(), upstream_phrase(e)),
+            other => other.to_string(),
+        }
+    }
+
+    /// RFC 9457 problem details, with our stable code and the request id as extension members.
+    pub fn to_problem(&self, request_id: &str) -> Response {
+        let status = self.status();
+        let body = json!({
+            "type": format!("urn:bff:error:{}", self.code().to_ascii_lowercase()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.public_message(),
+            "code": self.code(),
+            "request_id": request_id,
+        });
+        self.respond(status, "application/problem+json", body)
+    }
+
+    /// A GraphQL response carrying only this error, for failures before execution (auth, limits).
+    pub fn to_graphql(&self, request_id: &str) -> Response {
+        let body = json!({
+            "errors": [{
+                "message": self.public_message(),
+                "extensions": { "code": self.code(), "requestId": request_id },
+            }]
+        });
+        self.respond(self.status(), "application/json", body)
+    }
+
+    pub fn render(&self, format: ErrorFormat, request_id: &str) -> Response {
+        match format {
+            ErrorFormat::Problem => self.to_problem(request_id),
+            ErrorFormat::GraphQl => self.to_graphql(request_id),
+        }
+    }
+
+    fn respond(&self, status: StatusCode, content_type: &'static str, body: serde_json::Value) -> Response {
+        let mut response = (status, body.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn upstream_phrase(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::Timeout { .. } => "timed out",
+        UpstreamError::Unavailable { .. } => "is unavailable",
+        _ => "failed",
+    }
+}
+
+/// A [`GatewayError`] on its way up to [`RenderErrors`](crate::middleware::RenderErrors).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingError(pub(crate) Arc<GatewayError>);
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = self.status().into_response();
+        response.extensions_mut().insert(PendingError(Arc::new(self)));
+        response
+    }
+}

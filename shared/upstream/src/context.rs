@@ -1,0 +1,140 @@
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::UpstreamError;
+
+/// Names of the trusted headers (and gRPC metadata keys) the gateway sets on every backend call.
+/// Backends may trust them because the gateway strips any client-sent copy at the edge.
+pub mod headers {
+    pub const REQUEST_ID: &str = "x-request-id";
+    pub const USER_ID: &str = "x-user-id";
+    pub const USER_SCOPES: &str = "x-user-scopes";
+    pub const CLIENT_ID: &str = "x-client-id";
+    /// Every header that carries identity to a backend.
+    pub const IDENTITY: [&str; 3] = [USER_ID, USER_SCOPES, CLIENT_ID];
+}
+
+/// Who a request acts for, as verified by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The end user, when there is one (mobile and web); partners act for themselves.
+    pub user_id: Option<String>,
+    /// The client application or partner that made the call.
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
+
+impl Identity {
+    /// The trusted identity headers to send with a backend call.
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let user = self.user_id.iter().map(|id| (headers::USER_ID, id.clone()));
+        let scopes = (!self.scopes.is_empty()).then(|| (headers::USER_SCOPES, self.scopes.join(" ")));
+        user.chain(scopes).chain(std::iter::once((headers::CLIENT_ID, self.client_id.clone())))
+    }
+}
+
+/// The per-request context the inbound side hands to every outbound call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    request_id: Arc<str>,
+    deadline: Option<Instant>,
+    identity: Option<Identity>,
+    recorder: CallRecorder,
+}
+
+impl CallContext {
+    pub fn new(request_id: impl Into<Arc<str>>) -> Self {
+        Self { request_id: request_id.into(), deadline: None, identity: None, recorder: CallRecorder::default() }
+    }
+
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Shares a recorder with the inbound request, so its access log lists these calls.
+    pub fn with_recorder(mut self, recorder: CallRecorder) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The time one call to `service` may take: its own timeout, cut short by the request's
+    /// deadline. Fails without calling when the deadline has already passed.
+    pub(crate) fn budget(&self, service: &'static str, timeout: Duration) -> Result<Duration, UpstreamError> {
+        let Some(deadline) = self.deadline else { return Ok(timeout) };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(UpstreamError::Timeout { service, after: Duration::ZERO });
+        }
+        Ok(remaining.min(timeout))
+    }
+
+    /// Every header a backend call carries: the request id and the verified identity.
+    pub(crate) fn outbound_headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        std::iter::once((headers::REQUEST_ID, self.request_id.to_string()))
+            .chain(self.identity.iter().flat_map(Identity::header_pairs))
+    }
+
+    pub(crate) fn record(&self, call: UpstreamCall) {
+        self.recorder.push(call);
+    }
+}
+
+/// One backend call as the access log reports it.
+#[derive(Debug, Clone)]
+pub struct UpstreamCall {
+    pub service: &'static str,
+    pub operation: String,
+    pub latency: Duration,
+    pub outcome: CallOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    /// The call failed; the error kind is the stable code of [`UpstreamError::kind`].
+    Failed(&'static str),
+}
+
+impl fmt::Display for UpstreamCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcome = match self.outcome {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Failed(kind) => kind,
+        };
+        write!(f, "{} {} {} {}ms", self.service, self.operation, outcome, self.latency.as_millis())
+    }
+}
+
+/// Collects the backend calls made on behalf of one inbound request. Cheap to clone; clones share.
+#[derive(Debug, Clone, Default)]
+pub struct CallRecorder(Arc<Mutex<Vec<UpstreamCall>>>);
+
+impl CallRecorder {
+    fn push(&self, call: UpstreamCall) {
+        // A poisoned lock only means another recording panicked; the list itself is still sound.
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).push(call);
+    }
+
+    pub fn calls(&self) -> Vec<UpstreamCall> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).clone()
+    }
+}

@@ -1,0 +1,172 @@
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::context::{CallOutcome, UpstreamCall};
+use crate::{CallContext, UpstreamConfig, UpstreamError};
+
+/// How many idle connections per backend host we keep warm.
+const POOL_MAX_IDLE_PER_HOST: usize = 64;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How much of an error body we read to explain a rejection.
+const MAX_REJECTION_MESSAGE: usize = 200;
+
+/// A JSON-over-HTTP backend.
+#[derive(Debug, Clone)]
+pub struct RestClient {
+    service: &'static str,
+    base: Url,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl RestClient {
+    pub fn new(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .tcp_nodelay(true)
+            // Backends never redirect; following one would send identity headers somewhere new.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| UpstreamError::Config { service, reason: e.to_string() })?;
+        Ok(Self { service, base: config.url.clone(), timeout: config.timeout, http })
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// `GET /segment/segment?query` and decode a JSON body. Each path segment is percent-encoded,
+    /// so an id from a client can never change which resource is addressed.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        cx: &CallContext,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, UpstreamError> {
+        self.send(cx, Method::GET, path, |request| request.query(query)).await
+    }
+
+    /// `POST /segment/segment` with a JSON body and decode a JSON body.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        cx: &CallContext,
+        path: &[&str],
+        body: &B,
+    ) -> Result<T, UpstreamError> {
+        self.send(cx, Method::POST, path, |request| request.json(body)).await
+    }
+
+    /// Readiness: does the backend answer `GET /segment/segment` with a success status in time?
+    pub async fn probe(&self, path: &[&str]) -> Result<(), UpstreamError> {
+        let url = self.url(path)?;
+        let response = tokio::time::timeout(self.timeout, self.http.get(url).send())
+            .await
+            .map_err(|_| UpstreamError::Timeout { service: self.service, after: self.timeout })?
+            .map_err(|e| self.transport_error(&e))?;
+        self.check_status(response).await.map(drop)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        cx: &CallContext,
+        method: Method,
+        path: &[&str],
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<T, UpstreamError> {
+        let operation = format!("{method} /{}", path.join("/"));
+        let budget = cx.budget(self.service, self.timeout)?;
+        let started = Instant::now();
+        let result = async {
+            let mut request = build(self.http.request(method, self.url(path)?));
+            for (name, value) in cx.outbound_headers() {
+                request = request.header(name, value);
+            }
+            let exchange = async {
+                let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+                let body = self.check_status(response).await?;
+                serde_json::from_slice::<T>(&body)
+                    .map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
+            };
+            tokio::time::timeout(budget, exchange)
+                .await
+                .map_err(|_| UpstreamError::Timeout { service: self.service, after: budget })?
+        }
+        .await;
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Ok,
+            Err(e) => CallOutcome::Failed(e.kind()),
+        };
+        cx.record(UpstreamCall { service: self.service, operation, latency: started.elapsed(), outcome });
+        result
+    }
+
+    fn url(&self, path: &[&str]) -> Result<Url, UpstreamError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| UpstreamError::Config {
+                service: self.service,
+                reason: "base URL cannot have a path".into(),
+            })?
+            .pop_if_empty()
+            .extend(path);
+        Ok(url)
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> UpstreamError {
+        if error.is_timeout() {
+            UpstreamError::Timeout { service: self.service, after: self.timeout }
+        } else {
+            UpstreamError::Unavailable { service: self.service, reason: error_chain(error) }
+        }
+    }
+
+    /// The body of a successful response, or the error its status means.
+    async fn check_status(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+        let service = self.service;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(match status {
+            StatusCode::NOT_FOUND => UpstreamError::NotFound { service },
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
+                UpstreamError::Rejected { service, message: rejection_message(&body) }
+            }
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::TOO_MANY_REQUESTS => {
+                UpstreamError::Unavailable { service, reason: format!("HTTP {status}") }
+            }
+            StatusCode::GATEWAY_TIMEOUT => UpstreamError::Timeout { service, after: self.timeout },
+            _ => UpstreamError::Failed { service, detail: format!("HTTP {status}") },
+        })
+    }
+}
+
+/// The `message` (or `detail`) of a JSON error body, cut short; a fixed text otherwise.
+fn rejection_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("message").or_else(|| v.get("detail")))
+        .and_then(|v| v.as_str())
+        .unwrap_or("invalid request");
+    message.chars().take(MAX_REJECTION_MESSAGE).collect()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
