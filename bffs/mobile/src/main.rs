@@ -1,1 +1,5 @@
-fn main() {}
+//! `mobile-bff --config PATH [--check-config]`: see `config.example.toml`.
+
+fn main() -> std::process::ExitCode {
+    bff_gateway::cli::main::<mobile_bff::Config, _>(mobile_bff::app)
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! `partner-bff --config PATH [--check-config]`: see `config.example.toml`.
+
+fn main() -> std::process::ExitCode {
+    bff_gateway::cli::main::<partner_bff::Config, _>(partner_bff::app)
+}

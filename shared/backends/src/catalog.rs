@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{CallContext, Probe, RestClient, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
 /// A product as BFFs may show it. The catalog sends about forty fields, including internal ones
@@ -78,8 +78,10 @@ impl CatalogClient {
         let pages = futures::future::try_join_all(calls).await?;
         Ok(pages.into_iter().flatten().collect())
     }
+}
 
-    pub async fn ready(&self) -> Result<(), String> {
+impl Probe for CatalogClient {
+    async fn probe(&self) -> Result<(), String> {
         crate::rest_ready(&self.0).await
     }
 }

@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, GrpcChannel, UpstreamConfig, UpstreamError};
+use bff_upstream::{CallContext, GrpcChannel, Probe, UpstreamConfig, UpstreamError};
 
 use crate::proto::inventory::v1 as pb;
 use pb::inventory_service_client::InventoryServiceClient;
@@ -41,8 +41,10 @@ impl InventoryClient {
             })
             .collect())
     }
+}
 
-    pub async fn ready(&self) -> Result<(), String> {
+impl Probe for InventoryClient {
+    async fn probe(&self) -> Result<(), String> {
         crate::grpc_ready(&self.0, "shop.inventory.v1.InventoryService").await
     }
 }

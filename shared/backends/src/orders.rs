@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, GrpcChannel, UpstreamConfig, UpstreamError};
+use bff_upstream::{CallContext, GrpcChannel, Probe, UpstreamConfig, UpstreamError};
 use prost_types::FieldMask;
 
 use crate::proto::orders::v1 as pb;
@@ -156,8 +156,10 @@ impl OrdersClient {
                 .await?;
         Ok(order.into())
     }
+}
 
-    pub async fn ready(&self) -> Result<(), String> {
+impl Probe for OrdersClient {
+    async fn probe(&self) -> Result<(), String> {
         crate::grpc_ready(&self.0, "shop.orders.v1.OrdersService").await
     }
 }

@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{CallContext, Probe, RestClient, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
 /// A product recommended to a user, with enough of the product to show it.
@@ -35,8 +35,10 @@ impl RecommendationsClient {
             self.0.get(cx, &["users", user_id, "recommendations"], &[("limit", &limit)]).await?;
         Ok(list.items)
     }
+}
 
-    pub async fn ready(&self) -> Result<(), String> {
+impl Probe for RecommendationsClient {
+    async fn probe(&self) -> Result<(), String> {
         crate::rest_ready(&self.0).await
     }
 }

@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{CallContext, Probe, RestClient, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
 /// A user as BFFs may show it. The users service also sends internal fields (risk scores, notes);
@@ -23,8 +23,10 @@ impl UsersClient {
     pub async fn get(&self, cx: &CallContext, id: &str) -> Result<User, UpstreamError> {
         self.0.get(cx, &["users", id], &[]).await
     }
+}
 
-    pub async fn ready(&self) -> Result<(), String> {
+impl Probe for UsersClient {
+    async fn probe(&self) -> Result<(), String> {
         crate::rest_ready(&self.0).await
     }
 }

@@ -1,1 +1,302 @@
+//! Real demo backends for the BFF platform, served on loopback.
+//!
+//! The BFFs talk to six domain services (identity, users, catalog, orders, inventory,
+//! recommendations). For the devstack and the end-to-end tests these are real servers, REST over
+//! axum and gRPC over tonic, so the BFFs run their production code paths: HTTP/2 and gRPC framing,
+//! JWKS fetching, timeouts, retries and circuit breaking all meet actual sockets.
+//!
+//! The data is seeded deterministically (see `data`), and every service can be made slow, flaky or
+//! unresponsive and records what it was asked, through a small control API (see `control`), so the
+//! tests can assert on behaviour the BFFs' clients never see directly.
 
+mod catalog;
+mod control;
+mod data;
+mod identity;
+mod inventory;
+mod orders;
+mod recommendations;
+mod users;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bff_backends::proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use bff_backends::proto::orders::v1::orders_service_server::OrdersServiceServer;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use control::{Faults, RecordedCall, ServiceControl};
+
+use control::Controls;
+use identity::Signer;
+
+/// One port per service; 0 lets the OS pick (see [`Demo::addrs`](Demo) for what it picked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPorts {
+    pub identity: u16,
+    pub users: u16,
+    pub catalog: u16,
+    pub orders: u16,
+    pub inventory: u16,
+    pub recommendations: u16,
+    /// The control API (faults and recorded calls).
+    pub control: u16,
+}
+
+impl DemoPorts {
+    /// Fixed ports, so the devstack's BFF configuration can name them.
+    pub const DEVSTACK: DemoPorts = DemoPorts {
+        identity: 5000,
+        users: 5001,
+        catalog: 5002,
+        orders: 5003,
+        inventory: 5004,
+        recommendations: 5005,
+        control: 5999,
+    };
+    /// OS-assigned ports, so tests can run in parallel.
+    pub const EPHEMERAL: DemoPorts =
+        DemoPorts { identity: 0, users: 0, catalog: 0, orders: 0, inventory: 0, recommendations: 0, control: 0 };
+}
+
+/// A client allowed the OAuth2 client-credentials grant (the partner BFF's callers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerClient {
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub host: IpAddr,
+    pub ports: DemoPorts,
+    /// Serve `POST /dev/token` on the identity service, which mints any token asked for.
+    pub dev_tokens: bool,
+    pub partner_clients: Vec<PartnerClient>,
+}
+
+impl DemoConfig {
+    /// The devstack: fixed ports, dev tokens on, one partner client.
+    pub fn devstack() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: DemoPorts::DEVSTACK,
+            dev_tokens: true,
+            partner_clients: vec![PartnerClient {
+                client_id: "demo-partner".to_owned(),
+                client_secret: "demo-partner-secret".to_owned(),
+                scopes: ["catalog:read", "orders:read", "orders:write"].map(str::to_owned).to_vec(),
+            }],
+        }
+    }
+
+    /// Like [`DemoConfig::devstack`] but on OS-assigned ports.
+    pub fn ephemeral() -> Self {
+        Self { ports: DemoPorts::EPHEMERAL, ..Self::devstack() }
+    }
+}
+
+/// Where each service actually listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoAddrs {
+    pub identity: SocketAddr,
+    pub users: SocketAddr,
+    pub catalog: SocketAddr,
+    pub orders: SocketAddr,
+    pub inventory: SocketAddr,
+    pub recommendations: SocketAddr,
+    pub control: SocketAddr,
+}
+
+/// The running demo backends. Dropping it stops them.
+pub struct Demo {
+    pub addrs: DemoAddrs,
+    controls: Arc<Controls>,
+    signer: Arc<Signer>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo").field("addrs", &self.addrs).finish_non_exhaustive()
+    }
+}
+
+/// `http://ip:port` for a listening address.
+pub fn http_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// A JSON error body in the shape the REST services use everywhere: `{"message": ...}`.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "message": message }))).into_response()
+}
+
+/// What every REST service shares: `/healthz`, a JSON 404, and recording plus faults on every
+/// other route.
+fn rest_service(router: Router, control: &Arc<ServiceControl>) -> Router {
+    router
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(control), control::rest_middleware))
+}
+
+/// Resolves once the demo is shut down (or dropped), so servers stop accepting and close idle
+/// connections. Aborting the accept loop alone would leave kept-alive connections serving, and a
+/// "stopped" backend that still answers would defeat the tests that stop one.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, i.e. the demo was dropped: stop as well.
+    let _ = rx.wait_for(|stopped| *stopped).await;
+}
+
+fn spawn_rest(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped(stop)).await {
+            tracing::error!(service = name, %error, "demo server stopped");
+        }
+    })
+}
+
+fn spawn_grpc(
+    name: &'static str,
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        if let Err(error) = router.serve_with_incoming_shutdown(incoming, stopped(stop)).await {
+            tracing::error!(service = name, %error, "demo server stopped");
+        }
+    })
+}
+
+impl Demo {
+    /// Binds every listener first (so ports are known and errors surface), then spawns the servers
+    /// on the current tokio runtime.
+    pub async fn start(config: DemoConfig) -> std::io::Result<Demo> {
+        let host = config.host;
+        let ports = config.ports;
+        let bind = |port: u16| TcpListener::bind(SocketAddr::new(host, port));
+        let identity = bind(ports.identity).await?;
+        let users = bind(ports.users).await?;
+        let catalog = bind(ports.catalog).await?;
+        let orders = bind(ports.orders).await?;
+        let inventory = bind(ports.inventory).await?;
+        let recommendations = bind(ports.recommendations).await?;
+        let control = bind(ports.control).await?;
+        let addrs = DemoAddrs {
+            identity: identity.local_addr()?,
+            users: users.local_addr()?,
+            catalog: catalog.local_addr()?,
+            orders: orders.local_addr()?,
+            inventory: inventory.local_addr()?,
+            recommendations: recommendations.local_addr()?,
+            control: control.local_addr()?,
+        };
+
+        let signer = Signer::new(http_url(addrs.identity))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("demo signing key: {e}")))?;
+        let signer = Arc::new(signer);
+        let controls = Arc::new(Controls::new());
+
+        let (orders_health, orders_health_service) = tonic_health::server::health_reporter();
+        orders_health.set_serving::<OrdersServiceServer<orders::OrdersService>>().await;
+        let orders_router = tonic::transport::Server::builder()
+            .add_service(orders_health_service)
+            .add_service(OrdersServiceServer::new(orders::OrdersService::new(Arc::clone(&controls.orders))));
+
+        let (inventory_health, inventory_health_service) = tonic_health::server::health_reporter();
+        inventory_health.set_serving::<InventoryServiceServer<inventory::InventoryService>>().await;
+        let inventory_router = tonic::transport::Server::builder().add_service(inventory_health_service).add_service(
+            InventoryServiceServer::new(inventory::InventoryService::new(Arc::clone(&controls.inventory))),
+        );
+
+        let identity_router = rest_service(
+            identity::router(Arc::clone(&signer), config.partner_clients, config.dev_tokens),
+            &controls.identity,
+        );
+        let (stop, rx) = watch::channel(false);
+        let tasks = vec![
+            spawn_rest("identity", identity, identity_router, rx.clone()),
+            spawn_rest("users", users, rest_service(users::router(), &controls.users), rx.clone()),
+            spawn_rest("catalog", catalog, rest_service(catalog::router(), &controls.catalog), rx.clone()),
+            spawn_rest(
+                "recommendations",
+                recommendations,
+                rest_service(recommendations::router(), &controls.recommendations),
+                rx.clone(),
+            ),
+            spawn_grpc("orders", orders, orders_router, rx.clone()),
+            spawn_grpc("inventory", inventory, inventory_router, rx.clone()),
+            spawn_rest("control", control, control::router(Arc::clone(&controls)), rx),
+        ];
+        tracing::info!(?addrs, "demo backends listening");
+        Ok(Demo { addrs, controls, signer, tasks, stop })
+    }
+
+    /// `http://ip:port` for a listening address (the same as [`http_url`]).
+    pub fn url(addr: SocketAddr) -> String {
+        http_url(addr)
+    }
+
+    /// The `iss` of every token: the identity service's base URL.
+    pub fn issuer(&self) -> String {
+        self.signer.issuer().to_owned()
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.signer.issuer())
+    }
+
+    /// The control API's base URL.
+    pub fn control_url(&self) -> String {
+        http_url(self.addrs.control)
+    }
+
+    /// A token signed by the identity service's key, as `POST /dev/token` would mint it. `scope` is
+    /// space-separated (empty for none); a negative `ttl_s` gives an already-expired token.
+    pub fn mint_token(&self, sub: &str, aud: &str, scope: &str, ttl_s: i64) -> String {
+        // `Demo::start` already signed a token with this key, so signing cannot fail here.
+        #[allow(clippy::expect_used)]
+        self.signer.mint(sub, aud, scope, ttl_s, None).expect("the demo key signed a token at start-up")
+    }
+
+    /// The faults and recordings of one service by name, for in-process tests that prefer it to
+    /// the control API.
+    pub fn service(&self, name: &str) -> Option<Arc<ServiceControl>> {
+        self.controls.get(name).cloned()
+    }
+
+    /// Stops every server: listeners close, idle connections are closed and busy ones finish their
+    /// current request, then go away. Idempotent; also done on drop.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use bff_upstream::{CallContext, Identity, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{CallContext, Identity, Probe, RestClient, UpstreamConfig, UpstreamError};
 use http::HeaderMap;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -103,9 +103,11 @@ impl Authenticator {
             (None, None) => Err(unauthenticated("missing credentials")),
         }
     }
+}
 
-    /// Readiness: can we verify tokens (the JWKS is loaded or loadable)?
-    pub async fn ready(&self) -> Result<(), String> {
+/// Ready when tokens can be verified: the JWKS is loaded or loadable.
+impl Probe for Authenticator {
+    async fn probe(&self) -> Result<(), String> {
         match &self.jwt {
             Some(jwt) => jwt.ensure_keys().await,
             None => Ok(()),

@@ -38,13 +38,13 @@ impl<S: Send + Sync> FromRequest<S> for GraphQlRequest {
 
 /// Runs one request: records its operation name for the access log, gives resolvers the
 /// [`RequestContext`], and brands every error with a stable `extensions.code` and the request id.
-pub async fn execute<Q, M, S>(schema: &Schema<Q, M, S>, cx: RequestContext, request: GraphQlRequest) -> Response
+/// Per-request data resolvers need (data loaders, say) is added to `request` by the caller.
+pub async fn execute<Q, M, S>(schema: &Schema<Q, M, S>, cx: RequestContext, request: async_graphql::Request) -> Response
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    let request = request.0;
     let _ = cx.log.operation.set(request.operation_name.clone().unwrap_or_else(|| "anonymous".to_owned()));
     let request_id = cx.request_id.clone();
     let mut response = schema.execute(request.data(cx)).await;
@@ -90,4 +90,17 @@ fn set_request_id(error: &mut ServerError, request_id: &str) {
 /// GraphiQL, pointed at `endpoint`.
 pub fn graphiql(endpoint: &str) -> Html<String> {
     Html(async_graphql::http::GraphiQLSource::build().endpoint(endpoint).finish())
+}
+
+/// The [`RequestContext`] that [`execute`] put into every request.
+pub fn request_context<'a>(ctx: &async_graphql::Context<'a>) -> Result<&'a RequestContext, GatewayError> {
+    ctx.data::<RequestContext>().map_err(|e| GatewayError::Internal(e.message))
+}
+
+/// `value` as a page size, refused (before any backend call) when outside `1..=max`.
+pub fn page_size(argument: &str, value: i32, max: u32) -> Result<u32, GatewayError> {
+    u32::try_from(value)
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| GatewayError::BadRequest(format!("`{argument}` must be between 1 and {max}")))
 }

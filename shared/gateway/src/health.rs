@@ -1,7 +1,6 @@
 //! Liveness (`/healthz`: the process serves) and readiness (`/readyz`: the backends this BFF
 //! needs answer, checked in parallel, each within its own timeout).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use bff_upstream::Probe;
 use futures::future::{BoxFuture, join_all};
 use serde_json::{Map, Value, json};
 
@@ -26,12 +26,14 @@ pub struct ReadinessCheck {
 }
 
 impl ReadinessCheck {
-    pub fn new<F, Fut>(name: &'static str, check: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
-    {
-        Self { name, check: Arc::new(move || Box::pin(check())) }
+    pub fn new<P: Probe>(name: &'static str, probe: Arc<P>) -> Self {
+        Self {
+            name,
+            check: Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.probe().await })
+            }),
+        }
     }
 }
 

@@ -25,3 +25,9 @@ pub use context::{CallContext, CallOutcome, CallRecorder, Identity, UpstreamCall
 pub use error::UpstreamError;
 pub use grpc::GrpcChannel;
 pub use rest::RestClient;
+
+/// A backend (or anything else a BFF needs) that can say whether it is ready to serve.
+pub trait Probe: Send + Sync + 'static {
+    /// `Err` explains what is wrong, for the readiness report.
+    fn probe(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}

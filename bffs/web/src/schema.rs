@@ -1,0 +1,304 @@
+//! The web GraphQL schema: the signed-in user's profile and paged order history, with each
+//! item's product and stock.
+//!
+//! Profile and orders resolve concurrently. Products and stock go through request-scoped data
+//! loaders, so a page of orders costs one catalog call and one inventory call however many items
+//! it has, and neither is called unless the query selects it.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, Object, Schema, SimpleObject};
+use bff_backends::{
+    CatalogClient, InventoryClient, OrdersClient, Product as CatalogProduct, StockLevel, User, UsersClient,
+};
+use bff_gateway::graphql::{page_size, request_context};
+use bff_gateway::{GatewayError, RequestContext};
+use bff_upstream::{CallContext, UpstreamError};
+use tokio::sync::OnceCell;
+
+use crate::Upstreams;
+
+pub type WebSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+const MAX_DEPTH: usize = 12;
+const MAX_COMPLEXITY: usize = 2_000;
+const MAX_ORDERS_PAGE: u32 = 50;
+/// Page tokens are opaque, but never this long; longer ones are refused without a backend call.
+const MAX_CURSOR_LEN: usize = 256;
+
+/// The backend clients, shared by every request.
+#[derive(Clone)]
+pub struct Backends {
+    pub users: UsersClient,
+    pub orders: OrdersClient,
+    pub catalog: CatalogClient,
+    pub inventory: InventoryClient,
+}
+
+impl Backends {
+    pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            users: UsersClient::new(&upstreams.users)?,
+            orders: OrdersClient::new(&upstreams.orders)?,
+            catalog: CatalogClient::new(&upstreams.catalog)?,
+            inventory: InventoryClient::new(&upstreams.inventory)?,
+        })
+    }
+}
+
+pub fn build(backends: Backends) -> WebSchema {
+    builder().data(backends).finish()
+}
+
+/// The schema as SDL, as checked into `schemas/web.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+fn builder() -> async_graphql::SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
+    Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The per-request data loaders; they carry the request's context to the backends they batch for.
+pub struct Loaders {
+    products: DataLoader<ProductLoader>,
+    stock: DataLoader<StockLoader>,
+}
+
+pub fn loaders(schema: &WebSchema, cx: &RequestContext) -> Loaders {
+    let backends = schema.data::<Backends>().expect("build() always adds the backends");
+    Loaders {
+        products: DataLoader::new(
+            ProductLoader { catalog: backends.catalog.clone(), cx: cx.upstream().clone() },
+            tokio::spawn,
+        ),
+        stock: DataLoader::new(
+            StockLoader { inventory: backends.inventory.clone(), cx: cx.upstream().clone() },
+            tokio::spawn,
+        ),
+    }
+}
+
+pub struct ProductLoader {
+    catalog: CatalogClient,
+    cx: CallContext,
+}
+
+impl Loader<String> for ProductLoader {
+    type Value = CatalogProduct;
+    type Error = UpstreamError;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, CatalogProduct>, UpstreamError> {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let products = self.catalog.get_many(&self.cx, &ids, &[]).await?;
+        Ok(products.into_iter().map(|p| (p.id.clone(), p)).collect())
+    }
+}
+
+pub struct StockLoader {
+    inventory: InventoryClient,
+    cx: CallContext,
+}
+
+impl Loader<String> for StockLoader {
+    type Value = StockLevel;
+    type Error = UpstreamError;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, StockLevel>, UpstreamError> {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let levels = self.inventory.stock(&self.cx, &ids).await?;
+        Ok(levels.into_iter().map(|s| (s.product_id.clone(), s)).collect())
+    }
+}
+
+fn backends<'a>(ctx: &Context<'a>) -> Result<&'a Backends, GatewayError> {
+    ctx.data::<Backends>().map_err(|e| GatewayError::Internal(e.message))
+}
+
+fn loaders_of<'a>(ctx: &Context<'a>) -> Result<&'a Loaders, GatewayError> {
+    ctx.data::<Loaders>().map_err(|e| GatewayError::Internal(e.message))
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let user_id = request_context(ctx)?.principal()?.user_id()?.to_owned();
+        Ok(Me { id: user_id, profile: OnceCell::new() })
+    }
+}
+
+/// The signed-in user. `id` comes from the verified token; the profile fields share one call to
+/// the users service, and the orders do not wait for it.
+pub struct Me {
+    id: String,
+    profile: OnceCell<Result<User, UpstreamError>>,
+}
+
+impl Me {
+    async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<&User> {
+        let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
+        let profile = self.profile.get_or_init(|| backends.users.get(cx.upstream(), &self.id)).await;
+        profile.as_ref().map_err(|e| e.clone().into())
+    }
+}
+
+#[Object]
+impl Me {
+    async fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Null (with an error) when the users service fails.
+    async fn name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&str>> {
+        Ok(Some(&self.profile(ctx).await?.name))
+    }
+
+    /// Null (with an error) when the users service fails.
+    async fn email(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&str>> {
+        Ok(Some(&self.profile(ctx).await?.email))
+    }
+
+    /// The user's orders, newest first. `after` is the `endCursor` of the previous page.
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<Option<OrderConnection>> {
+        let first = page_size("first", first, MAX_ORDERS_PAGE)?;
+        if after
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.len() > MAX_CURSOR_LEN || !c.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(GatewayError::BadRequest("`after` is not a cursor this API issued".into()).into());
+        }
+        let cx = request_context(ctx)?;
+        let page = backends(ctx)?.orders.list(cx.upstream(), &self.id, first, after.as_deref(), &[]).await?;
+        Ok(Some(OrderConnection {
+            page_info: PageInfo { has_next_page: page.next_page_token.is_some(), end_cursor: page.next_page_token },
+            edges: page.orders.into_iter().map(|order| OrderEdge { node: Order(order) }).collect(),
+        }))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct OrderConnection {
+    pub edges: Vec<OrderEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(SimpleObject)]
+pub struct OrderEdge {
+    pub node: Order,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    /// Pass as `after` to get the next page; null on the last page.
+    pub end_cursor: Option<String>,
+}
+
+pub struct Order(bff_backends::Order);
+
+#[Object]
+impl Order {
+    async fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    async fn status(&self) -> OrderStatus {
+        self.0.status.into()
+    }
+
+    async fn total_cents(&self) -> i64 {
+        self.0.total_cents
+    }
+
+    /// RFC 3339, UTC.
+    async fn created_at(&self) -> &str {
+        &self.0.created_at
+    }
+
+    async fn items(&self) -> Vec<OrderItem> {
+        self.0
+            .items
+            .iter()
+            .map(|item| OrderItem { product_id: item.product_id.clone(), quantity: item.quantity })
+            .collect()
+    }
+}
+
+pub struct OrderItem {
+    product_id: String,
+    quantity: i32,
+}
+
+#[Object]
+impl OrderItem {
+    async fn quantity(&self) -> i32 {
+        self.quantity
+    }
+
+    /// Null when the product no longer exists, or (with an error) when the catalog fails.
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Product>> {
+        let product = loaders_of(ctx)?.products.load_one(self.product_id.clone()).await?;
+        Ok(product.map(Product))
+    }
+}
+
+pub struct Product(CatalogProduct);
+
+#[Object]
+impl Product {
+    async fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    async fn name(&self) -> &str {
+        self.0.name.as_deref().unwrap_or_default()
+    }
+
+    async fn price_cents(&self) -> i64 {
+        self.0.price_cents.unwrap_or_default()
+    }
+
+    /// Null when inventory does not track the product, or (with an error) when it fails.
+    async fn stock(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Stock>> {
+        let level = loaders_of(ctx)?.stock.load_one(self.0.id.clone()).await?;
+        Ok(level.map(|level| Stock { available: level.available }))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Stock {
+    pub available: i64,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum OrderStatus {
+    Pending,
+    Paid,
+    Shipped,
+    Delivered,
+    Cancelled,
+    Unknown,
+}
+
+impl From<bff_backends::OrderStatus> for OrderStatus {
+    fn from(status: bff_backends::OrderStatus) -> Self {
+        use bff_backends::OrderStatus as S;
+        match status {
+            S::Pending => Self::Pending,
+            S::Paid => Self::Paid,
+            S::Shipped => Self::Shipped,
+            S::Delivered => Self::Delivered,
+            S::Cancelled => Self::Cancelled,
+            S::Unknown => Self::Unknown,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Injectable faults and call recording, per service, plus the control API that drives them.
+//!
+//! End-to-end tests need to see what a BFF actually asked a backend (which headers it forwarded,
+//! which fields it requested, how many calls a cache saved) and to make a backend slow, flaky or
+//! dead on demand. Both live here so every service, REST or gRPC, behaves the same way.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::json_error;
+
+/// Most recent calls kept per service; older ones only count.
+const RECENT: usize = 100;
+
+/// What to do to each call. All zero/false means a healthy service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    /// Probability (0..=1) that a call fails after the delay.
+    pub error_rate: f64,
+    /// Never answer: for testing timeouts and circuit breakers.
+    pub hang: bool,
+}
+
+/// One call as the backend saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordedCall {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub fields: Vec<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    faults: Faults,
+    count: u64,
+    recent: VecDeque<RecordedCall>,
+}
+
+/// The faults and recordings of one service, shared by its handlers and the control API.
+pub struct ServiceControl {
+    name: &'static str,
+    state: Mutex<Inner>,
+}
+
+impl ServiceControl {
+    pub(crate) fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(Self { name, state: Mutex::new(Inner::default()) })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    // A panic while holding the lock cannot leave the state inconsistent (every update is a single
+    // assignment or push), so a poisoned lock is simply taken over.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub(crate) fn reset(&self) {
+        *self.lock() = Inner::default();
+    }
+
+    pub(crate) fn record(&self, call: RecordedCall) {
+        let mut state = self.lock();
+        state.count += 1;
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(call);
+    }
+
+    /// `{"count": N, "recent": [...]}`, oldest first.
+    pub(crate) fn calls_json(&self) -> Value {
+        let state = self.lock();
+        json!({ "count": state.count, "recent": state.recent })
+    }
+
+    /// Applies the current faults: `Err(())` means "answer with an injected error".
+    async fn apply_faults(&self) -> Result<(), ()> {
+        let faults = self.faults();
+        let delay = faults.latency_ms.saturating_add(if faults.jitter_ms > 0 {
+            fastrand::u64(0..=faults.jitter_ms)
+        } else {
+            0
+        });
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if faults.hang {
+            std::future::pending::<()>().await;
+        }
+        if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// Records a gRPC call and applies faults; every RPC handler calls this first.
+    pub async fn admit(
+        &self,
+        method_path: &str,
+        metadata: &tonic::metadata::MetadataMap,
+        fields: Vec<String>,
+    ) -> Result<(), tonic::Status> {
+        let mut headers = BTreeMap::new();
+        for entry in metadata.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+                let value = String::from_utf8_lossy(value.as_encoded_bytes()).into_owned();
+                insert_header(&mut headers, key.as_str(), value);
+            }
+        }
+        self.record(RecordedCall { method: "POST".to_owned(), path: method_path.to_owned(), headers, fields });
+        self.apply_faults().await.map_err(|()| tonic::Status::unavailable("injected fault"))
+    }
+}
+
+/// Repeated headers are joined the way HTTP allows folding them, so none is lost.
+fn insert_header(headers: &mut BTreeMap<String, String>, name: &str, value: String) {
+    headers
+        .entry(name.to_owned())
+        .and_modify(|existing| {
+            existing.push_str(", ");
+            existing.push_str(&value);
+        })
+        .or_insert(value);
+}
+
+/// The `fields` query parameter, split on commas.
+pub(crate) fn fields_param(raw: Option<&str>) -> Vec<String> {
+    raw.map(|raw| raw.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The REST counterpart of [`ServiceControl::admit`], as axum middleware. Health probes pass
+/// straight through: they are the orchestrator's traffic, not the BFF's, and a service made
+/// "slow" must still be seen as up.
+pub(crate) async fn rest_middleware(
+    State(control): State<Arc<ServiceControl>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let query = Query::<BTreeMap<String, String>>::try_from_uri(request.uri()).map(|q| q.0).unwrap_or_default();
+    let mut headers = BTreeMap::new();
+    for (name, value) in request.headers() {
+        insert_header(&mut headers, name.as_str(), String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    control.record(RecordedCall {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        headers,
+        fields: fields_param(query.get("fields").map(String::as_str)),
+    });
+    if control.apply_faults().await.is_err() {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "injected fault");
+    }
+    next.run(request).await
+}
+
+/// All six services' controls, in a fixed order.
+pub(crate) struct Controls {
+    pub identity: Arc<ServiceControl>,
+    pub users: Arc<ServiceControl>,
+    pub catalog: Arc<ServiceControl>,
+    pub orders: Arc<ServiceControl>,
+    pub inventory: Arc<ServiceControl>,
+    pub recommendations: Arc<ServiceControl>,
+}
+
+impl Controls {
+    pub(crate) fn new() -> Self {
+        Self {
+            identity: ServiceControl::new("identity"),
+            users: ServiceControl::new("users"),
+            catalog: ServiceControl::new("catalog"),
+            orders: ServiceControl::new("orders"),
+            inventory: ServiceControl::new("inventory"),
+            recommendations: ServiceControl::new("recommendations"),
+        }
+    }
+
+    pub(crate) fn all(&self) -> [&Arc<ServiceControl>; 6] {
+        [&self.identity, &self.users, &self.catalog, &self.orders, &self.inventory, &self.recommendations]
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ServiceControl>> {
+        self.all().into_iter().find(|control| control.name == name)
+    }
+}
+
+/// The control API: `GET /calls`, `POST /reset`, `GET`/`PUT /faults/{service}`.
+pub(crate) fn router(controls: Arc<Controls>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/calls", get(calls))
+        .route("/reset", post(reset))
+        .route("/faults/{service}", get(get_faults).put(put_faults))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
+        .with_state(controls)
+}
+
+async fn calls(State(controls): State<Arc<Controls>>) -> Json<Value> {
+    let map: Map<String, Value> =
+        controls.all().into_iter().map(|control| (control.name.to_owned(), control.calls_json())).collect();
+    Json(Value::Object(map))
+}
+
+async fn reset(State(controls): State<Arc<Controls>>) -> StatusCode {
+    for control in controls.all() {
+        control.reset();
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn get_faults(State(controls): State<Arc<Controls>>, Path(service): Path<String>) -> Response {
+    match controls.get(&service) {
+        Some(control) => Json(control.faults()).into_response(),
+        None => unknown_service(&service),
+    }
+}
+
+async fn put_faults(
+    State(controls): State<Arc<Controls>>,
+    Path(service): Path<String>,
+    body: Result<Json<Faults>, JsonRejection>,
+) -> Response {
+    let Some(control) = controls.get(&service) else {
+        return unknown_service(&service);
+    };
+    let faults = match body {
+        Ok(Json(faults)) => faults,
+        Err(rejection) => {
+            return json_error(StatusCode::BAD_REQUEST, &format!("invalid faults: {}", rejection.body_text()));
+        }
+    };
+    if !(0.0..=1.0).contains(&faults.error_rate) {
+        return json_error(StatusCode::BAD_REQUEST, "error_rate must be between 0 and 1");
+    }
+    control.set_faults(faults);
+    Json(faults).into_response()
+}
+
+fn unknown_service(service: &str) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no such service '{service}'; expected one of identity, users, catalog, orders, inventory, recommendations"
+        ),
+    )
+}

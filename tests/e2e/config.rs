@@ -1,0 +1,81 @@
+//! Config files: the shipped examples are valid, and bad files are rejected with key paths.
+
+use std::path::Path;
+
+use bff_gateway::config::{ConfigError, from_toml, load};
+
+fn example(bff: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bffs").join(bff).join("config.example.toml")
+}
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    let mobile: mobile_bff::Config = load(&example("mobile"), "NO_OVERRIDES").unwrap();
+    assert_eq!(mobile.server.listen.port(), 4101);
+    let web: web_bff::Config = load(&example("web"), "NO_OVERRIDES").unwrap();
+    assert_eq!(web.upstreams.inventory.url.port(), Some(5004));
+    let partner: partner_bff::Config = load(&example("partner"), "NO_OVERRIDES").unwrap();
+    // The example's key hash is the devstack's demo key.
+    assert_eq!(partner.auth.api_keys[0].sha256, bff_gateway::auth::ApiKeys::hash(bff_platform::DEMO_PARTNER_API_KEY));
+}
+
+fn mobile(text: &str, env: &[(&str, &str)]) -> Result<mobile_bff::Config, ConfigError> {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    from_toml(text, Path::new("test.toml"), env, "MOBILE_BFF")
+}
+
+fn example_text() -> String {
+    std::fs::read_to_string(example("mobile")).unwrap()
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_path() {
+    let text =
+        example_text().replace("request_timeout = \"10s\"", "request_timeout = \"10s\"\nrequest_timout = \"5s\"");
+    let error = mobile(&text, &[]).unwrap_err();
+    assert!(error.to_string().contains("request_timout"), "{error}");
+    assert_eq!(error.keys(), ["server.request_timout"]);
+}
+
+#[test]
+fn bad_durations_and_urls_are_reported_with_their_path() {
+    let text =
+        example_text().replace("timeout = \"2s\"\nconnect_timeout", "timeout = \"two seconds\"\nconnect_timeout");
+    let error = mobile(&text, &[]).unwrap_err();
+    assert_eq!(error.keys(), ["upstreams.users.timeout"], "{error}");
+
+    let text = example_text().replace("url = \"http://127.0.0.1:5005\"", "url = \"not a url\"");
+    let error = mobile(&text, &[]).unwrap_err();
+    assert_eq!(error.keys(), ["upstreams.recommendations.url"], "{error}");
+
+    let text = example_text().replace("url = \"http://127.0.0.1:5005\"", "url = \"ftp://127.0.0.1:5005\"");
+    let error = mobile(&text, &[]).unwrap_err();
+    assert_eq!(error.keys(), ["upstreams.recommendations.url"], "{error}");
+}
+
+#[test]
+fn every_validation_problem_is_reported_at_once() {
+    let text = example_text()
+        .replace("body_limit_bytes = 262144", "body_limit_bytes = 10")
+        .replace("audience = \"mobile\"", "audience = \"\"");
+    let error = mobile(&text, &[]).unwrap_err();
+    assert_eq!(error.keys(), ["server.body_limit_bytes", "auth.audience"], "{error}");
+}
+
+#[test]
+fn environment_overrides_apply_and_are_validated() {
+    let config = mobile(
+        &example_text(),
+        &[
+            ("MOBILE_BFF__SERVER__LISTEN", "0.0.0.0:9000"),
+            ("MOBILE_BFF__UPSTREAMS__USERS__TIMEOUT", "750ms"),
+            ("OTHER", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.upstreams.users.timeout, std::time::Duration::from_millis(750));
+
+    let error = mobile(&example_text(), &[("MOBILE_BFF__SERVER__REQUEST_TIMEOUT", "soon")]).unwrap_err();
+    assert_eq!(error.keys(), ["server.request_timeout"], "{error}");
+}

@@ -1,0 +1,258 @@
+//! What every BFF does the same way: authentication, identity propagation, request ids, limits,
+//! errors, health.
+
+use std::net::SocketAddr;
+
+use bff_platform::{Stack, StackConfig};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::support::{HOME_QUERY, TestStack, at};
+
+/// A token signed by a key the identity service never published, under its key id.
+fn forged_token(issuer: &str, audience: &str) -> String {
+    let key = EncodingKey::from_rsa_pem(include_bytes!("fixtures/rogue-signing-key.pem")).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("demo-2026".to_owned());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({ "iss": issuer, "sub": "u-1", "aud": audience, "exp": now + 300, "iat": now });
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn bad_bearer_tokens_get_401_with_a_graphql_error() {
+    let t = TestStack::start().await;
+    let demo = &t.stack.demo;
+    let cases = [
+        ("missing", None),
+        ("expired", Some(demo.mint_token("u-1", "mobile", "", -120))),
+        ("wrongly signed", Some(forged_token(&demo.issuer(), "mobile"))),
+        ("wrong audience", Some(demo.mint_token("u-1", "web", "", 300))),
+        ("garbage", Some("not-a-jwt".to_owned())),
+    ];
+    for (case, token) in cases {
+        let reply = t.graphql(t.stack.mobile, token.as_deref(), HOME_QUERY, json!({})).await;
+        assert_eq!(reply.status, 401, "{case}: {:#}", reply.body);
+        assert_eq!(reply.error_codes(), ["UNAUTHENTICATED"], "{case}");
+        assert_eq!(reply.body["errors"][0]["extensions"]["requestId"].as_str(), reply.header("x-request-id"), "{case}");
+        assert!(reply.body.get("data").is_none(), "{case}");
+    }
+    // Refused at the edge: no backend saw any of these requests.
+    for service in ["users", "orders", "recommendations"] {
+        assert_eq!(t.call_count(service).await, 0, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_for_one_bff_do_not_open_another() {
+    let t = TestStack::start().await;
+    let mobile_token = t.token("u-1", "mobile");
+    let reply = t.graphql(t.stack.web, Some(&mobile_token), "{ me { id } }", json!({})).await;
+    assert_eq!(reply.status, 401);
+    let reply = t.get(t.stack.partner, "/v1/orders", &[("authorization", &format!("Bearer {mobile_token}"))]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn client_sent_identity_headers_never_reach_a_backend() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    let request = t
+        .http
+        .post(TestStack::url(t.stack.mobile, "/graphql"))
+        .bearer_auth(&token)
+        .header("x-user-id", "u-999")
+        .header("x-client-id", "evil")
+        .header("x-user-scopes", "admin")
+        .json(&json!({ "query": HOME_QUERY }));
+    let reply = TestStack::reply(request).await;
+    assert_eq!(at(&reply.body, "/data/home/user/id"), "u-1");
+    for service in ["users", "orders", "recommendations"] {
+        let calls = t.recent_calls(service).await;
+        assert_eq!(calls.len(), 1, "{service}");
+        let headers = &calls[0]["headers"];
+        assert_eq!(headers["x-user-id"], "u-1", "{service}: {headers:#}");
+        assert_eq!(headers["x-client-id"], "mobile", "{service}: {headers:#}");
+        assert_eq!(headers["x-user-scopes"], "profile orders", "{service}: {headers:#}");
+        assert!(headers.get("authorization").is_none(), "{service} saw the raw credential");
+    }
+
+    // A partner never acts as a user, whatever it sends.
+    let reply = t
+        .get(t.stack.partner, "/v1/orders", &[("x-api-key", bff_platform::DEMO_PARTNER_API_KEY), ("x-user-id", "u-1")])
+        .await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    let call = t.recent_calls("orders").await.pop().unwrap();
+    assert!(call["headers"].get("x-user-id").is_none(), "{:#}", call["headers"]);
+    assert_eq!(call["headers"]["x-client-id"], bff_platform::DEMO_PARTNER_CLIENT_ID);
+    assert!(call["headers"].get("x-api-key").is_none());
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_well_formed_and_forwarded() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    let send = |id: &'static str| {
+        t.http
+            .post(TestStack::url(t.stack.mobile, "/graphql"))
+            .bearer_auth(&token)
+            .header("x-request-id", id)
+            .json(&json!({ "query": "{ home { user { id } } }" }))
+    };
+    let reply = TestStack::reply(send("trace-abc-123")).await;
+    assert_eq!(reply.header("x-request-id"), Some("trace-abc-123"));
+    let call = t.recent_calls("users").await.pop().unwrap();
+    assert_eq!(call["headers"]["x-request-id"], "trace-abc-123");
+
+    let reply = TestStack::reply(send("bad id with spaces")).await;
+    let minted = reply.header("x-request-id").unwrap().to_owned();
+    assert_ne!(minted, "bad id with spaces");
+    assert!(bff_gateway::middleware::is_well_formed_request_id(&minted));
+    let call = t.recent_calls("users").await.pop().unwrap();
+    assert_eq!(call["headers"]["x-request-id"], minted.as_str());
+}
+
+#[tokio::test]
+async fn the_orders_grpc_backend_gets_identity_and_request_id_as_metadata() {
+    let t = TestStack::start().await;
+    let token = t.token("u-3", "mobile");
+    let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { recentOrders { id } } }", json!({})).await;
+    let call = t.recent_calls("orders").await.pop().unwrap();
+    assert_eq!(call["headers"]["x-user-id"], "u-3");
+    assert_eq!(call["headers"]["x-request-id"].as_str(), reply.header("x-request-id"));
+    assert!(call["path"].as_str().unwrap().ends_with("/ListOrders"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_a_branded_413_before_any_backend_call() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    let huge = format!("{{ home {{ user {{ id }} }} }} #{}", "x".repeat(400 * 1024));
+    let reply = t.graphql(t.stack.mobile, Some(&token), &huge, json!({})).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.error_codes(), ["PAYLOAD_TOO_LARGE"]);
+    assert_eq!(t.call_count("users").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_graphql_gets_bad_request_codes() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { id ", json!({})).await;
+    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { internalRiskScore } } }", json!({})).await;
+    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    let not_json = t
+        .http
+        .post(TestStack::url(t.stack.mobile, "/graphql"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json");
+    let reply = TestStack::reply(not_json).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    assert_eq!(t.call_count("users").await, 0);
+}
+
+#[tokio::test]
+async fn internal_user_fields_never_appear_in_any_response() {
+    let t = TestStack::start().await;
+    // The users service does send them...
+    let raw: Value =
+        reqwest::get(TestStack::url(t.stack.demo.addrs.users, "/users/u-1")).await.unwrap().json().await.unwrap();
+    assert!(raw.get("internal_risk_score").is_some(), "the demo no longer sends internal fields: {raw:#}");
+    // ...and no BFF passes them on.
+    let mobile = t.graphql(t.stack.mobile, Some(&t.token("u-1", "mobile")), HOME_QUERY, json!({})).await;
+    let web = t.graphql(t.stack.web, Some(&t.token("u-1", "web")), crate::support::ME_QUERY, json!({})).await;
+    let partner =
+        t.get(t.stack.partner, "/v1/products/p-1", &[("x-api-key", bff_platform::DEMO_PARTNER_API_KEY)]).await;
+    for (bff, body) in [("mobile", &mobile.body), ("web", &web.body), ("partner", &partner.body)] {
+        assert!(body.get("errors").is_none(), "{bff}: {body:#}");
+        let text = body.to_string();
+        for internal in ["internal", "risk", "kyc", "cost", "supplier"] {
+            assert!(!text.contains(internal), "{bff} exposed `{internal}`: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_branded_errors() {
+    let t = TestStack::start().await;
+    let reply = t.get(t.stack.partner, "/v2/nothing", &[]).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+    assert_eq!(reply.body["code"], "NOT_FOUND");
+    assert_eq!(reply.body["request_id"].as_str(), reply.header("x-request-id"));
+
+    let reply = TestStack::reply(t.http.delete(TestStack::url(t.stack.mobile, "/graphql"))).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.error_codes(), ["METHOD_NOT_ALLOWED"]);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let t = TestStack::start().await;
+    for (bff, addr) in [("mobile", t.stack.mobile), ("web", t.stack.web), ("partner", t.stack.partner)] {
+        let live = t.get(addr, "/healthz", &[]).await;
+        assert_eq!(live.status, 200, "{bff}");
+        let ready = t.get(addr, "/readyz", &[]).await;
+        assert_eq!(ready.status, 200, "{bff}: {:#}", ready.body);
+        assert_eq!(ready.body["status"], "ready");
+        assert!(ready.body["checks"].as_object().unwrap().values().all(|v| v == "ok"), "{bff}: {:#}", ready.body);
+    }
+    // Probes are not business calls: the demo does not record them.
+    assert_eq!(t.call_count("users").await, 0);
+    assert_eq!(t.call_count("orders").await, 0);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_a_backend_is_down() {
+    let t = TestStack::start().await;
+    let dead: SocketAddr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut config = bff_platform::mobile_config(
+        &t.stack.demo,
+        "127.0.0.1:0".parse().unwrap(),
+        std::time::Duration::from_millis(300),
+    );
+    config.upstreams.users.url = bff_demo::http_url(dead).parse().unwrap();
+    let (addr, _server) = bff_platform::spawn_server(
+        mobile_bff::app(config).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let ready = t.get(addr, "/readyz", &[]).await;
+    assert_eq!(ready.status, 503, "{:#}", ready.body);
+    assert_eq!(ready.body["status"], "not_ready");
+    assert_ne!(ready.body["checks"]["users"], "ok");
+    assert_eq!(ready.body["checks"]["orders"], "ok");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_in_flight_requests() {
+    let stack = Stack::start(StackConfig::ephemeral()).await.unwrap();
+    let http = reqwest::Client::new();
+    let control = TestStack::url(stack.demo.addrs.control, "/faults/users");
+    http.put(control).json(&json!({ "latency_ms": 300 })).send().await.unwrap();
+    let token = stack.demo.mint_token("u-1", "mobile", "", 300);
+    let request = http
+        .post(TestStack::url(stack.mobile, "/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": "{ home { user { id } } }" }))
+        .send();
+    let in_flight = tokio::spawn(request);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mobile = stack.mobile;
+    stack.shutdown().await;
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["home"]["user"]["id"], "u-1");
+    // And it no longer accepts new connections.
+    assert!(http.get(TestStack::url(mobile, "/healthz")).send().await.is_err());
+}

@@ -1,0 +1,101 @@
+use std::time::{Duration, Instant};
+
+use bff_platform::StackConfig;
+use serde_json::{Value, json};
+
+use crate::support::{HOME_QUERY, PROMPT, TestStack, at};
+
+#[tokio::test]
+async fn home_answers_from_users_orders_and_recommendations() {
+    let t = TestStack::start().await;
+    let user_id = t.user_with_orders(3).await;
+    let token = t.token(&user_id, "mobile");
+    let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    // One call per backend: the fan-out neither repeats nor skips.
+    for service in ["users", "orders", "recommendations"] {
+        assert_eq!(t.call_count(service).await, 1, "{service}");
+    }
+
+    // Cross-check against the backends themselves.
+    let users = reqwest::get(TestStack::url(t.stack.demo.addrs.users, &format!("/users/{user_id}"))).await.unwrap();
+    let user: Value = users.json().await.unwrap();
+    let home = at(&reply.body, "/data/home");
+    assert_eq!(home["user"]["id"], user_id);
+    assert_eq!(home["user"]["name"], user["name"]);
+    assert_eq!(home["user"]["avatarUrl"], user["avatar_url"]);
+
+    let page = t.orders_of(&user_id, 3).await;
+    assert_eq!(page.orders.len(), 3);
+    let expected: Vec<Value> = page.orders.iter().map(|o| json!(o.id)).collect();
+    let got: Vec<Value> = home["recentOrders"].as_array().unwrap().iter().map(|o| o["id"].clone()).collect();
+    assert_eq!(got, expected);
+
+    let recommendations = home["recommendations"].as_array().unwrap();
+    assert_eq!(recommendations.len(), 5);
+    assert!(recommendations.iter().all(|r| r["priceCents"].as_i64().unwrap() > 0 && r["name"].is_string()));
+}
+
+#[tokio::test]
+async fn home_fans_out_in_parallel() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    // Warm the connections and the JWKS so the timing below is the fan-out alone.
+    t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    for service in ["users", "orders", "recommendations"] {
+        t.set_faults(service, json!({ "latency_ms": 200 })).await;
+    }
+    let started = Instant::now();
+    let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    let elapsed = started.elapsed();
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    // Sequential calls would need 600ms; parallel ones about 200ms.
+    assert!(elapsed >= Duration::from_millis(200), "faster than the injected latency: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(400), "not parallel: {elapsed:?}");
+}
+
+#[tokio::test]
+async fn failing_backend_yields_partial_data_with_its_error_code() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    t.set_faults("users", json!({ "error_rate": 1.0 })).await;
+    let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    assert_eq!(reply.status, 200);
+    let home = at(&reply.body, "/data/home");
+    assert!(home["user"].is_null());
+    assert!(home["recentOrders"].is_array(), "{home:#}");
+    assert_eq!(home["recommendations"].as_array().unwrap().len(), 5);
+    assert_eq!(reply.error_codes(), ["UPSTREAM_UNAVAILABLE"]);
+    let error = &reply.body["errors"][0];
+    assert_eq!(error["path"], json!(["home", "user"]));
+    assert_eq!(error["extensions"]["requestId"].as_str(), reply.header("x-request-id"));
+}
+
+#[tokio::test]
+async fn hanging_backend_times_out_within_the_configured_timeout() {
+    let config = StackConfig { upstream_timeout: Duration::from_millis(300), ..StackConfig::ephemeral() };
+    let t = TestStack::start_with(config).await;
+    let token = t.token("u-1", "mobile");
+    t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    t.set_faults("recommendations", json!({ "hang": true })).await;
+    let started = Instant::now();
+    let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < PROMPT, "{elapsed:?}");
+    let home = at(&reply.body, "/data/home");
+    assert!(home["recommendations"].is_null());
+    assert_eq!(home["user"]["id"], "u-1");
+    assert_eq!(reply.error_codes(), ["UPSTREAM_TIMEOUT"]);
+    assert_eq!(reply.body["errors"][0]["path"], json!(["home", "recommendations"]));
+}
+
+#[tokio::test]
+async fn page_sizes_out_of_range_are_refused_without_a_backend_call() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    let query = "{ home { recentOrders(first: 1000) { id } } }";
+    let reply = t.graphql(t.stack.mobile, Some(&token), query, json!({})).await;
+    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    assert_eq!(t.call_count("orders").await, 0);
+}
