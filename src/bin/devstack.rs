@@ -49,16 +49,19 @@ fn print_banner(stack: &Stack, api_key: &str) {
 BFF platform devstack is up.
 
 BFFs
-  mobile   {mobile}/graphql   (GraphQL, bearer JWT audience `mobile`)
-  web      {web}/graphql      (GraphQL, bearer JWT audience `web`; GraphiQL in a browser)
-  partner  {partner}/v1       (REST, X-API-Key or OAuth2 client-credentials token)
+  mobile   {mobile}/graphql  GraphQL; bearer JWT, audience `mobile`
+  web      {web}/graphql  GraphQL; bearer JWT, audience `web`; GraphiQL in a browser
+  partner  {partner}/v1       REST; X-API-Key or OAuth2 client-credentials token
   each also serves /healthz and /readyz
 
 Demo backends
-  identity {identity}  (JWKS, POST /oauth/token, POST /dev/token)
-  users {users}   catalog {catalog}   recommendations {recommendations}
-  orders (gRPC) {orders}   inventory (gRPC) {inventory}
-  control  {control}  (GET /calls, POST /reset, PUT /faults/{{service}})
+  identity         {identity}  JWKS, POST /oauth/token, POST /dev/token
+  users            {users}
+  catalog          {catalog}
+  recommendations  {recommendations}
+  orders           {orders}  gRPC
+  inventory        {inventory}  gRPC
+  control          {control}  GET /calls, POST /reset, PUT /faults/{{service}}
 
 Demo credentials (user {DEMO_USER}, valid 24h)
   MOBILE_TOKEN={mobile_token}

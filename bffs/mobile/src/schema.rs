@@ -1,7 +1,7 @@
 //! The mobile GraphQL schema. Each field that needs a backend calls it itself, so the fields of
 //! one object resolve concurrently and a failing backend nulls only its own fields.
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, Object, Schema, SimpleObject};
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, ID, Object, Schema, SimpleObject};
 use bff_backends::{OrdersClient, RecommendationsClient, UsersClient};
 use bff_gateway::graphql::{page_size, request_context};
 use bff_gateway::{GatewayError, RequestContext};
@@ -67,7 +67,7 @@ impl Home {
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         let (cx, backends, user_id) = request(ctx)?;
         let user = backends.users.get(cx.upstream(), user_id).await?;
-        Ok(Some(User { id: user.id, name: user.name, avatar_url: user.avatar_url }))
+        Ok(Some(User { id: user.id.into(), name: user.name, avatar_url: user.avatar_url }))
     }
 
     /// The user's newest orders.
@@ -82,7 +82,7 @@ impl Home {
         Ok(Some(
             page.orders
                 .into_iter()
-                .map(|o| OrderSummary { id: o.id, status: o.status.into(), total_cents: o.total_cents })
+                .map(|o| OrderSummary { id: o.id.into(), status: o.status.into(), total_cents: o.total_cents })
                 .collect(),
         ))
     }
@@ -99,7 +99,7 @@ impl Home {
         Ok(Some(
             picks
                 .into_iter()
-                .map(|r| RecommendedProduct { id: r.product_id, name: r.name, price_cents: r.price_cents })
+                .map(|r| RecommendedProduct { id: r.product_id.into(), name: r.name, price_cents: r.price_cents })
                 .collect(),
         ))
     }
@@ -114,12 +114,13 @@ fn request<'a>(ctx: &Context<'a>) -> Result<(&'a RequestContext, &'a Backends, &
 
 #[derive(SimpleObject)]
 pub struct User {
-    pub id: String,
+    pub id: ID,
     pub name: String,
     pub avatar_url: Option<String>,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "bff_backends::OrderStatus")]
 pub enum OrderStatus {
     Pending,
     Paid,
@@ -129,25 +130,11 @@ pub enum OrderStatus {
     Unknown,
 }
 
-impl From<bff_backends::OrderStatus> for OrderStatus {
-    fn from(status: bff_backends::OrderStatus) -> Self {
-        use bff_backends::OrderStatus as S;
-        match status {
-            S::Pending => Self::Pending,
-            S::Paid => Self::Paid,
-            S::Shipped => Self::Shipped,
-            S::Delivered => Self::Delivered,
-            S::Cancelled => Self::Cancelled,
-            S::Unknown => Self::Unknown,
-        }
-    }
-}
-
 /// An order as the home screen lists it.
 #[derive(SimpleObject)]
 #[graphql(name = "Order")]
 pub struct OrderSummary {
-    pub id: String,
+    pub id: ID,
     pub status: OrderStatus,
     pub total_cents: i64,
 }
@@ -155,7 +142,7 @@ pub struct OrderSummary {
 #[derive(SimpleObject)]
 #[graphql(name = "Product")]
 pub struct RecommendedProduct {
-    pub id: String,
+    pub id: ID,
     pub name: String,
     pub price_cents: i64,
 }

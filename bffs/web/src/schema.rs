@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, Object, Schema, SimpleObject};
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, ID, Object, Schema, SimpleObject};
 use bff_backends::{
     CatalogClient, InventoryClient, OrdersClient, Product as CatalogProduct, StockLevel, User, UsersClient,
 };
@@ -148,8 +148,8 @@ impl Me {
 
 #[Object]
 impl Me {
-    async fn id(&self) -> &str {
-        &self.id
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
     }
 
     /// Null (with an error) when the users service fails.
@@ -207,8 +207,8 @@ pub struct Order(bff_backends::Order);
 
 #[Object]
 impl Order {
-    async fn id(&self) -> &str {
-        &self.0.id
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
     }
 
     async fn status(&self) -> OrderStatus {
@@ -255,8 +255,8 @@ pub struct Product(CatalogProduct);
 
 #[Object]
 impl Product {
-    async fn id(&self) -> &str {
-        &self.0.id
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
     }
 
     async fn name(&self) -> &str {
@@ -280,6 +280,7 @@ pub struct Stock {
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "bff_backends::OrderStatus")]
 pub enum OrderStatus {
     Pending,
     Paid,
@@ -287,18 +288,4 @@ pub enum OrderStatus {
     Delivered,
     Cancelled,
     Unknown,
-}
-
-impl From<bff_backends::OrderStatus> for OrderStatus {
-    fn from(status: bff_backends::OrderStatus) -> Self {
-        use bff_backends::OrderStatus as S;
-        match status {
-            S::Pending => Self::Pending,
-            S::Paid => Self::Paid,
-            S::Shipped => Self::Shipped,
-            S::Delivered => Self::Delivered,
-            S::Cancelled => Self::Cancelled,
-            S::Unknown => Self::Unknown,
-        }
-    }
 }

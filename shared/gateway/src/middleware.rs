@@ -152,7 +152,7 @@ impl Stage for AccessLog {
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
             status = response.status().as_u16(),
             error_code = response.extensions().get::<PendingError>().map(|e| e.0.code()).unwrap_or("-"),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
             upstream_calls = upstream.len(),
             upstream = %upstream.join(", "),

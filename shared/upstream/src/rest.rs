@@ -170,3 +170,34 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> RestClient {
+        RestClient::new("test", &UpstreamConfig::new(base.parse().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded_so_ids_cannot_escape_their_resource() {
+        let url = client("http://127.0.0.1:1").url(&["products", "../admin?x=1#y"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:1/products/..%2Fadmin%3Fx=1%23y");
+    }
+
+    #[test]
+    fn a_base_path_is_kept() {
+        let url = client("http://127.0.0.1:1/api/").url(&["users", "u-1"]).unwrap();
+        assert_eq!(url.path(), "/api/users/u-1");
+        let url = client("http://127.0.0.1:1/api").url(&["users", "u-1"]).unwrap();
+        assert_eq!(url.path(), "/api/users/u-1");
+    }
+
+    #[test]
+    fn rejection_messages_come_from_the_body_and_are_bounded() {
+        assert_eq!(rejection_message(br#"{"message":"unknown product p-9"}"#), "unknown product p-9");
+        assert_eq!(rejection_message(b"<html>"), "invalid request");
+        let long = format!(r#"{{"detail":"{}"}}"#, "x".repeat(1000));
+        assert_eq!(rejection_message(long.as_bytes()).len(), MAX_REJECTION_MESSAGE);
+    }
+}
