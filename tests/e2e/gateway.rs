@@ -9,24 +9,42 @@ use serde_json::{Value, json};
 
 use crate::support::{HOME_QUERY, TestStack, at};
 
-/// A token signed by a key the identity service never published, under its key id.
-fn forged_token(issuer: &str, audience: &str) -> String {
-    let key = EncodingKey::from_rsa_pem(include_bytes!("fixtures/rogue-signing-key.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("demo-2026".to_owned());
+/// A token the identity service did not issue: signed by `key` under key id `kid`.
+fn forged_token(key: &EncodingKey, alg: Algorithm, kid: Option<&str>, issuer: &str, audience: &str) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let claims = json!({ "iss": issuer, "sub": "u-1", "aud": audience, "exp": now + 300, "iat": now });
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn rogue_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(include_bytes!("fixtures/rogue-signing-key.pem")).unwrap()
 }
 
 #[tokio::test]
 async fn bad_bearer_tokens_get_401_with_a_graphql_error() {
     let t = TestStack::start().await;
     let demo = &t.stack.demo;
+    let issuer = demo.issuer();
+    let rs256 = Algorithm::RS256;
     let cases = [
         ("missing", None),
         ("expired", Some(demo.mint_token("u-1", "mobile", "", -120))),
-        ("wrongly signed", Some(forged_token(&demo.issuer(), "mobile"))),
+        ("wrongly signed", Some(forged_token(&rogue_key(), rs256, Some("demo-2026"), &issuer, "mobile"))),
+        ("unknown key id", Some(forged_token(&rogue_key(), rs256, Some("rogue"), &issuer, "mobile"))),
+        ("no key id", Some(forged_token(&rogue_key(), rs256, None, &issuer, "mobile"))),
+        ("wrong issuer", Some(forged_token(&rogue_key(), rs256, Some("demo-2026"), "https://evil.example", "mobile"))),
+        (
+            "HS256 with a guessable secret",
+            Some(forged_token(
+                &EncodingKey::from_secret(b"secret"),
+                Algorithm::HS256,
+                Some("demo-2026"),
+                &issuer,
+                "mobile",
+            )),
+        ),
         ("wrong audience", Some(demo.mint_token("u-1", "web", "", 300))),
         ("garbage", Some("not-a-jwt".to_owned())),
     ];
@@ -52,6 +70,46 @@ async fn tokens_for_one_bff_do_not_open_another() {
     let reply = t.get(t.stack.partner, "/v1/orders", &[("authorization", &format!("Bearer {mobile_token}"))]).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+    // A user token minted for the partner audience still is not a partner credential.
+    let user_token = t.token("u-1", "partner");
+    let reply = t.get(t.stack.partner, "/v1/orders", &[("authorization", &format!("Bearer {user_token}"))]).await;
+    assert_eq!(reply.status, 403, "{:#}", reply.body);
+    assert_eq!(reply.body["code"], "FORBIDDEN");
+    assert_eq!(t.call_count("orders").await, 0);
+}
+
+/// The stage itself, on a bare router whose handler reports the headers it was given: even code
+/// that did copy inbound headers upstream would find no client-sent identity.
+#[tokio::test]
+async fn the_strip_stage_removes_client_identity_headers_before_handlers() {
+    use axum::routing::get;
+    use bff_gateway::middleware::{StageLayer, StripIdentityHeaders};
+
+    let echo = axum::Router::new()
+        .route(
+            "/",
+            get(|headers: http::HeaderMap| async move {
+                let names: Vec<String> = headers.keys().map(|k| k.as_str().to_owned()).collect();
+                axum::Json(names)
+            }),
+        )
+        .layer(StageLayer::new(StripIdentityHeaders));
+    let (addr, _server) =
+        bff_platform::spawn_server(echo, "127.0.0.1:0".parse().unwrap(), std::future::pending()).await.unwrap();
+    let reply = TestStack::reply(
+        reqwest::Client::new()
+            .get(TestStack::url(addr, "/"))
+            .header("x-user-id", "u-999")
+            .header("X-Client-Id", "evil")
+            .header("x-user-scopes", "admin")
+            .header("x-kept", "yes"),
+    )
+    .await;
+    let names: Vec<&str> = reply.body.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(names.contains(&"x-kept"), "{names:?}");
+    for identity in ["x-user-id", "x-client-id", "x-user-scopes"] {
+        assert!(!names.contains(&identity), "{identity} reached the handler: {names:?}");
+    }
 }
 
 #[tokio::test]
@@ -246,7 +304,15 @@ async fn graceful_shutdown_drains_in_flight_requests() {
         .json(&json!({ "query": "{ home { user { id } } }" }))
         .send();
     let in_flight = tokio::spawn(request);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Shut down only once the request is inside: the users service has recorded it.
+    let calls = TestStack::url(stack.demo.addrs.control, "/calls");
+    loop {
+        let recorded: Value = http.get(&calls).send().await.unwrap().json().await.unwrap();
+        if recorded["users"]["count"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let mobile = stack.mobile;
     stack.shutdown().await;
     let response = in_flight.await.unwrap().unwrap();

@@ -131,6 +131,23 @@ impl TestStack {
     }
 }
 
+/// The status of `GET path` sent byte for byte as given, with no client-side URL normalisation.
+pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status_line = response.lines().next().unwrap_or_default();
+    status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status: {response}"))
+}
+
 /// A path-wise view of a JSON value, for messages.
 pub fn at<'a>(value: &'a Value, pointer: &str) -> &'a Value {
     value.pointer(pointer).unwrap_or_else(|| panic!("no {pointer} in {value:#}"))

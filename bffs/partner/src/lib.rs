@@ -1,8 +1,9 @@
 //! The partner BFF: a versioned REST API for third-party partners.
 //!
 //! Every route under `/v1` needs one credential: an `X-API-Key` (stored hashed in config) or an
-//! OAuth2 client-credentials bearer token from the identity service (audience `partner`). The
-//! partner acts for itself: its orders are the orders it placed, owned by its client id.
+//! OAuth2 client-credentials bearer token from the identity service (audience `partner`); user
+//! tokens are refused. The partner acts for itself: its orders are the orders it placed, owned by
+//! `partner:{client_id}`, a namespace no user id can fall into.
 //!
 //! | route | scope | backend |
 //! |---|---|---|

@@ -86,7 +86,7 @@ async fn get_product(
     cx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ProductView>, GatewayError> {
-    cx.principal()?.require_scope("catalog:read")?;
+    partner(&cx, "catalog:read")?;
     let id = token("product id", &id)?;
     let p = backends.catalog.get(cx.upstream(), id, PRODUCT_FIELDS).await?;
     Ok(axum::Json(ProductView {
@@ -117,7 +117,7 @@ async fn get_stock(
     cx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<axum::Json<StockView>, GatewayError> {
-    cx.principal()?.require_scope("catalog:read")?;
+    partner(&cx, "catalog:read")?;
     let id = token("product id", &id)?;
     let level = backends
         .inventory
@@ -197,14 +197,13 @@ async fn list_orders(
     cx: RequestContext,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<OrderList>, GatewayError> {
-    let principal = cx.principal()?;
-    principal.require_scope("orders:read")?;
+    let owner = partner(&cx, "orders:read")?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(GatewayError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE_SIZE}")));
     }
     let cursor = params.cursor.as_deref().map(|c| token("cursor", c)).transpose()?;
-    let page = backends.orders.list(cx.upstream(), &principal.client_id, limit, cursor, &[]).await?;
+    let page = backends.orders.list(cx.upstream(), &owner, limit, cursor, &[]).await?;
     Ok(axum::Json(OrderList {
         items: page.orders.into_iter().map(OrderView::from).collect(),
         next_cursor: page.next_page_token,
@@ -216,10 +215,9 @@ async fn get_order(
     cx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<axum::Json<OrderView>, GatewayError> {
-    let principal = cx.principal()?;
-    principal.require_scope("orders:read")?;
+    let owner = partner(&cx, "orders:read")?;
     let id = token("order id", &id)?;
-    let order = backends.orders.get(cx.upstream(), &principal.client_id, id, &[]).await?;
+    let order = backends.orders.get(cx.upstream(), &owner, id, &[]).await?;
     Ok(axum::Json(order.into()))
 }
 
@@ -244,8 +242,7 @@ async fn create_order(
     headers: HeaderMap,
     Json(body): Json<NewOrder>,
 ) -> Result<Response, GatewayError> {
-    let principal = cx.principal()?;
-    principal.require_scope("orders:write")?;
+    let owner = partner(&cx, "orders:write")?;
     if body.items.is_empty() || body.items.len() > MAX_ORDER_LINES {
         return Err(GatewayError::BadRequest(format!("`items` must have 1 to {MAX_ORDER_LINES} entries")));
     }
@@ -268,7 +265,7 @@ async fn create_order(
         ),
         None => None,
     };
-    let order = backends.orders.create(cx.upstream(), &principal.client_id, lines, idempotency_key).await?;
+    let order = backends.orders.create(cx.upstream(), &owner, lines, idempotency_key).await?;
     let location = HeaderValue::from_str(&format!("/v1/orders/{}", order.id))
         .map_err(|_| GatewayError::Internal("order id is not a valid header value".into()))?;
     let mut response = (StatusCode::CREATED, axum::Json(OrderView::from(order))).into_response();
@@ -276,11 +273,22 @@ async fn create_order(
     Ok(response)
 }
 
+/// Checks that the caller is a partner acting for itself, with `scope`, and names the owner of
+/// its orders. Owners are namespaced so that no partner id can ever coincide with a user id.
+fn partner(cx: &RequestContext, scope: &str) -> Result<String, GatewayError> {
+    let principal = cx.principal()?;
+    if principal.user_id.is_some() {
+        return Err(GatewayError::Forbidden("the partner API takes client credentials, not user tokens".into()));
+    }
+    principal.require_scope(scope)?;
+    Ok(format!("partner:{}", principal.client_id))
+}
+
 /// `value` if it is a plausible id or token (short, printable, no separators), else a 400 that
 /// names `what`; a malformed id never reaches a backend.
 fn token<'a>(what: &str, value: &'a str) -> Result<&'a str, GatewayError> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_TOKEN_LEN
+    let ok = value.len() <= MAX_TOKEN_LEN
+        && value.bytes().any(|b| b.is_ascii_alphanumeric())
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b':'));
     if ok { Ok(value) } else { Err(GatewayError::BadRequest(format!("`{what}` is not a valid id"))) }
 }

@@ -49,7 +49,11 @@ async fn grpc_ready(channel: &bff_upstream::GrpcChannel, service: &str) -> Resul
     }
 }
 
-/// Readiness of a REST backend: `GET /healthz`.
+/// Readiness of a REST backend: `GET /healthz`. The reason is a bare failure kind (readiness is
+/// public); the detail is logged.
 async fn rest_ready(client: &bff_upstream::RestClient) -> Result<(), String> {
-    client.probe(&["healthz"]).await.map_err(|e| e.to_string())
+    client.probe(&["healthz"]).await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness probe failed");
+        e.kind().to_owned()
+    })
 }

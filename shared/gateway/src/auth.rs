@@ -181,6 +181,7 @@ impl JwtVerifier {
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = config.leeway.as_secs();
+        validation.validate_nbf = true;
         let mut upstream = UpstreamConfig::new(config.jwks_url.clone());
         upstream.timeout = config.jwks_timeout;
         upstream.url.set_path("/");
@@ -239,13 +240,18 @@ impl JwtVerifier {
         Ok(self.keys.read().await.get(kid).cloned())
     }
 
-    /// Fetches the JWKS unless another task just did (single flight) or the cooldown forbids it.
+    /// Fetches the JWKS unless another task just did (single flight) or, once keys are loaded, the
+    /// cooldown forbids it. While no key was ever loaded every request may try again: refusing
+    /// valid tokens for a whole cooldown because of one failed fetch would log users out.
     async fn refetch(&self, kid: &str) -> Result<(), GatewayError> {
         let mut last_fetch = self.last_fetch.lock().await;
-        if self.keys.read().await.contains_key(kid) || last_fetch.is_some_and(|at| at.elapsed() < self.refetch_cooldown)
+        let keys = self.keys.read().await;
+        if keys.contains_key(kid)
+            || (!keys.is_empty() && last_fetch.is_some_and(|at| at.elapsed() < self.refetch_cooldown))
         {
             return Ok(());
         }
+        drop(keys);
         Ok(self.fetch(&mut last_fetch).await?)
     }
 
@@ -254,12 +260,14 @@ impl JwtVerifier {
         if !self.keys.read().await.is_empty() {
             return Ok(());
         }
-        self.fetch(&mut last_fetch).await.map_err(|e| e.to_string())
+        self.fetch(&mut last_fetch).await.map_err(|e| {
+            tracing::warn!(error = %e, "JWKS not loadable");
+            e.kind().to_owned()
+        })
     }
 
     /// Replaces the cached keys with the identity service's current set.
     async fn fetch(&self, last_fetch: &mut Option<Instant>) -> Result<(), UpstreamError> {
-        *last_fetch = Some(Instant::now());
         let path: Vec<&str> = self.jwks_path.iter().map(String::as_str).collect();
         let set: JwkSet = self.jwks.get(&CallContext::new("jwks-refresh"), &path, &[]).await?;
         let keys: HashMap<String, DecodingKey> = set
@@ -269,6 +277,7 @@ impl JwtVerifier {
             .collect();
         tracing::info!(keys = keys.len(), "fetched the JWKS");
         *self.keys.write().await = keys;
+        *last_fetch = Some(Instant::now());
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Environment overrides use the BFF's prefix and `__` between keys:
 //! `MOBILE_BFF__SERVER__LISTEN=0.0.0.0:8080` sets `server.listen`. Values are read as TOML
-//! (numbers, booleans, arrays) and fall back to plain strings.
+//! (numbers, booleans, arrays) and fall back to plain strings; quote a value that must stay a
+//! string but reads as something else: `WEB_BFF__AUTH__AUDIENCE='"12345"'`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 /// Least time between two JWKS fetches triggered by unknown key ids.
 pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+const MIN_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The listener and the limits every request meets.
@@ -102,6 +104,12 @@ impl Validate for JwtConfig {
         );
         problems.check(path, "leeway", self.leeway <= Duration::from_secs(300), "must be at most 5m");
         problems.check(path, "jwks_timeout", !self.jwks_timeout.is_zero(), "must be more than zero");
+        problems.check(
+            path,
+            "jwks_refetch_cooldown",
+            self.jwks_refetch_cooldown >= MIN_JWKS_REFETCH_COOLDOWN,
+            "must be at least 1s, or made-up key ids turn every request into a JWKS fetch",
+        );
     }
 }
 
@@ -236,7 +244,9 @@ impl ConfigError {
 /// and validates.
 pub fn load<C: DeserializeOwned + Validate>(path: &Path, env_prefix: &str) -> Result<C, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    from_toml(&text, path, std::env::vars(), env_prefix)
+    // Variables that are not UTF-8 cannot be ours; skipping them beats refusing to start.
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    from_toml(&text, path, env, env_prefix)
 }
 
 /// [`load`] on text already read, with the environment given explicitly (tests pass their own).

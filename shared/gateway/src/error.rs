@@ -59,7 +59,7 @@ impl GatewayError {
                 UpstreamError::Timeout { .. } => "UPSTREAM_TIMEOUT",
                 UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
                 UpstreamError::NotFound { .. } => "NOT_FOUND",
-                UpstreamError::Rejected { .. } => "BAD_REQUEST",
+                UpstreamError::Rejected { .. } | UpstreamError::InvalidArgument { .. } => "BAD_REQUEST",
                 UpstreamError::Failed { .. } | UpstreamError::BadBody { .. } => "UPSTREAM_ERROR",
                 UpstreamError::Config { .. } => "INTERNAL",
             },
@@ -86,6 +86,7 @@ impl GatewayError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Upstream(UpstreamError::Rejected { message, .. }) => message.clone(),
+            Self::Upstream(UpstreamError::InvalidArgument { .. }) => "invalid identifier".to_owned(),
             Self::Upstream(UpstreamError::NotFound { .. }) => "not found".to_owned(),
             Self::Upstream(UpstreamError::Config { .. }) | Self::Internal(_) => "internal error".to_owned(),
             // The backend's name helps a client report the problem; how it failed inside does not.

@@ -28,7 +28,8 @@ pub async fn serve(
     tokio::select! {
         result = server => result,
         () = drain_deadline => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections");
+            // Requests still running are abandoned: they end with the process.
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning in-flight requests");
             Ok(())
         }
     }

@@ -4,6 +4,9 @@ use std::time::{Duration, Instant};
 
 use crate::UpstreamError;
 
+/// Time kept back from the request's deadline for turning an upstream timeout into a response.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(25);
+
 /// Names of the trusted headers (and gRPC metadata keys) the gateway sets on every backend call.
 /// Backends may trust them because the gateway strips any client-sent copy at the edge.
 pub mod headers {
@@ -77,10 +80,12 @@ impl CallContext {
     }
 
     /// The time one call to `service` may take: its own timeout, cut short by the request's
-    /// deadline. Fails without calling when the deadline has already passed.
+    /// deadline less a margin, so that a slow backend is reported as such (partial data with
+    /// `UPSTREAM_TIMEOUT`) before the whole request times out. Fails without calling when that
+    /// time is already spent.
     pub(crate) fn budget(&self, service: &'static str, timeout: Duration) -> Result<Duration, UpstreamError> {
         let Some(deadline) = self.deadline else { return Ok(timeout) };
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(Instant::now()).saturating_sub(DEADLINE_MARGIN);
         if remaining.is_zero() {
             return Err(UpstreamError::Timeout { service, after: Duration::ZERO });
         }

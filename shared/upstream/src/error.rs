@@ -18,6 +18,9 @@ pub enum UpstreamError {
     Failed { service: &'static str, detail: String },
     #[error("upstream `{service}` sent a response we could not read: {reason}")]
     BadBody { service: &'static str, reason: String },
+    /// The call could not be expressed (an id that cannot be a path segment, say); nothing was sent.
+    #[error("invalid argument for upstream `{service}`: {reason}")]
+    InvalidArgument { service: &'static str, reason: String },
     #[error("upstream `{service}` is misconfigured: {reason}")]
     Config { service: &'static str, reason: String },
 }
@@ -31,6 +34,7 @@ impl UpstreamError {
             | Self::Rejected { service, .. }
             | Self::Failed { service, .. }
             | Self::BadBody { service, .. }
+            | Self::InvalidArgument { service, .. }
             | Self::Config { service, .. } => service,
         }
     }
@@ -44,6 +48,7 @@ impl UpstreamError {
             Self::Rejected { .. } => "rejected",
             Self::Failed { .. } => "failed",
             Self::BadBody { .. } => "bad_body",
+            Self::InvalidArgument { .. } => "invalid_argument",
             Self::Config { .. } => "config",
         }
     }

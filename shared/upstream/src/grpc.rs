@@ -54,16 +54,18 @@ impl GrpcChannel {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let budget = cx.budget(self.service, self.timeout)?;
-        let started = Instant::now();
         let mut request = Request::new(message);
         request.set_timeout(budget);
         for (name, value) in cx.outbound_headers() {
-            // Identity values come from verified tokens; one that is not valid metadata is dropped
-            // rather than sent mangled.
-            if let Ok(value) = value.parse() {
-                request.metadata_mut().insert(name, value);
-            }
+            // Sending the call without an identity value would let the backend take the caller for
+            // someone else (a machine client, say): refuse instead.
+            let value = value.parse().map_err(|_| UpstreamError::Config {
+                service: self.service,
+                reason: format!("`{name}` is not representable as gRPC metadata"),
+            })?;
+            request.metadata_mut().insert(name, value);
         }
+        let started = Instant::now();
         let result = match tokio::time::timeout(budget, rpc(self.channel.clone(), request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(self.status_error(&status, budget)),

@@ -14,6 +14,8 @@ const POOL_MAX_IDLE_PER_HOST: usize = 64;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How much of an error body we read to explain a rejection.
 const MAX_REJECTION_MESSAGE: usize = 200;
+/// Largest response body we buffer; a backend sending more is broken, not generous.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A JSON-over-HTTP backend.
 #[derive(Debug, Clone)]
@@ -80,25 +82,29 @@ impl RestClient {
         path: &[&str],
         build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<T, UpstreamError> {
-        let operation = format!("{method} /{}", path.join("/"));
+        // Checked before anything is sent: a bad path or a spent deadline is no call at all.
+        let url = self.url(path)?;
         let budget = cx.budget(self.service, self.timeout)?;
-        let started = Instant::now();
-        let result = async {
-            let mut request = build(self.http.request(method, self.url(path)?));
-            for (name, value) in cx.outbound_headers() {
-                request = request.header(name, value);
-            }
-            let exchange = async {
-                let response = request.send().await.map_err(|e| self.transport_error(&e))?;
-                let body = self.check_status(response).await?;
-                serde_json::from_slice::<T>(&body)
-                    .map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
-            };
-            tokio::time::timeout(budget, exchange)
-                .await
-                .map_err(|_| UpstreamError::Timeout { service: self.service, after: budget })?
+        let operation = format!("{method} {}", url.path());
+        let mut request = build(self.http.request(method, url));
+        for (name, value) in cx.outbound_headers() {
+            // As for gRPC: never send the call with an identity value missing.
+            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| UpstreamError::Config {
+                service: self.service,
+                reason: format!("`{name}` is not representable as a header"),
+            })?;
+            request = request.header(name, value);
         }
-        .await;
+        let started = Instant::now();
+        let exchange = async {
+            let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+            let body = self.check_status(response).await?;
+            serde_json::from_slice::<T>(&body)
+                .map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
+        };
+        let result = tokio::time::timeout(budget, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout { service: self.service, after: budget }));
         let outcome = match &result {
             Ok(_) => CallOutcome::Ok,
             Err(e) => CallOutcome::Failed(e.kind()),
@@ -107,7 +113,16 @@ impl RestClient {
         result
     }
 
+    /// The URL of `path` below the base. Each segment is percent-encoded (`/`, `?`, `#` and `%`
+    /// included), and the segments URL parsers treat as navigation (`.`, `..`, empty) are refused,
+    /// so a segment that came from a client can only ever name one resource at its place.
     fn url(&self, path: &[&str]) -> Result<Url, UpstreamError> {
+        if let Some(bad) = path.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(UpstreamError::InvalidArgument {
+                service: self.service,
+                reason: format!("`{bad}` cannot be a path segment"),
+            });
+        }
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| UpstreamError::Config {
@@ -131,7 +146,7 @@ impl RestClient {
     async fn check_status(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
         let service = self.service;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let body = self.read_body(response).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -146,6 +161,27 @@ impl RestClient {
             StatusCode::GATEWAY_TIMEOUT => UpstreamError::Timeout { service, after: self.timeout },
             _ => UpstreamError::Failed { service, detail: format!("HTTP {status}") },
         })
+    }
+}
+
+impl RestClient {
+    /// The whole body, refusing one over [`MAX_RESPONSE_BYTES`] as soon as it shows.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+        let too_large = || UpstreamError::BadBody {
+            service: self.service,
+            reason: format!("response body exceeds {MAX_RESPONSE_BYTES} bytes"),
+        };
+        if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 }
 
@@ -181,8 +217,16 @@ mod tests {
 
     #[test]
     fn path_segments_are_percent_encoded_so_ids_cannot_escape_their_resource() {
-        let url = client("http://127.0.0.1:1").url(&["products", "../admin?x=1#y"]).unwrap();
+        let client = client("http://127.0.0.1:1");
+        let url = client.url(&["products", "../admin?x=1#y"]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:1/products/..%2Fadmin%3Fx=1%23y");
+        // `%2e%2e` would be `..` to a URL parser; escaped, it stays the literal id it was.
+        let url = client.url(&["products", "%2e%2e", "stock"]).unwrap();
+        assert_eq!(url.path(), "/products/%252e%252e/stock");
+        for navigation in ["..", ".", ""] {
+            let error = client.url(&["products", navigation]).unwrap_err();
+            assert_eq!(error.kind(), "invalid_argument", "{navigation:?}");
+        }
     }
 
     #[test]
