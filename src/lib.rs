@@ -56,7 +56,49 @@ impl StackConfig {
     pub fn ephemeral() -> Self {
         Self { demo: DemoConfig::ephemeral(), mobile_port: 0, web_port: 0, partner_port: 0, ..Self::devstack() }
     }
+
+    /// The devstack's settings with command-line overrides applied: `--mobile-port N`,
+    /// `--web-port`, `--partner-port`, `--identity-port`, `--users-port`, `--catalog-port`,
+    /// `--orders-port`, `--inventory-port`, `--recommendations-port`, `--control-port`,
+    /// `--upstream-timeout 2s` and `--partner-api-key KEY`.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut config = Self::devstack();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "-h" || flag == "--help" {
+                return Err(USAGE.to_owned());
+            }
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let port = || value.parse::<u16>().map_err(|_| format!("{flag}: `{value}` is not a port"));
+            let ports = &mut config.demo.ports;
+            match flag.as_str() {
+                "--mobile-port" => config.mobile_port = port()?,
+                "--web-port" => config.web_port = port()?,
+                "--partner-port" => config.partner_port = port()?,
+                "--identity-port" => ports.identity = port()?,
+                "--users-port" => ports.users = port()?,
+                "--catalog-port" => ports.catalog = port()?,
+                "--orders-port" => ports.orders = port()?,
+                "--inventory-port" => ports.inventory = port()?,
+                "--recommendations-port" => ports.recommendations = port()?,
+                "--control-port" => ports.control = port()?,
+                "--upstream-timeout" => {
+                    config.upstream_timeout = humantime::parse_duration(&value)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| format!("{flag}: `{value}` is not a duration such as 2s or 500ms"))?;
+                }
+                "--partner-api-key" if !value.is_empty() => config.partner_api_key = value,
+                _ => return Err(format!("unknown or empty argument `{flag}`\n{USAGE}")),
+            }
+        }
+        Ok(config)
+    }
 }
+
+const USAGE: &str = "usage: devstack [--mobile-port N] [--web-port N] [--partner-port N] [--identity-port N] \
+[--users-port N] [--catalog-port N] [--orders-port N] [--inventory-port N] [--recommendations-port N] \
+[--control-port N] [--upstream-timeout 2s] [--partner-api-key KEY]";
 
 /// A running platform. Dropping it stops the demo backends; [`Stack::shutdown`] also drains the BFFs.
 pub struct Stack {

@@ -1,6 +1,7 @@
 //! `cargo run --release --bin devstack`: the demo backends and all three BFFs in one process, on
 //! the default ports, with a ready-made token, API key and example request for each BFF.
-//! Ctrl-C (or SIGTERM) drains in-flight requests and stops.
+//! Ctrl-C (or SIGTERM) drains in-flight requests and stops. `-- --help` lists the overrides
+//! (ports, upstream timeout, partner API key).
 
 use std::process::ExitCode;
 
@@ -11,6 +12,13 @@ const DEMO_TOKEN_TTL_S: i64 = 24 * 3600;
 const DEMO_USER: &str = "u-1";
 
 fn main() -> ExitCode {
+    let config = match StackConfig::from_args(std::env::args().skip(1)) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
     bff_gateway::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -20,7 +28,6 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let config = StackConfig::devstack();
         let api_key = config.partner_api_key.clone();
         let stack = match Stack::start(config).await {
             Ok(stack) => stack,

@@ -79,3 +79,35 @@ fn environment_overrides_apply_and_are_validated() {
     let error = mobile(&example_text(), &[("MOBILE_BFF__SERVER__REQUEST_TIMEOUT", "soon")]).unwrap_err();
     assert_eq!(error.keys(), ["server.request_timeout"], "{error}");
 }
+
+#[test]
+fn devstack_defaults_and_overrides() {
+    use bff_platform::StackConfig;
+
+    let args = |list: &[&str]| StackConfig::from_args(list.iter().map(|s| (*s).to_owned()));
+    let defaults = args(&[]).unwrap();
+    assert_eq!((defaults.mobile_port, defaults.web_port, defaults.partner_port), (4001, 4002, 4003));
+    assert_eq!(defaults.demo.ports.control, 5999);
+    assert_eq!(defaults.upstream_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(defaults.partner_api_key, "demo-partner-key");
+
+    let custom = args(&[
+        "--mobile-port",
+        "7001",
+        "--orders-port",
+        "7103",
+        "--upstream-timeout",
+        "750ms",
+        "--partner-api-key",
+        "k",
+    ])
+    .unwrap();
+    assert_eq!(custom.mobile_port, 7001);
+    assert_eq!(custom.demo.ports.orders, 7103);
+    assert_eq!(custom.upstream_timeout, std::time::Duration::from_millis(750));
+    assert_eq!(custom.partner_api_key, "k");
+
+    for bad in [&["--mobile-port", "70000"][..], &["--upstream-timeout", "soon"], &["--nope", "1"], &["--web-port"]] {
+        assert!(args(bad).is_err(), "{bad:?}");
+    }
+}
