@@ -96,7 +96,8 @@ impl StackConfig {
     }
 }
 
-const USAGE: &str = "usage: devstack [--mobile-port N] [--web-port N] [--partner-port N] [--identity-port N] \
+/// The devstack's command line.
+pub const USAGE: &str = "usage: devstack [--mobile-port N] [--web-port N] [--partner-port N] [--identity-port N] \
 [--users-port N] [--catalog-port N] [--orders-port N] [--inventory-port N] [--recommendations-port N] \
 [--control-port N] [--upstream-timeout 2s] [--partner-api-key KEY]";
 

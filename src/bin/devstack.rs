@@ -12,6 +12,10 @@ const DEMO_TOKEN_TTL_S: i64 = 24 * 3600;
 const DEMO_USER: &str = "u-1";
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|arg| arg == "-h" || arg == "--help") {
+        print_usage();
+        return ExitCode::SUCCESS;
+    }
     let config = match StackConfig::from_args(std::env::args().skip(1)) {
         Ok(config) => config,
         Err(message) => {
@@ -42,6 +46,11 @@ fn main() -> ExitCode {
         stack.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+#[allow(clippy::print_stdout)]
+fn print_usage() {
+    println!("{}", bff_platform::USAGE);
 }
 
 #[allow(clippy::print_stdout)]
