@@ -56,6 +56,27 @@ async fn home_fans_out_in_parallel() {
 }
 
 #[tokio::test]
+async fn fields_come_back_in_the_order_asked_whatever_finishes_first() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    // The first field asked for is the last to finish.
+    t.set_faults("users", json!({ "latency_ms": 150 })).await;
+    let query = "query Ordered { home { user { name id } recommendations(first: 1) { priceCents id } \
+                 ...Orders } } fragment Orders on Home { latest: recentOrders(first: 1) { status id } }";
+    let request = t
+        .http
+        .post(TestStack::url(t.stack.mobile, "/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({ "query": query, "operationName": "Ordered" }));
+    let text = request.send().await.unwrap().text().await.unwrap();
+    let position = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no {needle} in {text}"));
+    assert!(position("\"user\"") < position("\"recommendations\""), "{text}");
+    assert!(position("\"recommendations\"") < position("\"latest\""), "{text}");
+    assert!(position("\"name\"") < position("\"id\""), "{text}");
+    assert!(position("\"priceCents\"") < position("\"status\""), "{text}");
+}
+
+#[tokio::test]
 async fn failing_backend_yields_partial_data_with_its_error_code() {
     let t = TestStack::start().await;
     let token = t.token("u-1", "mobile");

@@ -47,11 +47,103 @@ where
 {
     let _ = cx.log.operation.set(request.operation_name.clone().unwrap_or_else(|| "anonymous".to_owned()));
     let request_id = cx.request_id.clone();
+    let (query, operation_name) = (request.query.clone(), request.operation_name.clone());
     let mut response = schema.execute(request.data(cx)).await;
     for error in &mut response.errors {
         brand(error, &request_id);
     }
+    order::restore_selection_order(&mut response.data, &query, operation_name.as_deref());
     axum::Json(response).into_response()
+}
+
+/// async-graphql resolves sibling fields concurrently and writes them in the order they finish
+/// (async-graphql#612). The spec asks for the order of the query, and clients, caches and diffs
+/// are better served by responses that are the same bytes every time: this puts them back.
+mod order {
+    use async_graphql::indexmap::IndexMap;
+    use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
+    use async_graphql::{Name, Value};
+
+    /// Fragments nest no deeper than this in a valid document; the guard only stops a loop.
+    const MAX_FRAGMENT_DEPTH: usize = 32;
+
+    pub fn restore_selection_order(data: &mut Value, query: &str, operation_name: Option<&str>) {
+        if matches!(data, Value::Null) {
+            return;
+        }
+        let Ok(document) = async_graphql::parser::parse_query(query) else { return };
+        let operation = match (&document.operations, operation_name) {
+            (DocumentOperations::Single(operation), _) => operation,
+            (DocumentOperations::Multiple(operations), Some(name)) => match operations.get(name) {
+                Some(operation) => operation,
+                None => return,
+            },
+            (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+                match operations.values().next() {
+                    Some(operation) => operation,
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        reorder(data, &[&operation.node.selection_set.node], &document);
+    }
+
+    fn reorder(value: &mut Value, sets: &[&SelectionSet], document: &ExecutableDocument) {
+        match value {
+            Value::List(items) => items.iter_mut().for_each(|item| reorder(item, sets, document)),
+            Value::Object(fields) => {
+                let mut keys = Vec::new();
+                for set in sets {
+                    collect(set, document, &mut keys, 0);
+                }
+                let mut unordered = std::mem::take(fields);
+                let mut ordered = IndexMap::with_capacity(unordered.len());
+                for (key, subsets) in keys {
+                    if let Some(mut field) = unordered.shift_remove(key) {
+                        reorder(&mut field, &subsets, document);
+                        ordered.insert(key.clone(), field);
+                    }
+                }
+                // Anything the walk did not name keeps its place at the end rather than vanish.
+                ordered.extend(unordered);
+                *fields = ordered;
+            }
+            _ => {}
+        }
+    }
+
+    /// The response keys `set` selects, in order, each with every sub-selection merged under it.
+    fn collect<'a>(
+        set: &'a SelectionSet,
+        document: &'a ExecutableDocument,
+        keys: &mut Vec<(&'a Name, Vec<&'a SelectionSet>)>,
+        depth: usize,
+    ) {
+        if depth > MAX_FRAGMENT_DEPTH {
+            return;
+        }
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    let key = &field.node.response_key().node;
+                    let subset = &field.node.selection_set.node;
+                    match keys.iter_mut().find(|(seen, _)| *seen == key) {
+                        Some((_, subsets)) => subsets.push(subset),
+                        None => keys.push((key, vec![subset])),
+                    }
+                }
+                Selection::FragmentSpread(spread) => {
+                    if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                        collect(&fragment.node.selection_set.node, document, keys, depth + 1);
+                    }
+                }
+                Selection::InlineFragment(inline) => {
+                    collect(&inline.node.selection_set.node, document, keys, depth + 1)
+                }
+            }
+        }
+    }
 }
 
 /// Gives the error its code and a client-safe message, and adds the request id.
