@@ -77,6 +77,8 @@ pub fn main<C: BffConfig, E: Display>(app: impl FnOnce(C) -> Result<Router, E>) 
         }
     };
     let server = config.server().clone();
+    // Building the app creates lazily connecting gRPC channels, which need the runtime at hand.
+    let _runtime_context = runtime.enter();
     let router = match app(config) {
         Ok(router) => router,
         Err(error) => {
