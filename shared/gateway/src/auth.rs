@@ -23,13 +23,6 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 /// Tokens longer than this are refused before any parsing or signature work.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// How the caller proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialKind {
-    Jwt,
-    ApiKey,
-}
-
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -38,7 +31,6 @@ pub struct Principal {
     /// The client application or partner.
     pub client_id: String,
     pub scopes: Vec<String>,
-    pub credential: CredentialKind,
 }
 
 impl Principal {
@@ -142,12 +134,7 @@ impl ApiKeys {
         // Looking the key up by its hash means no comparison ever touches the secret itself.
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let entry = self.by_hash.get(&hash).ok_or_else(|| GatewayError::Unauthenticated("invalid API key".into()))?;
-        Ok(Principal {
-            user_id: None,
-            client_id: entry.client_id.clone(),
-            scopes: entry.scopes.clone(),
-            credential: CredentialKind::ApiKey,
-        })
+        Ok(Principal { user_id: None, client_id: entry.client_id.clone(), scopes: entry.scopes.clone() })
     }
 }
 
@@ -225,7 +212,7 @@ impl JwtVerifier {
         // A client-credentials token is issued to the client itself: its subject is the client.
         let machine = claims.client_id.as_deref() == Some(claims.sub.as_str());
         let client_id = claims.client_id.or(claims.azp).unwrap_or_else(|| self.audience().to_owned());
-        Ok(Principal { user_id: (!machine).then_some(claims.sub), client_id, scopes, credential: CredentialKind::Jwt })
+        Ok(Principal { user_id: (!machine).then_some(claims.sub), client_id, scopes })
     }
 
     fn audience(&self) -> &str {

@@ -68,16 +68,3 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         Self::from_parts(parts)
     }
 }
-
-/// The principal of an authenticated route, as an extractor.
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = GatewayError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Arc<Principal>>()
-            .map(|p| Principal::clone(p))
-            .ok_or_else(|| GatewayError::Unauthenticated("authentication required".into()))
-    }
-}

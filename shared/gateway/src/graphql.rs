@@ -18,10 +18,11 @@ impl<S: Send + Sync> FromRequest<S> for GraphQlRequest {
     type Rejection = GatewayError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json =
-            request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-                v.starts_with("application/json") || v.starts_with("application/graphql-response+json")
-            });
+        let is_json = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
             return Err(GatewayError::BadRequest(
                 "send the GraphQL request as `Content-Type: application/json`".into(),

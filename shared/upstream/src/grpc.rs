@@ -27,10 +27,6 @@ impl GrpcChannel {
         Ok(Self { service, timeout: config.timeout, channel: endpoint.connect_lazy() })
     }
 
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     /// The raw channel, for readiness probes that carry no request context.
     pub fn channel(&self) -> Channel {
         self.channel.clone()

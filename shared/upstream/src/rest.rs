@@ -40,10 +40,6 @@ impl RestClient {
         Ok(Self { service, base: config.url.clone(), timeout: config.timeout, http })
     }
 
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     /// `GET /segment/segment?query` and decode a JSON body. Each path segment is percent-encoded,
     /// so an id from a client can never change which resource is addressed.
     pub async fn get<T: DeserializeOwned>(
