@@ -11,8 +11,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use bff_demo::{Demo, DemoConfig};
+use std::path::Path;
+
 use bff_gateway::auth::ApiKeys;
-use bff_gateway::config::{ApiKeyEntry, JwtConfig, ServerConfig, UpstreamConfig};
+use bff_gateway::config::{Bff, Config, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -113,28 +115,27 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(config: StackConfig) -> anyhow::Result<Self> {
+        bff_upstream::tls::install_default_provider();
         let demo = Demo::start(config.demo.clone()).await.context("starting the demo backends")?;
         let (shutdown, _) = watch::channel(false);
         let listen = |port| SocketAddr::new(config.host, port);
 
-        let mobile = mobile_bff::app(mobile_config(&demo, listen(config.mobile_port), config.upstream_timeout))?;
-        let web = web_bff::app(web_config(&demo, listen(config.web_port), config.upstream_timeout))?;
-        let partner = partner_bff::app(partner_config(
-            &demo,
-            listen(config.partner_port),
-            config.upstream_timeout,
-            &config.partner_api_key,
-        ))?;
+        let mobile = mobile_config(&demo, listen(config.mobile_port), config.upstream_timeout);
+        let web = web_config(&demo, listen(config.web_port), config.upstream_timeout);
+        let partner =
+            partner_config(&demo, listen(config.partner_port), config.upstream_timeout, &config.partner_api_key);
+        let bffs = [
+            ("mobile", mobile.server.clone(), mobile_bff::app(mobile)?),
+            ("web", web.server.clone(), web_bff::app(web)?),
+            ("partner", partner.server.clone(), partner_bff::app(partner)?),
+        ];
 
         let mut servers = Vec::new();
         let mut addrs = Vec::new();
-        for (name, router, port) in [
-            ("mobile", mobile, config.mobile_port),
-            ("web", web, config.web_port),
-            ("partner", partner, config.partner_port),
-        ] {
+        for (name, server, router) in bffs {
             let signal = shutdown.subscribe();
-            let (addr, server) = spawn_server(router, listen(port), wait_for(signal))
+            let port = server.listen.port();
+            let (addr, server) = spawn_server_with(router, &server, wait_for(signal))
                 .await
                 .with_context(|| format!("starting the {name} BFF on port {port}"))?;
             addrs.push(addr);
@@ -163,55 +164,80 @@ pub async fn spawn_server(
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
-    let listener = TcpListener::bind(listen).await?;
+    spawn_server_with(router, &ServerConfig::new(listen), shutdown).await
+}
+
+/// [`spawn_server`] under `config`'s connection limits, binding `config.listen`.
+pub async fn spawn_server_with(
+    router: Router,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(bff_gateway::server::serve(
-        listener,
-        router,
-        shutdown,
-        bff_gateway::config::DEFAULT_SHUTDOWN_GRACE,
-    ));
+    let config = config.clone();
+    let server = tokio::spawn(async move { bff_gateway::server::serve(listener, router, &config, shutdown).await });
     Ok((addr, server))
 }
 
-fn upstream(addr: SocketAddr, timeout: Duration) -> UpstreamConfig {
-    let mut config = UpstreamConfig::new(bff_demo::http_url(addr).parse().expect("a socket address is a valid URL"));
-    config.timeout = timeout;
-    config
+/// The shipped example configs: the devstack runs exactly these, with its ports swapped in, so
+/// the examples cannot drift from what runs.
+const MOBILE_EXAMPLE: &str = include_str!("../bffs/mobile/config.example.toml");
+const WEB_EXAMPLE: &str = include_str!("../bffs/web/config.example.toml");
+const PARTNER_EXAMPLE: &str = include_str!("../bffs/partner/config.example.toml");
+
+/// Where the demo serves backend `name`.
+pub fn backend_addr(demo: &Demo, name: &str) -> Option<SocketAddr> {
+    let a = &demo.addrs;
+    Some(match name {
+        "identity" => a.identity,
+        "users" => a.users,
+        "catalog" => a.catalog,
+        "orders" => a.orders,
+        "inventory" => a.inventory,
+        "recommendations" => a.recommendations,
+        _ => return None,
+    })
 }
 
-fn jwt(demo: &Demo, audience: &str) -> JwtConfig {
-    JwtConfig::new(demo.issuer(), audience, demo.jwks_url().parse().expect("the demo's JWKS URL is valid"))
+/// BFF `B`'s shipped example config, pointed at `demo`, listening on `listen`, with `extra`
+/// overrides in the environment's syntax (`SECTION__KEY`, values read as TOML).
+fn from_example<B: Bff>(
+    example: &str,
+    demo: &Demo,
+    listen: SocketAddr,
+    upstream_timeout: Duration,
+    extra: &[(&str, String)],
+) -> Config<B::Own> {
+    let key = |path: &str| format!("{}__{path}", B::ENV_PREFIX);
+    let mut overrides = vec![
+        (key("SERVER__LISTEN"), listen.to_string()),
+        (key("AUTH__JWT__ISSUER"), demo.issuer()),
+        (key("AUTH__JWT__JWKS_URL"), demo.jwks_url()),
+    ];
+    for backend in B::BACKENDS {
+        let addr = backend_addr(demo, backend).unwrap_or_else(|| panic!("the demo serves no `{backend}`"));
+        let upper = backend.to_ascii_uppercase();
+        overrides.push((key(&format!("UPSTREAMS__{upper}__URL")), bff_demo::http_url(addr)));
+        overrides.push((
+            key(&format!("UPSTREAMS__{upper}__TIMEOUT")),
+            humantime::format_duration(upstream_timeout).to_string(),
+        ));
+    }
+    overrides.extend(extra.iter().map(|(path, value)| (key(path), value.clone())));
+    let file = format!("bffs/{}/config.example.toml", B::NAME.trim_end_matches("-bff"));
+    bff_gateway::config::from_toml::<B>(example, Path::new(&file), overrides)
+        .unwrap_or_else(|error| panic!("{file} with the devstack's overrides: {error}"))
 }
 
 /// The mobile BFF's config against `demo`.
 pub fn mobile_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> mobile_bff::Config {
-    let a = &demo.addrs;
-    mobile_bff::Config {
-        server: ServerConfig::new(listen),
-        auth: jwt(demo, "mobile"),
-        upstreams: mobile_bff::Upstreams {
-            users: upstream(a.users, upstream_timeout),
-            orders: upstream(a.orders, upstream_timeout),
-            recommendations: upstream(a.recommendations, upstream_timeout),
-        },
-    }
+    from_example::<mobile_bff::Mobile>(MOBILE_EXAMPLE, demo, listen, upstream_timeout, &[])
 }
 
 /// The web BFF's config against `demo`.
 pub fn web_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> web_bff::Config {
-    let a = &demo.addrs;
-    web_bff::Config {
-        server: ServerConfig::new(listen),
-        auth: jwt(demo, "web"),
-        upstreams: web_bff::Upstreams {
-            users: upstream(a.users, upstream_timeout),
-            orders: upstream(a.orders, upstream_timeout),
-            catalog: upstream(a.catalog, upstream_timeout),
-            inventory: upstream(a.inventory, upstream_timeout),
-        },
-        graphiql: true,
-    }
+    from_example::<web_bff::Web>(WEB_EXAMPLE, demo, listen, upstream_timeout, &[])
 }
 
 /// The partner BFF's config against `demo`, accepting `api_key` for the demo partner.
@@ -221,21 +247,16 @@ pub fn partner_config(
     upstream_timeout: Duration,
     api_key: &str,
 ) -> partner_bff::Config {
-    let a = &demo.addrs;
-    partner_bff::Config {
-        server: ServerConfig::new(listen),
-        auth: partner_bff::AuthConfig {
-            jwt: jwt(demo, "partner"),
-            api_keys: vec![ApiKeyEntry {
-                client_id: DEMO_PARTNER_CLIENT_ID.to_owned(),
-                sha256: ApiKeys::hash(api_key),
-                scopes: PARTNER_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-            }],
-        },
-        upstreams: partner_bff::Upstreams {
-            catalog: upstream(a.catalog, upstream_timeout),
-            inventory: upstream(a.inventory, upstream_timeout),
-            orders: upstream(a.orders, upstream_timeout),
-        },
-    }
+    let scopes = PARTNER_SCOPES.map(|s| format!("{s:?}")).join(", ");
+    let api_keys = format!(
+        r#"[{{ client_id = "{DEMO_PARTNER_CLIENT_ID}", sha256 = "{}", scopes = [{scopes}] }}]"#,
+        ApiKeys::hash(api_key)
+    );
+    from_example::<partner_bff::Partner>(
+        PARTNER_EXAMPLE,
+        demo,
+        listen,
+        upstream_timeout,
+        &[("AUTH__API_KEYS", api_keys)],
+    )
 }

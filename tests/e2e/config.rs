@@ -2,26 +2,34 @@
 
 use std::path::Path;
 
-use bff_gateway::config::{ConfigError, from_toml, load};
+use bff_gateway::config::{Bff, Config, ConfigError, from_toml};
 
 fn example(bff: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bffs").join(bff).join("config.example.toml")
 }
 
+/// The example of BFF `B` as shipped, without environment overrides.
+fn shipped<B: Bff>(bff: &str) -> Config<B::Own> {
+    let path = example(bff);
+    from_toml::<B>(&std::fs::read_to_string(&path).unwrap(), &path, []).unwrap()
+}
+
 #[test]
 fn the_shipped_example_configs_are_valid() {
-    let mobile: mobile_bff::Config = load(&example("mobile"), "NO_OVERRIDES").unwrap();
+    let mobile = shipped::<mobile_bff::Mobile>("mobile");
     assert_eq!(mobile.server.listen.port(), 4101);
-    let web: web_bff::Config = load(&example("web"), "NO_OVERRIDES").unwrap();
-    assert_eq!(web.upstreams.inventory.url.port(), Some(5004));
-    let partner: partner_bff::Config = load(&example("partner"), "NO_OVERRIDES").unwrap();
+    assert_eq!(mobile.server.max_concurrent_requests, 256);
+    assert_eq!(mobile.server.header_read_timeout, std::time::Duration::from_secs(10));
+    let web = shipped::<web_bff::Web>("web");
+    assert_eq!(web.upstreams.get("inventory").unwrap().url.port(), Some(5004));
+    let partner = shipped::<partner_bff::Partner>("partner");
     // The example's key hash is the devstack's demo key.
     assert_eq!(partner.auth.api_keys[0].sha256, bff_gateway::auth::ApiKeys::hash(bff_platform::DEMO_PARTNER_API_KEY));
 }
 
 fn mobile(text: &str, env: &[(&str, &str)]) -> Result<mobile_bff::Config, ConfigError> {
     let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
-    from_toml(text, Path::new("test.toml"), env, "MOBILE_BFF")
+    from_toml::<mobile_bff::Mobile>(text, Path::new("test.toml"), env)
 }
 
 fn example_text() -> String {
@@ -59,7 +67,7 @@ fn every_validation_problem_is_reported_at_once() {
         .replace("body_limit_bytes = 262144", "body_limit_bytes = 10")
         .replace("audience = \"mobile\"", "audience = \"\"");
     let error = mobile(&text, &[]).unwrap_err();
-    assert_eq!(error.keys(), ["server.body_limit_bytes", "auth.audience"], "{error}");
+    assert_eq!(error.keys(), ["server.body_limit_bytes", "auth.jwt.audience"], "{error}");
 }
 
 #[test]
@@ -74,7 +82,7 @@ fn environment_overrides_apply_and_are_validated() {
     )
     .unwrap();
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
-    assert_eq!(config.upstreams.users.timeout, std::time::Duration::from_millis(750));
+    assert_eq!(config.upstreams.get("users").unwrap().timeout, std::time::Duration::from_millis(750));
 
     let error = mobile(&example_text(), &[("MOBILE_BFF__SERVER__REQUEST_TIMEOUT", "soon")]).unwrap_err();
     assert_eq!(error.keys(), ["server.request_timeout"], "{error}");

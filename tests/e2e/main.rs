@@ -1,12 +1,15 @@
 //! End-to-end tests: the demo backends and the BFFs run in-process on ephemeral ports, and every
 //! test talks real HTTP (and, through the BFFs, gRPC) to them. One test binary keeps links few.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod config;
 mod gateway;
+mod inbound;
 mod mobile;
+mod outbound;
 mod partner;
 mod schemas;
 mod support;
+mod tls;
 mod web;

@@ -84,7 +84,8 @@ async fn failing_backend_yields_partial_data_with_its_error_code() {
     let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
     assert_eq!(reply.status, 200);
     let home = at(&reply.body, "/data/home");
-    assert!(home["user"].is_null());
+    // Present as null, not left out: the client can tell "failed" from "not asked for".
+    assert!(at(&reply.body, "/data/home/user").is_null(), "{home:#}");
     assert!(home["recentOrders"].is_array(), "{home:#}");
     assert_eq!(home["recommendations"].as_array().unwrap().len(), 5);
     assert_eq!(reply.error_codes(), ["UPSTREAM_UNAVAILABLE"]);

@@ -155,3 +155,11 @@ pub fn at<'a>(value: &'a Value, pointer: &str) -> &'a Value {
 
 /// Generous bound for "answers promptly" on a busy two-core machine.
 pub const PROMPT: Duration = Duration::from_secs(2);
+
+/// This process's resident memory, from `/proc/self/status`.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/self/status");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB");
+    kib * 1024
+}

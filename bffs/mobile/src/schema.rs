@@ -7,7 +7,7 @@ use bff_gateway::graphql::{page_size, request_context};
 use bff_gateway::{GatewayError, RequestContext};
 use bff_upstream::UpstreamError;
 
-use crate::Upstreams;
+use bff_upstream::Upstreams;
 
 pub type MobileSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
@@ -28,9 +28,9 @@ pub struct Backends {
 impl Backends {
     pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
         Ok(Self {
-            users: UsersClient::new(&upstreams.users)?,
-            orders: OrdersClient::new(&upstreams.orders)?,
-            recommendations: RecommendationsClient::new(&upstreams.recommendations)?,
+            users: UsersClient::new(upstreams.get("users")?)?,
+            orders: OrdersClient::new(upstreams.get("orders")?)?,
+            recommendations: RecommendationsClient::new(upstreams.get("recommendations")?)?,
         })
     }
 }
@@ -109,7 +109,7 @@ impl Home {
 fn request<'a>(ctx: &Context<'a>) -> Result<(&'a RequestContext, &'a Backends, &'a str), GatewayError> {
     let cx = request_context(ctx)?;
     let backends = ctx.data::<Backends>().map_err(|e| GatewayError::Internal(e.message))?;
-    Ok((cx, backends, cx.principal()?.user_id()?))
+    Ok((cx, backends, cx.user_id()?))
 }
 
 #[derive(SimpleObject)]

@@ -23,14 +23,11 @@ mod v1;
 use std::sync::Arc;
 
 use axum::Router;
-use bff_gateway::auth::{ApiKeys, JwtVerifier};
-use bff_gateway::health::{self, ReadinessCheck};
-use bff_gateway::middleware::{self as mw, StageLayer};
+use bff_gateway::stack::InboundStack;
 use bff_gateway::{Authenticator, ErrorFormat, GatewayError};
 use bff_upstream::UpstreamError;
-use tower::ServiceBuilder;
 
-pub use config::{AuthConfig, Config, Upstreams};
+pub use config::{Config, Partner};
 pub use v1::Backends;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,44 +41,11 @@ pub enum Error {
 /// The whole partner BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, Error> {
     let backends = Backends::new(&config.upstreams)?;
-    let authenticator = Arc::new(Authenticator::new(
-        Some(JwtVerifier::new(&config.auth.jwt)?),
-        Some(ApiKeys::new(&config.auth.api_keys)?),
-    ));
-    let checks = vec![
-        ReadinessCheck::new("identity", authenticator.clone()),
-        ReadinessCheck::new("catalog", Arc::new(backends.catalog.clone())),
-        ReadinessCheck::new("inventory", Arc::new(backends.inventory.clone())),
-        ReadinessCheck::new("orders", Arc::new(backends.orders.clone())),
-    ];
-
-    let v1 = v1::routes(backends).route_layer(StageLayer::new(mw::Authenticate(authenticator)));
-    let router = Router::new()
-        .nest("/v1", v1)
-        .merge(health::routes(checks))
-        .fallback(mw::not_found)
-        .method_not_allowed_fallback(mw::method_not_allowed);
-    Ok(stack(router, &config.server))
-}
-
-/// The middleware every request meets, outermost first. See `bff_gateway::middleware` for why
-/// this order.
-fn stack(router: Router, server: &bff_gateway::config::ServerConfig) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            // Keep or mint the request id; echo it on the response.
-            .layer(StageLayer::new(mw::AssignRequestId))
-            // One JSON access line per request, with route, principal and upstream calls.
-            .layer(StageLayer::new(mw::AccessLog))
-            // Gateway errors below become RFC 9457 problem+json with code and request id.
-            .layer(StageLayer::new(mw::RenderErrors(ErrorFormat::Problem)))
-            // A panic is a branded 500, not a dropped connection.
-            .layer(StageLayer::new(mw::CatchPanic))
-            // Only the gateway sets identity headers.
-            .layer(StageLayer::new(mw::StripIdentityHeaders))
-            // The request's deadline; upstream calls are cut to fit inside it.
-            .layer(StageLayer::new(mw::EnforceDeadline(server.request_timeout)))
-            // Oversized bodies are refused before parsing.
-            .layer(StageLayer::new(mw::LimitBody(server.body_limit_bytes))),
-    )
+    let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
+    let api = Router::new().nest("/v1", v1::routes(backends.clone()));
+    Ok(InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
+        .backend("catalog", Arc::new(backends.catalog))
+        .backend("inventory", Arc::new(backends.inventory))
+        .backend("orders", Arc::new(backends.orders))
+        .build(api, Router::new()))
 }

@@ -12,7 +12,7 @@ use bff_gateway::{GatewayError, RequestContext};
 use bff_upstream::UpstreamError;
 use serde::{Deserialize, Serialize};
 
-use crate::Upstreams;
+use bff_upstream::Upstreams;
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
@@ -33,9 +33,9 @@ pub struct Backends {
 impl Backends {
     pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
         Ok(Self {
-            catalog: CatalogClient::new(&upstreams.catalog)?,
-            inventory: InventoryClient::new(&upstreams.inventory)?,
-            orders: OrdersClient::new(&upstreams.orders)?,
+            catalog: CatalogClient::new(upstreams.get("catalog")?)?,
+            inventory: InventoryClient::new(upstreams.get("inventory")?)?,
+            orders: OrdersClient::new(upstreams.get("orders")?)?,
         })
     }
 }
@@ -280,7 +280,7 @@ fn partner(cx: &RequestContext, scope: &str) -> Result<String, GatewayError> {
     if principal.user_id.is_some() {
         return Err(GatewayError::Forbidden("the partner API takes client credentials, not user tokens".into()));
     }
-    principal.require_scope(scope)?;
+    cx.require_scope(scope)?;
     Ok(format!("partner:{}", principal.client_id))
 }
 

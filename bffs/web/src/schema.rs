@@ -17,7 +17,7 @@ use bff_gateway::{GatewayError, RequestContext};
 use bff_upstream::{CallContext, UpstreamError};
 use tokio::sync::OnceCell;
 
-use crate::Upstreams;
+use bff_upstream::Upstreams;
 
 pub type WebSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
@@ -39,10 +39,10 @@ pub struct Backends {
 impl Backends {
     pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
         Ok(Self {
-            users: UsersClient::new(&upstreams.users)?,
-            orders: OrdersClient::new(&upstreams.orders)?,
-            catalog: CatalogClient::new(&upstreams.catalog)?,
-            inventory: InventoryClient::new(&upstreams.inventory)?,
+            users: UsersClient::new(upstreams.get("users")?)?,
+            orders: OrdersClient::new(upstreams.get("orders")?)?,
+            catalog: CatalogClient::new(upstreams.get("catalog")?)?,
+            inventory: InventoryClient::new(upstreams.get("inventory")?)?,
         })
     }
 }
@@ -126,7 +126,7 @@ pub struct Query;
 impl Query {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
-        let user_id = request_context(ctx)?.principal()?.user_id()?.to_owned();
+        let user_id = request_context(ctx)?.user_id()?.to_owned();
         Ok(Me { id: user_id, profile: OnceCell::new() })
     }
 }

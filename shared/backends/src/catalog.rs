@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, Probe, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
 /// A product as BFFs may show it. The catalog sends about forty fields, including internal ones
@@ -39,21 +39,19 @@ struct ProductList {
 /// The catalog service: `GET /products/{id}` and the batch `GET /products?ids=..`; both take
 /// `fields=a,b` to ask for only some fields.
 #[derive(Debug, Clone)]
-pub struct CatalogClient(RestClient);
+pub struct CatalogClient(Upstream);
 
 /// Most ids one batch call carries.
 pub const MAX_BATCH: usize = 100;
 
 impl CatalogClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        RestClient::new("catalog", config).map(Self)
+        Upstream::rest("catalog", config).map(Self)
     }
 
     /// One product; `fields` empty means all.
     pub async fn get(&self, cx: &CallContext, id: &str, fields: &[&str]) -> Result<Product, UpstreamError> {
-        let fields = fields.join(",");
-        let query: &[(&str, &str)] = if fields.is_empty() { &[] } else { &[("fields", &fields)] };
-        self.0.get(cx, &["products", id], query).await
+        self.0.json(cx, Call::get("GET /products/{id}", ["products", id]).fields(fields)).await
     }
 
     /// Many products in as few calls as the batch limit allows; unknown ids are left out.
@@ -63,17 +61,9 @@ impl CatalogClient {
         ids: &[&str],
         fields: &[&str],
     ) -> Result<Vec<Product>, UpstreamError> {
-        let fields = fields.join(",");
         let calls = ids.chunks(MAX_BATCH).map(|chunk| {
-            let ids = chunk.join(",");
-            let fields = &fields;
-            async move {
-                let mut query = vec![("ids", ids.as_str())];
-                if !fields.is_empty() {
-                    query.push(("fields", fields.as_str()));
-                }
-                self.0.get::<ProductList>(cx, &["products"], &query).await.map(|list| list.items)
-            }
+            let call = Call::get("GET /products?ids", ["products"]).query("ids", chunk.join(",")).fields(fields);
+            async move { self.0.json::<ProductList>(cx, call).await.map(|list| list.items) }
         });
         let pages = futures::future::try_join_all(calls).await?;
         Ok(pages.into_iter().flatten().collect())

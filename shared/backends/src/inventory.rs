@@ -1,7 +1,6 @@
-use bff_upstream::{CallContext, GrpcChannel, Probe, UpstreamConfig, UpstreamError};
+use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
 
 use crate::proto::inventory::v1 as pb;
-use pb::inventory_service_client::InventoryServiceClient;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockLevel {
@@ -12,23 +11,23 @@ pub struct StockLevel {
 
 /// The inventory service (gRPC): batch stock lookups.
 #[derive(Debug, Clone)]
-pub struct InventoryClient(GrpcChannel);
+pub struct InventoryClient(Upstream);
 
 /// Most ids one `GetStock` call carries.
 pub const MAX_BATCH: usize = 500;
 
 impl InventoryClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        GrpcChannel::new("inventory", config).map(Self)
+        Upstream::grpc("inventory", config).map(Self)
     }
 
     /// Stock for each known id; unknown ids are left out.
     pub async fn stock(&self, cx: &CallContext, product_ids: &[&str]) -> Result<Vec<StockLevel>, UpstreamError> {
         let calls = product_ids.chunks(MAX_BATCH).map(|chunk| {
             let request = pb::GetStockRequest { product_ids: chunk.iter().map(|id| (*id).to_owned()).collect() };
-            self.0.call(cx, "GetStock", request, |channel, request| async move {
-                InventoryServiceClient::new(channel).get_stock(request).await
-            })
+            let call =
+                Call::grpc("GetStock", "/shop.inventory.v1.InventoryService/GetStock", &request).idempotent(true);
+            self.0.unary::<pb::GetStockResponse>(cx, call)
         });
         let pages = futures::future::try_join_all(calls).await?;
         Ok(pages

@@ -34,15 +34,20 @@ pub mod proto {
 }
 
 /// Readiness of a gRPC backend through the standard `grpc.health.v1` service.
-async fn grpc_ready(channel: &bff_upstream::GrpcChannel, service: &str) -> Result<(), String> {
+async fn grpc_ready(upstream: &bff_upstream::Upstream, service: &str) -> Result<(), String> {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
+    let (channel, timeout) = upstream.grpc_channel().map_err(|e| e.kind().to_owned())?;
     let mut request = tonic::Request::new(HealthCheckRequest { service: service.to_owned() });
-    request.set_timeout(channel.timeout());
-    let response =
-        HealthClient::new(channel.channel()).check(request).await.map_err(|s| format!("gRPC {:?}", s.code()))?;
+    request.set_timeout(timeout);
+    let mut client = HealthClient::new(channel);
+    let check = client.check(request);
+    let response = tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|s| format!("gRPC {:?}", s.code()))?;
     match response.into_inner().status() {
         ServingStatus::Serving => Ok(()),
         other => Err(format!("{other:?}")),
@@ -51,8 +56,8 @@ async fn grpc_ready(channel: &bff_upstream::GrpcChannel, service: &str) -> Resul
 
 /// Readiness of a REST backend: `GET /healthz`. The reason is a bare failure kind (readiness is
 /// public); the detail is logged.
-async fn rest_ready(client: &bff_upstream::RestClient) -> Result<(), String> {
-    client.probe(&["healthz"]).await.map_err(|e| {
+async fn rest_ready(upstream: &bff_upstream::Upstream) -> Result<(), String> {
+    upstream.probe_rest(&["healthz"]).await.map_err(|e| {
         tracing::warn!(error = %e, "readiness probe failed");
         e.kind().to_owned()
     })

@@ -1,8 +1,7 @@
-use bff_upstream::{CallContext, GrpcChannel, Probe, UpstreamConfig, UpstreamError};
+use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
 use prost_types::FieldMask;
 
 use crate::proto::orders::v1 as pb;
-use pb::orders_service_client::OrdersServiceClient;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
@@ -89,20 +88,18 @@ fn read_mask(fields: &[&str]) -> Option<FieldMask> {
 /// The orders service (gRPC). Every call names the owner the caller acts for; the service only
 /// answers with that owner's orders.
 #[derive(Debug, Clone)]
-pub struct OrdersClient(GrpcChannel);
+pub struct OrdersClient(Upstream);
 
 impl OrdersClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        GrpcChannel::new("orders", config).map(Self)
+        Upstream::grpc("orders", config).map(Self)
     }
 
     pub async fn get(&self, cx: &CallContext, owner: &str, id: &str, fields: &[&str]) -> Result<Order, UpstreamError> {
         let request =
             pb::GetOrderRequest { id: id.to_owned(), user_id: owner.to_owned(), read_mask: read_mask(fields) };
-        let order = self
-            .0
-            .call(cx, "GetOrder", request, |ch, req| async move { OrdersServiceClient::new(ch).get_order(req).await })
-            .await?;
+        let call = Call::grpc("GetOrder", "/shop.orders.v1.OrdersService/GetOrder", &request).idempotent(true);
+        let order: pb::Order = self.0.unary(cx, call).await?;
         Ok(order.into())
     }
 
@@ -121,12 +118,8 @@ impl OrdersClient {
             page_token: page_token.unwrap_or_default().to_owned(),
             read_mask: read_mask(fields),
         };
-        let page =
-            self.0
-                .call(cx, "ListOrders", request, |ch, req| async move {
-                    OrdersServiceClient::new(ch).list_orders(req).await
-                })
-                .await?;
+        let call = Call::grpc("ListOrders", "/shop.orders.v1.OrdersService/ListOrders", &request).idempotent(true);
+        let page: pb::ListOrdersResponse = self.0.unary(cx, call).await?;
         Ok(OrdersPage {
             orders: page.orders.into_iter().map(Order::from).collect(),
             next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
@@ -148,12 +141,11 @@ impl OrdersClient {
                 .collect(),
             idempotency_key: idempotency_key.unwrap_or_default(),
         };
-        let order =
-            self.0
-                .call(cx, "CreateOrder", request, |ch, req| async move {
-                    OrdersServiceClient::new(ch).create_order(req).await
-                })
-                .await?;
+        // With an idempotency key the service creates the order once however often it is asked.
+        let idempotent = !request.idempotency_key.is_empty();
+        let call =
+            Call::grpc("CreateOrder", "/shop.orders.v1.OrdersService/CreateOrder", &request).idempotent(idempotent);
+        let order: pb::Order = self.0.unary(cx, call).await?;
         Ok(order.into())
     }
 }

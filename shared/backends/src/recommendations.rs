@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, Probe, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
 /// A product recommended to a user, with enough of the product to show it.
@@ -17,11 +17,11 @@ struct RecommendationList {
 
 /// The recommendations service: `GET /users/{id}/recommendations?limit=N`.
 #[derive(Debug, Clone)]
-pub struct RecommendationsClient(RestClient);
+pub struct RecommendationsClient(Upstream);
 
 impl RecommendationsClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        RestClient::new("recommendations", config).map(Self)
+        Upstream::rest("recommendations", config).map(Self)
     }
 
     pub async fn for_user(
@@ -30,9 +30,9 @@ impl RecommendationsClient {
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<Recommendation>, UpstreamError> {
-        let limit = limit.to_string();
-        let list: RecommendationList =
-            self.0.get(cx, &["users", user_id, "recommendations"], &[("limit", &limit)]).await?;
+        let call = Call::get("GET /users/{id}/recommendations", ["users", user_id, "recommendations"])
+            .query("limit", limit.to_string());
+        let list: RecommendationList = self.0.json(cx, call).await?;
         Ok(list.items)
     }
 }

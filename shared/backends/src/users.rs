@@ -1,4 +1,4 @@
-use bff_upstream::{CallContext, Probe, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
 /// A user as BFFs may show it. The users service also sends internal fields (risk scores, notes);
@@ -13,15 +13,15 @@ pub struct User {
 
 /// The users service: `GET /users/{id}`.
 #[derive(Debug, Clone)]
-pub struct UsersClient(RestClient);
+pub struct UsersClient(Upstream);
 
 impl UsersClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        RestClient::new("users", config).map(Self)
+        Upstream::rest("users", config).map(Self)
     }
 
     pub async fn get(&self, cx: &CallContext, id: &str) -> Result<User, UpstreamError> {
-        self.0.get(cx, &["users", id], &[]).await
+        self.0.json(cx, Call::get("GET /users/{id}", ["users", id])).await
     }
 }
 

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
 use crate::json_error;
 
@@ -33,6 +34,9 @@ pub struct Faults {
     pub error_rate: f64,
     /// Never answer: for testing timeouts and circuit breakers.
     pub hang: bool,
+    /// Take the service off the network: its port refuses connections (probes included) and open
+    /// connections are cut, as in a real outage, until this is set back to false.
+    pub down: bool,
 }
 
 /// One call as the backend saw it.
@@ -55,11 +59,17 @@ struct Inner {
 pub struct ServiceControl {
     name: &'static str,
     state: Mutex<Inner>,
+    /// Whether the service is down; its server watches this.
+    down: watch::Sender<bool>,
 }
 
 impl ServiceControl {
     pub(crate) fn new(name: &'static str) -> Arc<Self> {
-        Arc::new(Self { name, state: Mutex::new(Inner::default()) })
+        Arc::new(Self { name, state: Mutex::new(Inner::default()), down: watch::Sender::new(false) })
+    }
+
+    pub(crate) fn watch_down(&self) -> watch::Receiver<bool> {
+        self.down.subscribe()
     }
 
     pub fn name(&self) -> &'static str {
@@ -78,10 +88,12 @@ impl ServiceControl {
 
     pub(crate) fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+        self.down.send_if_modified(|down| std::mem::replace(down, faults.down) != faults.down);
     }
 
     pub(crate) fn reset(&self) {
         *self.lock() = Inner::default();
+        self.down.send_if_modified(|down| std::mem::replace(down, false));
     }
 
     pub(crate) fn record(&self, call: RecordedCall) {
@@ -133,10 +145,41 @@ impl ServiceControl {
                 insert_header(&mut headers, key.as_str(), value);
             }
         }
+        let budget = headers.get("grpc-timeout").and_then(|t| parse_grpc_timeout(t));
         self.record(RecordedCall { method: "POST".to_owned(), path: method_path.to_owned(), headers, fields });
-        self.apply_faults().await.map_err(|()| tonic::Status::unavailable("injected fault"))
+        match within(budget, self.apply_faults()).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(())) => Err(tonic::Status::unavailable("injected fault")),
+            None => Err(tonic::Status::deadline_exceeded("the caller's deadline passed")),
+        }
     }
 }
+
+/// Runs `work` for at most `budget` (forever without one): a backend that honours its caller's
+/// deadline stops working once nobody waits for the answer.
+async fn within<T>(budget: Option<Duration>, work: impl std::future::Future<Output = T>) -> Option<T> {
+    match budget {
+        Some(budget) => tokio::time::timeout(budget, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+/// gRPC's `grpc-timeout`: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl ServiceControl {}
 
 /// Repeated headers are joined the way HTTP allows folding them, so none is lost.
 fn insert_header(headers: &mut BTreeMap<String, String>, name: &str, value: String) {
@@ -171,16 +214,25 @@ pub(crate) async fn rest_middleware(
     for (name, value) in request.headers() {
         insert_header(&mut headers, name.as_str(), String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
+    let budget = headers
+        .get(bff_upstream::headers::REQUEST_TIMEOUT_MS)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis);
     control.record(RecordedCall {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
         headers,
         fields: fields_param(query.get("fields").map(String::as_str)),
     });
-    if control.apply_faults().await.is_err() {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "injected fault");
-    }
-    next.run(request).await
+    let work = async {
+        if control.apply_faults().await.is_err() {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "injected fault");
+        }
+        next.run(request).await
+    };
+    within(budget, work)
+        .await
+        .unwrap_or_else(|| json_error(StatusCode::GATEWAY_TIMEOUT, "the caller's deadline passed"))
 }
 
 /// All six services' controls, in a fixed order.

@@ -16,6 +16,7 @@ mod identity;
 mod inventory;
 mod orders;
 mod recommendations;
+mod serve;
 mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -150,41 +151,6 @@ fn rest_service(router: Router, control: &Arc<ServiceControl>) -> Router {
         .layer(axum::middleware::from_fn_with_state(Arc::clone(control), control::rest_middleware))
 }
 
-/// Resolves once the demo is shut down (or dropped), so servers stop accepting and close idle
-/// connections. Aborting the accept loop alone would leave kept-alive connections serving, and a
-/// "stopped" backend that still answers would defeat the tests that stop one.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, i.e. the demo was dropped: stop as well.
-    let _ = rx.wait_for(|stopped| *stopped).await;
-}
-
-fn spawn_rest(
-    name: &'static str,
-    listener: TcpListener,
-    router: Router,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped(stop)).await {
-            tracing::error!(service = name, %error, "demo server stopped");
-        }
-    })
-}
-
-fn spawn_grpc(
-    name: &'static str,
-    listener: TcpListener,
-    router: tonic::transport::server::Router,
-    stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        if let Err(error) = router.serve_with_incoming_shutdown(incoming, stopped(stop)).await {
-            tracing::error!(service = name, %error, "demo server stopped");
-        }
-    })
-}
-
 impl Demo {
     /// Binds every listener first (so ports are known and errors surface), then spawns the servers
     /// on the current tokio runtime.
@@ -216,34 +182,42 @@ impl Demo {
 
         let (orders_health, orders_health_service) = tonic_health::server::health_reporter();
         orders_health.set_serving::<OrdersServiceServer<orders::OrdersService>>().await;
-        let orders_router = tonic::transport::Server::builder()
-            .add_service(orders_health_service)
-            .add_service(OrdersServiceServer::new(orders::OrdersService::new(Arc::clone(&controls.orders))));
+        let orders_router = tonic::service::Routes::new(orders_health_service)
+            .add_service(OrdersServiceServer::new(orders::OrdersService::new(Arc::clone(&controls.orders))))
+            .into_axum_router();
 
         let (inventory_health, inventory_health_service) = tonic_health::server::health_reporter();
         inventory_health.set_serving::<InventoryServiceServer<inventory::InventoryService>>().await;
-        let inventory_router = tonic::transport::Server::builder().add_service(inventory_health_service).add_service(
-            InventoryServiceServer::new(inventory::InventoryService::new(Arc::clone(&controls.inventory))),
-        );
+        let inventory_router = tonic::service::Routes::new(inventory_health_service)
+            .add_service(InventoryServiceServer::new(inventory::InventoryService::new(Arc::clone(&controls.inventory))))
+            .into_axum_router();
 
         let identity_router = rest_service(
             identity::router(Arc::clone(&signer), config.partner_clients, config.dev_tokens),
             &controls.identity,
         );
         let (stop, rx) = watch::channel(false);
+        let c = &controls;
         let tasks = vec![
-            spawn_rest("identity", identity, identity_router, rx.clone()),
-            spawn_rest("users", users, rest_service(users::router(), &controls.users), rx.clone()),
-            spawn_rest("catalog", catalog, rest_service(catalog::router(), &controls.catalog), rx.clone()),
-            spawn_rest(
-                "recommendations",
-                recommendations,
-                rest_service(recommendations::router(), &controls.recommendations),
+            serve::spawn("identity", identity, identity_router, Some(c.identity.clone()), rx.clone()),
+            serve::spawn("users", users, rest_service(users::router(), &c.users), Some(c.users.clone()), rx.clone()),
+            serve::spawn(
+                "catalog",
+                catalog,
+                rest_service(catalog::router(), &c.catalog),
+                Some(c.catalog.clone()),
                 rx.clone(),
             ),
-            spawn_grpc("orders", orders, orders_router, rx.clone()),
-            spawn_grpc("inventory", inventory, inventory_router, rx.clone()),
-            spawn_rest("control", control, control::router(Arc::clone(&controls)), rx),
+            serve::spawn(
+                "recommendations",
+                recommendations,
+                rest_service(recommendations::router(), &c.recommendations),
+                Some(c.recommendations.clone()),
+                rx.clone(),
+            ),
+            serve::spawn("orders", orders, orders_router, Some(c.orders.clone()), rx.clone()),
+            serve::spawn("inventory", inventory, inventory_router, Some(c.inventory.clone()), rx.clone()),
+            serve::spawn("control", control, control::router(Arc::clone(&controls)), None, rx),
         ];
         tracing::info!(?addrs, "demo backends listening");
         Ok(Demo { addrs, controls, signer, tasks, stop })

@@ -2,13 +2,12 @@
 //!
 //! Mobile and web accept `Authorization: Bearer` JWTs; partner accepts `X-API-Key` and OAuth2
 //! client-credentials JWTs. A request carries exactly one credential. Raw credentials go no
-//! further than this module: backends see only the [`Identity`] derived from the principal.
+//! further than this module: handlers and backends see only the verified [`Identity`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
-use bff_upstream::{CallContext, Identity, Probe, RestClient, UpstreamConfig, UpstreamError};
+use bff_upstream::{Call, CallContext, Identity, Probe, Upstream, UpstreamConfig, UpstreamError};
 use http::HeaderMap;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -17,49 +16,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::GatewayError;
-use crate::config::{ApiKeyEntry, JwtConfig};
+use crate::config::{ApiKeyEntry, AuthConfig, JwtConfig};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Tokens longer than this are refused before any parsing or signature work.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The end user a token was issued for; `None` for machine clients (partners).
-    pub user_id: Option<String>,
-    /// The client application or partner.
-    pub client_id: String,
-    pub scopes: Vec<String>,
-}
-
-impl Principal {
-    pub fn identity(&self) -> Identity {
-        Identity { user_id: self.user_id.clone(), client_id: self.client_id.clone(), scopes: self.scopes.clone() }
-    }
-
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-    }
-
-    pub fn require_scope(&self, scope: &str) -> Result<(), GatewayError> {
-        if self.has_scope(scope) { Ok(()) } else { Err(GatewayError::Forbidden(format!("requires scope `{scope}`"))) }
-    }
-
-    /// The end user, for routes that only make sense for one.
-    pub fn user_id(&self) -> Result<&str, GatewayError> {
-        self.user_id.as_deref().ok_or_else(|| GatewayError::Forbidden("this operation needs a user token".into()))
-    }
-}
-
-impl fmt::Display for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.user_id {
-            Some(user) => write!(f, "user:{user}@{}", self.client_id),
-            None => write!(f, "client:{}", self.client_id),
-        }
-    }
-}
+/// A verified caller: the platform's one identity type, shared with every backend call.
+pub type Principal = Identity;
 
 /// The credentials one BFF accepts.
 pub struct Authenticator {
@@ -70,6 +34,12 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>) -> Self {
         Self { jwt, api_keys }
+    }
+
+    /// Bearer JWTs always; API keys when any are configured.
+    pub fn from_config(config: &AuthConfig) -> Result<Self, GatewayError> {
+        let api_keys = (!config.api_keys.is_empty()).then(|| ApiKeys::new(&config.api_keys)).transpose()?;
+        Ok(Self::new(Some(JwtVerifier::new(&config.jwt)?), api_keys))
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
@@ -143,7 +113,7 @@ impl ApiKeys {
 /// so that tokens with made-up key ids cannot turn us into a load generator.
 pub struct JwtVerifier {
     validation: Validation,
-    jwks: RestClient,
+    jwks: Upstream,
     jwks_path: Vec<String>,
     refetch_cooldown: Duration,
     keys: RwLock<HashMap<String, DecodingKey>>,
@@ -173,7 +143,7 @@ impl JwtVerifier {
         upstream.timeout = config.jwks_timeout;
         upstream.url.set_path("/");
         upstream.url.set_query(None);
-        let jwks = RestClient::new("identity", &upstream)?;
+        let jwks = Upstream::rest("identity", &upstream)?;
         let jwks_path = config.jwks_url.path_segments().into_iter().flatten().map(str::to_owned).collect();
         Ok(Self {
             validation,
@@ -255,8 +225,8 @@ impl JwtVerifier {
 
     /// Replaces the cached keys with the identity service's current set.
     async fn fetch(&self, last_fetch: &mut Option<Instant>) -> Result<(), UpstreamError> {
-        let path: Vec<&str> = self.jwks_path.iter().map(String::as_str).collect();
-        let set: JwkSet = self.jwks.get(&CallContext::new("jwks-refresh"), &path, &[]).await?;
+        let call = Call::get("GET jwks", self.jwks_path.iter().cloned());
+        let set: JwkSet = self.jwks.json(&CallContext::new("jwks-refresh"), call).await?;
         let keys: HashMap<String, DecodingKey> = set
             .keys
             .iter()

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use toml::Value;
 use url::Url;
 
-pub use bff_upstream::UpstreamConfig;
+pub use bff_upstream::{UpstreamConfig, Upstreams};
 
 /// Whole-request budget when the config says nothing.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,14 +25,30 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 256 * 1024;
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Requests one BFF serves at once; past it, new ones get an immediate 503 `OVERLOADED`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// What the 503 `OVERLOADED` tells clients to wait before trying again.
+pub const DEFAULT_OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Open client connections one BFF holds; past it, new ones wait in the kernel's accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How long a client may take to send a request's headers (HTTP/1).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit with no request in flight and no bytes moving.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Concurrent streams one HTTP/2 connection may open.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Largest request head (request line and headers), HTTP/1 and HTTP/2 alike.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Clock skew we tolerate on `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 /// Least time between two JWKS fetches triggered by unknown key ids.
 pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 const MIN_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(2);
+/// hyper refuses HTTP/1 read buffers smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
 
-/// The listener and the limits every request meets.
+/// The listener, the connection hygiene and the limits every request meets.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -42,6 +59,20 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     #[serde(with = "humantime_serde", default = "defaults::shutdown_grace")]
     pub shutdown_grace: Duration,
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    #[serde(with = "humantime_serde", default = "defaults::overload_retry_after")]
+    pub overload_retry_after: Duration,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde", default = "defaults::header_read_timeout")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "defaults::idle_timeout")]
+    pub idle_timeout: Duration,
+    #[serde(default = "defaults::http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 impl ServerConfig {
@@ -51,6 +82,13 @@ impl ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            overload_retry_after: DEFAULT_OVERLOAD_RETRY_AFTER,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -59,6 +97,103 @@ impl Validate for ServerConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(path, "request_timeout", !self.request_timeout.is_zero(), "must be more than zero");
         problems.check(path, "body_limit_bytes", self.body_limit_bytes >= 1024, "must be at least 1024");
+        problems.check(path, "max_concurrent_requests", self.max_concurrent_requests >= 1, "must be at least 1");
+        problems.check(path, "max_connections", self.max_connections >= 1, "must be at least 1");
+        problems.check(path, "header_read_timeout", !self.header_read_timeout.is_zero(), "must be more than zero");
+        problems.check(path, "idle_timeout", !self.idle_timeout.is_zero(), "must be more than zero");
+        problems.check(
+            path,
+            "http2_max_concurrent_streams",
+            self.http2_max_concurrent_streams >= 1,
+            "must be at least 1",
+        );
+        problems.check(
+            path,
+            "max_header_bytes",
+            (MIN_HEADER_BYTES..=u32::MAX as usize).contains(&self.max_header_bytes),
+            "must be at least 8192",
+        );
+    }
+}
+
+/// What a BFF is to the core: its name, where its overrides come from, the backends it calls,
+/// the credentials it takes, and its own config keys.
+pub trait Bff: 'static {
+    /// The binary's name, as in `mobile-bff`.
+    const NAME: &'static str;
+    /// Prefix of environment overrides, as in `MOBILE_BFF`.
+    const ENV_PREFIX: &'static str;
+    /// Every backend it calls; each needs an `[upstreams.NAME]` section, and no other may appear.
+    const BACKENDS: &'static [&'static str];
+    /// Whether `[[auth.api_keys]]` may be configured (partners); user-facing BFFs take JWTs only.
+    const ACCEPTS_API_KEYS: bool = false;
+    /// The BFF's own top-level keys, beside the core's `server`, `auth` and `upstreams`.
+    type Own: DeserializeOwned + Validate + Clone + fmt::Debug + Send + Sync + 'static;
+}
+
+/// A BFF with no keys of its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoOwnKeys {}
+
+impl Validate for NoOwnKeys {
+    fn validate(&self, _path: &str, _problems: &mut Problems) {}
+}
+
+/// Every BFF's config: the sections the core defines once, plus the BFF's own keys.
+#[derive(Debug, Clone)]
+pub struct Config<Own> {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub upstreams: Upstreams,
+    pub own: Own,
+}
+
+/// The top-level keys the core owns; everything else belongs to the BFF.
+const CORE_SECTIONS: [&str; 3] = ["server", "auth", "upstreams"];
+
+impl<Own: Validate> Config<Own> {
+    fn validate_for<B: Bff>(&self, problems: &mut Problems) {
+        self.server.validate("server", problems);
+        self.auth.validate("auth", problems);
+        if !B::ACCEPTS_API_KEYS && !self.auth.api_keys.is_empty() {
+            problems.push("auth.api_keys".into(), format!("{} takes bearer tokens only", B::NAME));
+        }
+        for name in B::BACKENDS {
+            if !self.upstreams.0.contains_key(*name) {
+                problems.push(format!("upstreams.{name}"), format!("missing: {} calls this backend", B::NAME));
+            }
+        }
+        for (name, upstream) in self.upstreams.iter() {
+            if B::BACKENDS.contains(&name) {
+                Validate::validate(upstream, &join("upstreams", name), problems);
+            } else {
+                problems.push(
+                    format!("upstreams.{name}"),
+                    format!("{} calls no such backend (it calls {})", B::NAME, B::BACKENDS.join(", ")),
+                );
+            }
+        }
+        self.own.validate("", problems);
+    }
+}
+
+/// How callers prove who they are: bearer JWTs from the identity service, and (partner BFFs)
+/// API keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt: JwtConfig,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyEntry>,
+}
+
+impl Validate for AuthConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        self.jwt.validate(&join(path, "jwt"), problems);
+        for (i, key) in self.api_keys.iter().enumerate() {
+            key.validate(&format!("{}[{i}]", join(path, "api_keys")), problems);
+        }
     }
 }
 
@@ -101,6 +236,12 @@ impl Validate for JwtConfig {
             "jwks_url",
             matches!(self.jwks_url.scheme(), "http" | "https") && self.jwks_url.host().is_some(),
             "must be an http(s) URL with a host",
+        );
+        problems.check(
+            path,
+            "jwks_url",
+            self.jwks_url.scheme() != "http" || is_loopback(&self.jwks_url),
+            "must be https unless the host is loopback: anyone on the path could swap the signing keys",
         );
         problems.check(path, "leeway", self.leeway <= Duration::from_secs(300), "must be at most 5m");
         problems.check(path, "jwks_timeout", !self.jwks_timeout.is_zero(), "must be more than zero");
@@ -164,22 +305,43 @@ mod defaults {
     pub fn jwks_timeout() -> Duration {
         DEFAULT_JWKS_TIMEOUT
     }
+    pub fn max_concurrent_requests() -> usize {
+        DEFAULT_MAX_CONCURRENT_REQUESTS
+    }
+    pub fn overload_retry_after() -> Duration {
+        DEFAULT_OVERLOAD_RETRY_AFTER
+    }
+    pub fn max_connections() -> usize {
+        DEFAULT_MAX_CONNECTIONS
+    }
+    pub fn header_read_timeout() -> Duration {
+        DEFAULT_HEADER_READ_TIMEOUT
+    }
+    pub fn idle_timeout() -> Duration {
+        DEFAULT_IDLE_TIMEOUT
+    }
+    pub fn http2_max_concurrent_streams() -> u32 {
+        DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS
+    }
+    pub fn max_header_bytes() -> usize {
+        DEFAULT_MAX_HEADER_BYTES
+    }
+}
+
+/// `localhost` or a loopback address: traffic that never leaves the machine.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// A config section that can check itself beyond what its types say.
 pub trait Validate {
     /// Adds a problem per bad value, with `path` (the section's key path) as prefix.
     fn validate(&self, path: &str, problems: &mut Problems);
-
-    /// Validates the whole config, `Err` listing every problem.
-    fn validated(self) -> Result<Self, ConfigError>
-    where
-        Self: Sized,
-    {
-        let mut problems = Problems::default();
-        self.validate("", &mut problems);
-        if problems.0.is_empty() { Ok(self) } else { Err(ConfigError::Invalid(problems.0)) }
-    }
 }
 
 /// The problems found while validating.
@@ -240,34 +402,52 @@ impl ConfigError {
     }
 }
 
-/// Loads `path`, applies `{env_prefix}__*` overrides from the process environment, deserializes
-/// and validates.
-pub fn load<C: DeserializeOwned + Validate>(path: &Path, env_prefix: &str) -> Result<C, ConfigError> {
+/// Loads `path`, applies `{B::ENV_PREFIX}__*` overrides from the process environment,
+/// deserializes and validates.
+pub fn load<B: Bff>(path: &Path) -> Result<Config<B::Own>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     // Variables that are not UTF-8 cannot be ours; skipping them beats refusing to start.
     let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    from_toml(&text, path, env, env_prefix)
+    from_toml::<B>(&text, path, env)
 }
 
-/// [`load`] on text already read, with the environment given explicitly (tests pass their own).
-pub fn from_toml<C: DeserializeOwned + Validate>(
+/// [`load`] on text already read, with the overrides given explicitly as `(NAME, value)` pairs
+/// in the environment's syntax (tests and the devstack pass their own).
+pub fn from_toml<B: Bff>(
     text: &str,
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
-    env_prefix: &str,
-) -> Result<C, ConfigError> {
+) -> Result<Config<B::Own>, ConfigError> {
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
-    apply_env_overrides(&mut table, env, env_prefix)?;
-    let config: C = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let key = e.path().to_string();
-        ConfigError::Field {
-            key: if key == "." { "(root)".to_owned() } else { key },
-            message: e.into_inner().to_string(),
-        }
-    })?;
-    config.validated()
+    apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
+    let [server, auth, upstreams] = CORE_SECTIONS.map(|key| table.remove(key));
+    let config = Config {
+        server: section("server", server)?,
+        auth: section("auth", auth)?,
+        upstreams: section("upstreams", upstreams.or_else(|| Some(Value::Table(toml::Table::new()))))?,
+        // What is left is the BFF's own; its `deny_unknown_fields` catches typos at the top level.
+        own: section("", Some(Value::Table(table)))?,
+    };
+    let mut problems = Problems::default();
+    config.validate_for::<B>(&mut problems);
+    if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems.0)) }
+}
+
+/// One part of the file, deserialized strictly; errors carry the full key path.
+fn section<T: DeserializeOwned>(key: &str, value: Option<Value>) -> Result<T, ConfigError> {
+    let value = value.ok_or_else(|| ConfigError::Field { key: key.to_owned(), message: "missing section".into() })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let full = match (key, inner.as_str()) {
+            ("", ".") => "(root)".to_owned(),
+            ("", inner) => inner.to_owned(),
+            (key, ".") => key.to_owned(),
+            (key, inner) => format!("{key}.{inner}"),
+        };
+        ConfigError::Field { key: full, message: e.into_inner().to_string() }
+    })
 }
 
 fn apply_env_overrides(

@@ -2,10 +2,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
-use bff_upstream::{CallContext, CallRecorder};
+use bff_upstream::{CallContext, CallRecorder, Identity};
 use http::request::Parts;
 
-use crate::{GatewayError, Principal};
+use crate::GatewayError;
 
 /// The request's id: the client's `X-Request-Id` when well formed, else one we made.
 #[derive(Debug, Clone)]
@@ -28,7 +28,6 @@ pub struct RequestLog {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: Arc<str>,
-    pub principal: Option<Arc<Principal>>,
     pub log: Arc<RequestLog>,
     upstream: CallContext,
 }
@@ -39,9 +38,26 @@ impl RequestContext {
         &self.upstream
     }
 
-    /// The verified principal; routes behind authentication always have one.
-    pub fn principal(&self) -> Result<&Principal, GatewayError> {
-        self.principal.as_deref().ok_or_else(|| GatewayError::Unauthenticated("authentication required".into()))
+    /// The verified caller; routes behind authentication always have one.
+    pub fn principal(&self) -> Result<&Identity, GatewayError> {
+        self.upstream.identity().ok_or_else(|| GatewayError::Unauthenticated("authentication required".into()))
+    }
+
+    /// The end user, for operations that only make sense for one.
+    pub fn user_id(&self) -> Result<&str, GatewayError> {
+        self.principal()?
+            .user_id
+            .as_deref()
+            .ok_or_else(|| GatewayError::Forbidden("this operation needs a user token".into()))
+    }
+
+    pub fn require_scope(&self, scope: &str) -> Result<&Identity, GatewayError> {
+        let principal = self.principal()?;
+        if principal.has_scope(scope) {
+            Ok(principal)
+        } else {
+            Err(GatewayError::Forbidden(format!("requires scope `{scope}`")))
+        }
     }
 
     fn from_parts(parts: &Parts) -> Result<Self, GatewayError> {
@@ -49,15 +65,14 @@ impl RequestContext {
             |what: &str| GatewayError::Internal(format!("{what} missing: is the middleware stack installed?"));
         let request_id = parts.extensions.get::<RequestId>().ok_or_else(|| missing("request id"))?.0.clone();
         let log = parts.extensions.get::<Arc<RequestLog>>().cloned().unwrap_or_default();
-        let principal = parts.extensions.get::<Arc<Principal>>().cloned();
         let mut upstream = CallContext::new(request_id.clone()).with_recorder(log.upstream.clone());
         if let Some(Deadline(deadline)) = parts.extensions.get::<Deadline>() {
             upstream = upstream.with_deadline(*deadline);
         }
-        if let Some(principal) = &principal {
-            upstream = upstream.with_identity(principal.identity());
+        if let Some(identity) = parts.extensions.get::<Arc<Identity>>() {
+            upstream = upstream.with_identity(identity.clone());
         }
-        Ok(Self { request_id, principal, log, upstream })
+        Ok(Self { request_id, log, upstream })
     }
 }
 

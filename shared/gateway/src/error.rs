@@ -7,6 +7,7 @@
 //! errors are mapped by [`crate::graphql::execute`] with the same codes and messages.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bff_upstream::UpstreamError;
@@ -36,7 +37,10 @@ pub enum GatewayError {
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request did not complete within {}ms", .0.as_millis())]
-    RequestTimeout(std::time::Duration),
+    RequestTimeout(Duration),
+    /// This replica is serving as many requests as it may; try again after `retry_after`.
+    #[error("the server is overloaded; retry after {}s", .retry_after.as_secs().max(1))]
+    Overloaded { retry_after: Duration },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// Something broke inside the gateway. The detail is logged, never sent to the client.
@@ -55,9 +59,10 @@ impl GatewayError {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
+            Self::Overloaded { .. } => "OVERLOADED",
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout { .. } => "UPSTREAM_TIMEOUT",
-                UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
+                UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => "UPSTREAM_UNAVAILABLE",
                 UpstreamError::NotFound { .. } => "NOT_FOUND",
                 UpstreamError::Rejected { .. } | UpstreamError::InvalidArgument { .. } => "BAD_REQUEST",
                 UpstreamError::Failed { .. } | UpstreamError::BadBody { .. } => "UPSTREAM_ERROR",
@@ -76,7 +81,7 @@ impl GatewayError {
             "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
             "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
             "REQUEST_TIMEOUT" | "UPSTREAM_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
-            "UPSTREAM_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+            "UPSTREAM_UNAVAILABLE" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
             "UPSTREAM_ERROR" => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,14 +138,28 @@ impl GatewayError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry storm.
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         response
+    }
+
+    /// How long the client should wait before trying again, when we know.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded { retry_after } => Some(*retry_after),
+            Self::Upstream(e) => e.retry_after(),
+            _ => None,
+        }
     }
 }
 
 fn upstream_phrase(error: &UpstreamError) -> &'static str {
     match error {
         UpstreamError::Timeout { .. } => "timed out",
-        UpstreamError::Unavailable { .. } => "is unavailable",
+        UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => "is unavailable",
         _ => "failed",
     }
 }

@@ -28,9 +28,8 @@ impl<S: Send + Sync> FromRequest<S> for GraphQlRequest {
                 "send the GraphQL request as `Content-Type: application/json`".into(),
             ));
         }
-        let body = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| GatewayError::BadRequest(format!("could not read the request body: {e}")))?;
+        let limit = crate::rest::BodyLimit::of(&request);
+        let body = Bytes::from_request(request, state).await.map_err(|e| crate::rest::body_rejection(e, limit))?;
         serde_json::from_slice(&body)
             .map(Self)
             .map_err(|e| GatewayError::BadRequest(format!("the body is not a GraphQL request: {e}")))
@@ -52,6 +51,7 @@ where
     let mut response = schema.execute(request.data(cx)).await;
     for error in &mut response.errors {
         brand(error, &request_id);
+        null_errored_field(&mut response.data, &error.path);
     }
     order::restore_selection_order(&mut response.data, &query, operation_name.as_deref());
     axum::Json(response).into_response()
@@ -144,6 +144,31 @@ mod order {
                 }
             }
         }
+    }
+}
+
+/// async-graphql leaves a field that failed out of its object; the spec wants it there as `null`
+/// (clients tell "failed" from "not asked for" by it). Only the exact path of an error is filled,
+/// so fields skipped by `@skip`/`@include` stay absent.
+fn null_errored_field(data: &mut Value, path: &[async_graphql::PathSegment]) {
+    use async_graphql::PathSegment;
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = data;
+    for segment in parents {
+        node = match (segment, node) {
+            (PathSegment::Field(name), Value::Object(fields)) => match fields.get_mut(name.as_str()) {
+                Some(child) => child,
+                None => return,
+            },
+            (PathSegment::Index(i), Value::List(items)) => match items.get_mut(*i) {
+                Some(child) => child,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    if let (PathSegment::Field(name), Value::Object(fields)) = (last, node) {
+        fields.entry(async_graphql::Name::new(name)).or_insert(Value::Null);
     }
 }
 

@@ -1,28 +1,39 @@
-//! Liveness (`/healthz`: the process serves) and readiness (`/readyz`: the backends this BFF
-//! needs answer, checked in parallel, each within its own timeout).
+//! Liveness (`/healthz`: the process serves) and readiness (`/readyz`: this replica can serve).
+//!
+//! Ready means: the config loaded (it did, or nothing would serve), the signing keys are loaded,
+//! and the server is not draining. A backend's outage does not make a replica unready: every
+//! replica shares the backend, so pulling them all out of the load balancer would turn a partial
+//! outage into a total one, while the BFF answers with partial data. `/readyz?verbose` lists each
+//! check in the Kubernetes style, and each backend's last probe result and latency as information.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use bff_upstream::Probe;
 use futures::future::{BoxFuture, join_all};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::json;
 use tokio::sync::Mutex;
 
-/// Longest a single readiness check may take before it counts as failed.
+use crate::Authenticator;
+use crate::server::Draining;
+
+/// Longest a single probe may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one round of checks answers every `/readyz`: the endpoint is public, and must not let
+/// How long one round of probes answers every `/readyz`: the endpoint is public, and must not let
 /// a caller fan requests out to every backend at will.
 const REPORT_TTL: Duration = Duration::from_secs(1);
 
 type CheckFn = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
 
-/// One dependency the BFF needs to serve.
+/// One probe: a backend, or the signing keys.
 #[derive(Clone)]
 pub struct ReadinessCheck {
     name: &'static str,
@@ -39,52 +50,102 @@ impl ReadinessCheck {
             }),
         }
     }
-}
 
-struct Readiness {
-    checks: Vec<ReadinessCheck>,
-    /// The last report and when it was made; the lock also makes concurrent probes share one round.
-    last: Mutex<Option<(Instant, StatusCode, Value)>>,
-}
-
-/// `/healthz` and `/readyz`, outside authentication.
-pub fn routes(checks: Vec<ReadinessCheck>) -> Router {
-    let readiness = Arc::new(Readiness { checks, last: Mutex::new(None) });
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness)
-}
-
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
-    let mut last = readiness.last.lock().await;
-    if let Some((at, status, report)) = &*last
-        && at.elapsed() < REPORT_TTL
-    {
-        return (*status, Json(report.clone()));
-    }
-    let (status, report) = check_all(&readiness.checks).await;
-    *last = Some((Instant::now(), status, report.clone()));
-    (status, Json(report))
-}
-
-/// Runs every check in parallel. Each failure is reported by its short reason only: the probe
-/// logs the detail, which may name internal hosts.
-async fn check_all(checks: &[ReadinessCheck]) -> (StatusCode, Value) {
-    let results = join_all(checks.iter().map(|c| async move {
-        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (c.check)()).await {
+    async fn run(&self) -> ProbeResult {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (self.check)()).await {
             Ok(result) => result,
             Err(_) => Err("timeout".to_owned()),
         };
-        (c.name, outcome)
-    }))
-    .await;
-    let ready = results.iter().all(|(_, outcome)| outcome.is_ok());
-    let details: Map<String, Value> = results
-        .into_iter()
-        .map(|(name, outcome)| (name.to_owned(), Value::from(outcome.err().unwrap_or_else(|| "ok".to_owned()))))
-        .collect();
+        ProbeResult { name: self.name, outcome, latency: started.elapsed() }
+    }
+}
+
+#[derive(Clone)]
+struct ProbeResult {
+    name: &'static str,
+    /// `Err` holds a short public reason; the probe logs the detail, which may name internal hosts.
+    outcome: Result<(), String>,
+    latency: Duration,
+}
+
+/// What `/readyz` checks.
+pub struct Readiness {
+    signing_keys: ReadinessCheck,
+    backends: Vec<ReadinessCheck>,
+    /// The last round of probes and when it ran; the lock also makes concurrent callers share it.
+    last: Mutex<Option<(Instant, Vec<ProbeResult>)>>,
+}
+
+impl Readiness {
+    pub fn new(authenticator: Arc<Authenticator>, backends: Vec<ReadinessCheck>) -> Self {
+        Self { signing_keys: ReadinessCheck::new("signing-keys", authenticator), backends, last: Mutex::new(None) }
+    }
+
+    /// The signing keys (required) and then every backend (information), from one shared round.
+    async fn probes(&self) -> Vec<ProbeResult> {
+        let mut last = self.last.lock().await;
+        if let Some((at, results)) = &*last
+            && at.elapsed() < REPORT_TTL
+        {
+            return results.clone();
+        }
+        let checks = std::iter::once(&self.signing_keys).chain(&self.backends);
+        let results = join_all(checks.map(ReadinessCheck::run)).await;
+        *last = Some((Instant::now(), results.clone()));
+        results
+    }
+}
+
+/// `/healthz` and `/readyz`, outside authentication.
+pub fn routes(readiness: Readiness) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(Arc::new(readiness))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Deserialize)]
+struct ReadyzQuery {
+    verbose: Option<String>,
+}
+
+async fn readyz(
+    State(readiness): State<Arc<Readiness>>,
+    draining: Option<Extension<Draining>>,
+    Query(query): Query<ReadyzQuery>,
+) -> Response {
+    let probes = readiness.probes().await;
+    let (keys, backends) = probes.split_first().expect("the signing-keys probe is always first");
+    let draining = draining.is_some_and(|Extension(d)| d.is_draining());
+    let required = [
+        ("config", Ok(())),
+        ("signing-keys", keys.outcome.clone()),
+        ("not-draining", if draining { Err("draining".to_owned()) } else { Ok(()) }),
+    ];
+    let ready = required.iter().all(|(_, outcome)| outcome.is_ok());
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": details }))
+    if query.verbose.is_none() {
+        let failed: Vec<&str> = required.iter().filter(|(_, o)| o.is_err()).map(|(name, _)| *name).collect();
+        let body =
+            if ready { json!({ "status": "ready" }) } else { json!({ "status": "not_ready", "failed": failed }) };
+        return (status, Json(body)).into_response();
+    }
+    let mut text = String::new();
+    for (name, outcome) in &required {
+        let _ = match outcome {
+            Ok(()) => writeln!(text, "[+]{name} ok"),
+            Err(reason) => writeln!(text, "[-]{name} failed: {reason}"),
+        };
+    }
+    for probe in backends {
+        let ms = probe.latency.as_millis();
+        let _ = match &probe.outcome {
+            Ok(()) => writeln!(text, "[+]backend:{} ok ({ms}ms, informational)", probe.name),
+            Err(reason) => writeln!(text, "[-]backend:{} failed: {reason} ({ms}ms, informational)", probe.name),
+        };
+    }
+    text.push_str(if ready { "readyz check passed\n" } else { "readyz check failed\n" });
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }

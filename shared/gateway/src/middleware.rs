@@ -1,33 +1,21 @@
-//! The tower layers every BFF composes. Each is a [`Stage`]: one async function over the request
-//! and the rest of the stack, wrapped into a named [`StageLayer`] so a BFF's `stack` function
-//! reads as a list of stages, outermost first.
-//!
-//! The order every BFF uses, and why:
-//! 1. [`AssignRequestId`]: everything below logs and renders errors with the id.
-//! 2. [`AccessLog`]: times the whole request and sees the final status, even of a panic.
-//! 3. [`RenderErrors`]: the one place a [`GatewayError`] becomes a body in the BFF's format.
-//! 4. [`CatchPanic`]: a panicking handler yields a branded 500, not a dropped connection.
-//! 5. [`StripIdentityHeaders`]: client-sent identity headers are gone before any code reads them.
-//! 6. [`EnforceDeadline`]: the request's deadline, which upstream calls also respect.
-//! 7. [`LimitBody`]: oversized bodies are refused before a handler buffers them.
-//! 8. [`Authenticate`] (a route layer on API routes only, so probes stay open).
+//! The gateway's own tower layers. Each is a [`Stage`]: one async function over the request and
+//! the rest of the stack, wrapped into a [`StageLayer`] whose service propagates `poll_ready`, so
+//! tower's concurrency limits, load shedding and rate limits compose around and inside them.
+//! [`crate::stack::InboundStack`] puts them in order with tower-http's layers.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt;
+use bff_upstream::Identity;
 use futures::future::BoxFuture;
-use http::{HeaderValue, Method};
-use http_body_util::{BodyExt, Limited};
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use http::{HeaderValue, StatusCode};
+use tower::{Layer, Service};
 
 use crate::error::PendingError;
 use crate::{Authenticator, Deadline, ErrorFormat, GatewayError, RequestId, RequestLog};
@@ -38,15 +26,21 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// One middleware stage.
 pub trait Stage: Clone + Send + Sync + 'static {
-    fn run(&self, request: Request, next: Next) -> impl Future<Output = Response> + Send;
+    fn run<S>(&self, request: Request, next: Next<S>) -> impl Future<Output = Response> + Send
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send;
 }
 
-/// The rest of the stack below a stage.
-pub struct Next(BoxCloneSyncService<Request, Response, Infallible>);
+/// The rest of the stack below a stage, already ready to take the request.
+pub struct Next<S>(S);
 
-impl Next {
-    pub async fn run(self, request: Request) -> Response {
-        match self.0.oneshot(request).await {
+impl<S> Next<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    pub async fn run(mut self, request: Request) -> Response {
+        match self.0.call(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
@@ -55,69 +49,49 @@ impl Next {
 
 /// A [`Stage`] as a tower layer.
 #[derive(Clone)]
-pub struct StageLayer<S>(S);
+pub struct StageLayer<St>(St);
 
-impl<S: Stage> StageLayer<S> {
-    pub fn new(stage: S) -> Self {
+impl<St: Stage> StageLayer<St> {
+    pub fn new(stage: St) -> Self {
         Self(stage)
     }
 }
 
-impl<S: Stage, I> Layer<I> for StageLayer<S>
-where
-    I: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
-    I::Future: Send + 'static,
-{
-    type Service = StageService<S>;
+impl<St: Stage, S> Layer<S> for StageLayer<St> {
+    type Service = StageService<St, S>;
 
-    fn layer(&self, inner: I) -> Self::Service {
-        StageService { stage: self.0.clone(), inner: BoxCloneSyncService::new(inner) }
+    fn layer(&self, inner: S) -> Self::Service {
+        StageService { stage: self.0.clone(), inner }
     }
 }
 
 #[derive(Clone)]
-pub struct StageService<S> {
-    stage: S,
-    inner: BoxCloneSyncService<Request, Response, Infallible>,
+pub struct StageService<St, S> {
+    stage: St,
+    inner: S,
 }
 
-impl<S: Stage> Service<Request> for StageService<S> {
+impl<St, S> Service<Request> for StageService<St, S>
+where
+    St: Stage,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // axum routes are always ready; readiness is taken on the clone `Next` drives.
-        Poll::Ready(Ok(()))
+    /// Ready when the rest of the stack is: a concurrency limit or rate limit below is felt above.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        // The instance polled ready serves this request; its fresh clone waits for the next poll.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
         let stage = self.stage.clone();
-        let next = Next(self.inner.clone());
-        Box::pin(async move { Ok(stage.run(request, next).await) })
-    }
-}
-
-/// Keeps a well-formed client `X-Request-Id` (so a trace can cross systems), otherwise makes one;
-/// echoes it on the response and forwards it upstream through the [`RequestContext`](crate::RequestContext).
-#[derive(Clone)]
-pub struct AssignRequestId;
-
-impl Stage for AssignRequestId {
-    async fn run(&self, mut request: Request, next: Next) -> Response {
-        let id: Arc<str> = request
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| is_well_formed_request_id(id))
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(uuid::Uuid::now_v7().to_string()));
-        request.extensions_mut().insert(RequestId(id.clone()));
-        let mut response = next.run(request).await;
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
-        }
-        response
+        Box::pin(async move { Ok(stage.run(request, Next(ready)).await) })
     }
 }
 
@@ -128,17 +102,53 @@ pub fn is_well_formed_request_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Before tower-http's `SetRequestId`: a client id that is not well formed is dropped, so a
+/// fresh one is minted instead of a hostile string travelling into logs and backends.
+pub(crate) fn drop_malformed_request_id(mut request: Request) -> Request {
+    let malformed =
+        request.headers().get(REQUEST_ID_HEADER).is_some_and(|v| !v.to_str().is_ok_and(is_well_formed_request_id));
+    if malformed {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
+/// After `SetRequestId`: the id as the [`RequestId`] every stage and handler reads.
+pub(crate) fn expose_request_id(mut request: Request) -> Request {
+    let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(Arc::<str>::from);
+    if let Some(id) = id {
+        request.extensions_mut().insert(RequestId(id));
+    }
+    request
+}
+
+/// Mints UUIDv7 request ids: unique, and sortable by time in log searches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MintRequestId;
+
+impl tower_http::request_id::MakeRequestId for MintRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        let id = HeaderValue::try_from(uuid::Uuid::now_v7().to_string()).ok()?;
+        Some(tower_http::request_id::RequestId::new(id))
+    }
+}
+
 /// One structured line per request on the `access` target, written when the response is ready.
+/// Every field is bounded: the route template, not the path with its ids; the operation name
+/// the GraphQL layer accepted; upstream calls by their operation template.
 #[derive(Clone)]
 pub struct AccessLog;
 
 impl Stage for AccessLog {
-    async fn run(&self, mut request: Request, next: Next) -> Response {
+    async fn run<S>(&self, mut request: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         let started = Instant::now();
         let log = Arc::new(RequestLog::default());
         request.extensions_mut().insert(log.clone());
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
         let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
         let response = next.run(request).await;
@@ -147,8 +157,7 @@ impl Stage for AccessLog {
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
             method = %method,
-            path = %path,
-            route = route.as_deref().unwrap_or("-"),
+            route = route.as_deref().unwrap_or("(unmatched)"),
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
             status = response.status().as_u16(),
             error_code = response.extensions().get::<PendingError>().map(|e| e.0.code()).unwrap_or("-"),
@@ -166,7 +175,11 @@ impl Stage for AccessLog {
 pub struct RenderErrors(pub ErrorFormat);
 
 impl Stage for RenderErrors {
-    async fn run(&self, request: Request, next: Next) -> Response {
+    async fn run<S>(&self, request: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         let request_id =
             request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_else(|| Arc::from("-"));
         let response = next.run(request).await;
@@ -183,22 +196,41 @@ impl Stage for RenderErrors {
     }
 }
 
-/// Turns a panic anywhere below into a branded 500; the panic message is logged, not sent.
-#[derive(Clone)]
-pub struct CatchPanic;
+/// tower-http's `CatchPanic` answers with this: a branded 500; the panic message is logged, not sent.
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    GatewayError::Internal(format!("handler panicked: {detail}")).into_response()
+}
 
-impl Stage for CatchPanic {
-    async fn run(&self, request: Request, next: Next) -> Response {
-        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-            Ok(response) => response,
-            Err(panic) => {
-                let detail = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                GatewayError::Internal(format!("handler panicked: {detail}")).into_response()
-            }
+/// What the load shedder's refusal becomes: an immediate 503 `OVERLOADED` with `Retry-After`.
+pub(crate) fn overloaded(retry_after: Duration) -> impl Fn(tower::BoxError) -> std::future::Ready<Response> + Clone {
+    move |error| {
+        let response = if error.is::<tower::load_shed::error::Overloaded>() {
+            GatewayError::Overloaded { retry_after }
+        } else {
+            GatewayError::Internal(format!("inbound stack failed: {error}"))
+        };
+        std::future::ready(response.into_response())
+    }
+}
+
+/// tower-http's `RequestBodyLimit` refuses a declared `Content-Length` over the limit with a bare
+/// 413; this brands it. (A streamed body cut at the limit fails in the extractor, which says the
+/// same.)
+pub(crate) fn brand_payload_too_large<B>(limit: usize) -> impl Fn(http::Response<B>) -> Response + Clone
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    move |response| {
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE && response.extensions().get::<PendingError>().is_none() {
+            GatewayError::PayloadTooLarge { limit }.into_response()
+        } else {
+            response.map(axum::body::Body::new)
         }
     }
 }
@@ -209,7 +241,11 @@ impl Stage for CatchPanic {
 pub struct StripIdentityHeaders;
 
 impl Stage for StripIdentityHeaders {
-    async fn run(&self, mut request: Request, next: Next) -> Response {
+    async fn run<S>(&self, mut request: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         for name in bff_upstream::headers::IDENTITY {
             if request.headers_mut().remove(name).is_some() {
                 tracing::debug!(header = name, "dropped a client-sent identity header");
@@ -219,13 +255,18 @@ impl Stage for StripIdentityHeaders {
     }
 }
 
-/// Gives the request a deadline and answers 504 when it passes. Upstream calls read the same
-/// deadline, so they give up in time to report which backend was slow.
+/// Gives the request a deadline and answers 504 `REQUEST_TIMEOUT` when it passes. Upstream calls
+/// read the same deadline, so they give up in time to report which backend was slow. (tower-http's
+/// `Timeout` answers a bare 408 and tells nothing to what runs below, so this one is ours.)
 #[derive(Clone)]
 pub struct EnforceDeadline(pub Duration);
 
 impl Stage for EnforceDeadline {
-    async fn run(&self, mut request: Request, next: Next) -> Response {
+    async fn run<S>(&self, mut request: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         request.extensions_mut().insert(Deadline(Instant::now() + self.0));
         match tokio::time::timeout(self.0, next.run(request)).await {
             Ok(response) => response,
@@ -234,51 +275,23 @@ impl Stage for EnforceDeadline {
     }
 }
 
-/// Refuses bodies over the limit, by `Content-Length` up front or while reading a streamed body,
-/// and hands handlers a body that is already complete.
-#[derive(Clone)]
-pub struct LimitBody(pub usize);
-
-impl Stage for LimitBody {
-    async fn run(&self, request: Request, next: Next) -> Response {
-        let limit = self.0;
-        let declared = request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return GatewayError::PayloadTooLarge { limit }.into_response();
-        }
-        if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-            return next.run(request).await;
-        }
-        let (parts, body) = request.into_parts();
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return GatewayError::PayloadTooLarge { limit }.into_response();
-            }
-            Err(error) => {
-                return GatewayError::BadRequest(format!("could not read the request body: {error}")).into_response();
-            }
-        };
-        next.run(Request::from_parts(parts, Body::from(bytes))).await
-    }
-}
-
-/// Verifies the request's credentials and attaches the [`Principal`](crate::Principal).
+/// Verifies the request's credentials and attaches the verified [`Identity`]. It reads headers
+/// only: the body is still unread when a request without valid credentials is refused.
 #[derive(Clone)]
 pub struct Authenticate(pub Arc<Authenticator>);
 
 impl Stage for Authenticate {
-    async fn run(&self, mut request: Request, next: Next) -> Response {
+    async fn run<S>(&self, mut request: Request, next: Next<S>) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         match self.0.authenticate(request.headers()).await {
-            Ok(principal) => {
+            Ok(identity) => {
                 if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
-                    let _ = log.principal.set(principal.to_string());
+                    let _ = log.principal.set(identity.to_string());
                 }
-                request.extensions_mut().insert(Arc::new(principal));
+                request.extensions_mut().insert(Arc::<Identity>::new(identity));
                 next.run(request).await
             }
             Err(error) => error.into_response(),

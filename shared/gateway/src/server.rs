@@ -1,37 +1,254 @@
-//! Serving a router with graceful shutdown: on the signal, stop accepting, let in-flight requests
-//! finish for up to the grace period, then stop.
+//! Serving a BFF: hyper-util's server, so every connection-level limit is real: a header-read
+//! timeout, an idle timeout, HTTP/2 stream and header-list limits, and a cap on open connections.
+//! On the shutdown signal it stops accepting, marks itself draining (`/readyz` answers 503), lets
+//! in-flight requests finish for up to the grace period, then stops.
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use axum::extract::Request;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
 
-/// Serves until `shutdown` completes, then drains for at most `grace`.
+use crate::config::ServerConfig;
+
+/// Pause after a failed `accept` (out of file descriptors, say) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Set once the server has stopped accepting: the replica is going away, so it is not ready.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves `router` on `listener` under `config`'s connection limits until `shutdown` completes,
+/// then drains for at most `config.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
 ) -> io::Result<()> {
-    let (draining_tx, mut draining_rx) = watch::channel(false);
-    let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = draining_tx.send(true);
+    let draining = Draining::default();
+    let router = router.layer(Extension(draining.clone()));
+    let builder = connection_builder(config);
+    let idle_timeout = config.idle_timeout;
+    let open = Arc::new(Semaphore::new(config.max_connections));
+    let (close, closing) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // At the cap, stop accepting: new clients wait in the kernel's queue, not in our memory.
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => permit.map_err(io::Error::other)?,
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, router, closing) = (builder.clone(), router.clone(), closing.clone());
+        connections.spawn(async move {
+            serve_connection(&builder, stream, router, idle_timeout, closing).await;
+            drop(permit);
+        });
+        // Reap finished connections so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    draining.start();
+    let _ = close.send(true);
+    let grace = config.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning in-flight requests");
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(config.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// One connection until it ends, is idle for `idle_timeout` (no request in flight, no bytes
+/// moving), or the server drains; the last two close it gracefully.
+async fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    router: Router,
+    idle_timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+    let tracked = activity.clone();
+    let service = router.map_request(move |request: Request<hyper::body::Incoming>| {
+        InFlight::enter(&tracked);
+        request.map(axum::body::Body::new)
     });
-    let drain_deadline = async move {
-        let _ = draining_rx.wait_for(|draining| *draining).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result,
-        () = drain_deadline => {
-            // Requests still running are abandoned: they end with the process.
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning in-flight requests");
-            Ok(())
+    let service = service.map_response({
+        let tracked = activity.clone();
+        move |response| {
+            InFlight::leave(&tracked);
+            response
         }
+    });
+    let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let mut shutting_down = false;
+    loop {
+        let idle_check = tokio::time::sleep_until(activity.idle_deadline(idle_timeout).into());
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+                return;
+            }
+            changed = closing.changed(), if !shutting_down => {
+                if changed.is_err() || *closing.borrow() {
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = idle_check, if !shutting_down => {
+                if activity.is_idle(idle_timeout) {
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes, and how many of its requests are in flight.
+struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { origin: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self, idle_timeout: Duration) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle_timeout
+    }
+
+    fn is_idle(&self, idle_timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle_timeout)
+    }
+}
+
+/// Counts a connection's requests between the service taking one and answering it.
+struct InFlight;
+
+impl InFlight {
+    fn enter(activity: &Activity) {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave(activity: &Activity) {
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        activity.touch();
+    }
+}
+
+/// A socket that notes when bytes last moved.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

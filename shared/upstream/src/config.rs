@@ -1,7 +1,11 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+use crate::UpstreamError;
 
 /// How long one backend call may take when the config says nothing.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -14,13 +18,17 @@ const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URL: `http://host:port` (gRPC backends too).
+    /// Base URL: `http://host:port` or `https://host:port` (gRPC backends too).
     pub url: Url,
     /// Per-call timeout, capped further by the inbound request's deadline.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
     pub connect_timeout: Duration,
+    /// A PEM file of CA certificates trusted for `https://` besides the public web roots: for
+    /// backends behind a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -33,7 +41,7 @@ fn default_connect_timeout() -> Duration {
 
 impl UpstreamConfig {
     pub fn new(url: Url) -> Self {
-        Self { url, timeout: DEFAULT_UPSTREAM_TIMEOUT, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+        Self { url, timeout: DEFAULT_UPSTREAM_TIMEOUT, connect_timeout: DEFAULT_CONNECT_TIMEOUT, ca_file: None }
     }
 
     /// Problems with this section, as `(field, message)` pairs for the caller to prefix with
@@ -51,6 +59,35 @@ impl UpstreamConfig {
                 problems.push((field, format!("must be between 1ms and {}s", MAX_UPSTREAM_TIMEOUT.as_secs())));
             }
         }
+        if let Some(path) = &self.ca_file
+            && let Err(error) = crate::tls::read_ca_file(path)
+        {
+            problems.push(("ca_file", error));
+        }
         problems
+    }
+}
+
+/// Every backend of a BFF by name: `[upstreams.users]`, `[upstreams.orders]`, ...
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Upstreams(pub BTreeMap<String, UpstreamConfig>);
+
+impl Upstreams {
+    /// The section of backend `name`; a missing one is a config error naming it.
+    pub fn get(&self, name: &'static str) -> Result<&UpstreamConfig, UpstreamError> {
+        self.0.get(name).ok_or(UpstreamError::Config { service: name, reason: "no `[upstreams.*]` section".into() })
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut UpstreamConfig> {
+        self.0.get_mut(name)
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, config: UpstreamConfig) {
+        self.0.insert(name.into(), config);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &UpstreamConfig)> {
+        self.0.iter().map(|(name, config)| (name.as_str(), config))
     }
 }

@@ -16,12 +16,17 @@ pub mod headers {
     pub const CLIENT_ID: &str = "x-client-id";
     /// Every header that carries identity to a backend.
     pub const IDENTITY: [&str; 3] = [USER_ID, USER_SCOPES, CLIENT_ID];
+    /// The time a REST backend has left for this call, in whole milliseconds, like gRPC's
+    /// `grpc-timeout`: relative, so clocks need not agree. A backend should stop work past it;
+    /// nobody waits for the answer any longer.
+    pub const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
 }
 
-/// Who a request acts for, as verified by the gateway.
+/// Who a request acts for, as verified by the gateway: the one identity type of the platform.
+/// The inbound side makes it once per request from the credential; every backend call shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The end user, when there is one (mobile and web); partners act for themselves.
+    /// The end user a token was issued for; `None` for machine clients (partners).
     pub user_id: Option<String>,
     /// The client application or partner that made the call.
     pub client_id: String,
@@ -29,6 +34,10 @@ pub struct Identity {
 }
 
 impl Identity {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
     /// The trusted identity headers to send with a backend call.
     pub fn header_pairs(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
         let user = self.user_id.iter().map(|id| (headers::USER_ID, id.clone()));
@@ -37,12 +46,22 @@ impl Identity {
     }
 }
 
-/// The per-request context the inbound side hands to every outbound call.
+/// Bounded by construction: the access log prints this, so it holds ids we verified, not input.
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.user_id {
+            Some(user) => write!(f, "user:{user}@{}", self.client_id),
+            None => write!(f, "client:{}", self.client_id),
+        }
+    }
+}
+
+/// The per-request context the inbound side hands to every outbound call. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CallContext {
     request_id: Arc<str>,
     deadline: Option<Instant>,
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     recorder: CallRecorder,
 }
 
@@ -56,7 +75,7 @@ impl CallContext {
         self
     }
 
-    pub fn with_identity(mut self, identity: Identity) -> Self {
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
         self.identity = Some(identity);
         self
     }
@@ -72,7 +91,7 @@ impl CallContext {
     }
 
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.identity.as_deref()
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -83,7 +102,7 @@ impl CallContext {
     /// deadline less a margin, so that a slow backend is reported as such (partial data with
     /// `UPSTREAM_TIMEOUT`) before the whole request times out. Fails without calling when that
     /// time is already spent.
-    pub(crate) fn budget(&self, service: &'static str, timeout: Duration) -> Result<Duration, UpstreamError> {
+    pub fn budget(&self, service: &'static str, timeout: Duration) -> Result<Duration, UpstreamError> {
         let Some(deadline) = self.deadline else { return Ok(timeout) };
         let remaining = deadline.saturating_duration_since(Instant::now()).saturating_sub(DEADLINE_MARGIN);
         if remaining.is_zero() {
@@ -95,7 +114,7 @@ impl CallContext {
     /// Every header a backend call carries: the request id and the verified identity.
     pub(crate) fn outbound_headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
         std::iter::once((headers::REQUEST_ID, self.request_id.to_string()))
-            .chain(self.identity.iter().flat_map(Identity::header_pairs))
+            .chain(self.identity.iter().flat_map(|identity| identity.header_pairs()))
     }
 
     pub(crate) fn record(&self, call: UpstreamCall) {
@@ -103,11 +122,11 @@ impl CallContext {
     }
 }
 
-/// One backend call as the access log reports it.
+/// One backend call as the access log reports it: the operation is a template, never a raw id.
 #[derive(Debug, Clone)]
 pub struct UpstreamCall {
     pub service: &'static str,
-    pub operation: String,
+    pub operation: &'static str,
     pub latency: Duration,
     pub outcome: CallOutcome,
 }

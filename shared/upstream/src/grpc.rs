@@ -1,100 +1,151 @@
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status};
+use bytes::{Buf, BufMut, Bytes};
+use futures::future::BoxFuture;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+use tower::Service;
 
-use crate::context::{CallOutcome, UpstreamCall};
-use crate::{CallContext, UpstreamConfig, UpstreamError};
+use crate::rest::error_chain;
+use crate::{Target, UpstreamConfig, UpstreamError, UpstreamRequest};
 
-/// A gRPC backend: one lazily connected, multiplexed HTTP/2 channel shared by every request.
+/// The transport of a gRPC backend: one lazily connected, multiplexed HTTP/2 channel shared by
+/// every request. It carries encoded messages, so every RPC of every service goes through the
+/// same stack; the typed clients encode requests and decode answers.
 #[derive(Debug, Clone)]
-pub struct GrpcChannel {
+pub struct GrpcTransport {
     service: &'static str,
     timeout: Duration,
     channel: Channel,
 }
 
-impl GrpcChannel {
-    /// Connects on first use, so a BFF starts (and reports not-ready) while a backend is down.
+impl GrpcTransport {
     pub fn new(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        let endpoint = Endpoint::from_shared(config.url.to_string())
-            .map_err(|e| UpstreamError::Config { service, reason: e.to_string() })?
+        let config_error = |reason: String| UpstreamError::Config { service, reason };
+        let mut endpoint = Endpoint::from_shared(config.url.to_string())
+            .map_err(|e| config_error(e.to_string()))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        if config.url.scheme() == "https" {
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path).map_err(|e| config_error(format!("{}: {e}", path.display())))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(host) = config.url.host_str() {
+                tls = tls.domain_name(host);
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| config_error(error_chain(&e)))?;
+        }
         Ok(Self { service, timeout: config.timeout, channel: endpoint.connect_lazy() })
     }
 
-    /// The raw channel, for readiness probes that carry no request context.
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// Calls one RPC: `rpc` receives a clone of the channel and the request, already carrying
-    /// the request id, the verified identity and a `grpc-timeout` within the request's deadline.
-    pub async fn call<Req, Resp, F, Fut>(
-        &self,
-        cx: &CallContext,
-        method: &'static str,
-        message: Req,
-        rpc: F,
-    ) -> Result<Resp, UpstreamError>
-    where
-        F: FnOnce(Channel, Request<Req>) -> Fut,
-        Fut: Future<Output = Result<Response<Resp>, Status>>,
-    {
-        let budget = cx.budget(self.service, self.timeout)?;
-        let mut request = Request::new(message);
-        request.set_timeout(budget);
-        for (name, value) in cx.outbound_headers() {
-            // Sending the call without an identity value would let the backend take the caller for
-            // someone else (a machine client, say): refuse instead.
-            let value = value.parse().map_err(|_| UpstreamError::Config {
-                service: self.service,
-                reason: format!("`{name}` is not representable as gRPC metadata"),
-            })?;
-            request.metadata_mut().insert(name, value);
-        }
-        let started = Instant::now();
-        let result = match tokio::time::timeout(budget, rpc(self.channel.clone(), request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(self.status_error(&status, budget)),
-            Err(_) => Err(UpstreamError::Timeout { service: self.service, after: budget }),
-        };
-        let outcome = match &result {
-            Ok(_) => CallOutcome::Ok,
-            Err(e) => CallOutcome::Failed(e.kind()),
-        };
-        cx.record(UpstreamCall {
-            service: self.service,
-            operation: method.to_owned(),
-            latency: started.elapsed(),
-            outcome,
-        });
-        result
-    }
-
-    fn status_error(&self, status: &Status, budget: Duration) -> UpstreamError {
-        let service = self.service;
+    fn status_error(service: &'static str, status: &Status, budget: Duration) -> UpstreamError {
         match status.code() {
             Code::DeadlineExceeded => UpstreamError::Timeout { service, after: budget },
-            Code::Unavailable | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
-                UpstreamError::Unavailable {
-                    service,
-                    reason: format!("gRPC {:?}: {}", status.code(), status.message()),
-                }
-            }
+            // gRPC defines UNAVAILABLE as "try again": a connection that failed, or a server that
+            // would not take the call.
+            Code::Unavailable => UpstreamError::Unavailable {
+                service,
+                reason: format!("gRPC Unavailable: {}", status.message().chars().take(200).collect::<String>()),
+            },
+            Code::ResourceExhausted => UpstreamError::Overloaded { service, retry_after: None },
             Code::NotFound => UpstreamError::NotFound { service },
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::AlreadyExists => {
                 UpstreamError::Rejected { service, message: status.message().chars().take(200).collect() }
             }
             code => UpstreamError::Failed { service, detail: format!("gRPC {code:?}") },
         }
+    }
+}
+
+impl Service<UpstreamRequest> for GrpcTransport {
+    type Response = Bytes;
+    type Error = UpstreamError;
+    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        let service = self.service;
+        Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.channel, cx)
+            .map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let (service, budget) = (self.service, request.budget.unwrap_or(self.timeout));
+        // The ready channel goes into the call; a fresh clone waits for the next poll_ready.
+        let fresh = self.channel.clone();
+        let channel = std::mem::replace(&mut self.channel, fresh);
+        Box::pin(async move {
+            let Target::Grpc { path, message } = request.call.target else {
+                return Err(UpstreamError::Config { service, reason: "a REST call sent to gRPC".into() });
+            };
+            let path = http::uri::PathAndQuery::from_static(path);
+            let mut rpc = tonic::Request::new(message);
+            rpc.set_timeout(budget);
+            for (name, value) in request.cx.outbound_headers() {
+                // As for REST: never send the call with an identity value missing.
+                let value = value.parse().map_err(|_| UpstreamError::Config {
+                    service,
+                    reason: format!("`{name}` is not representable as gRPC metadata"),
+                })?;
+                rpc.metadata_mut().insert(name, value);
+            }
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })?;
+            match grpc.unary(rpc, path, RawCodec).await {
+                Ok(response) => Ok(response.into_inner()),
+                Err(status) => Err(Self::status_error(service, &status, budget)),
+            }
+        })
+    }
+}
+
+/// Passes already encoded protobuf messages through tonic's framing untouched.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

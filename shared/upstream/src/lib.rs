@@ -1,30 +1,43 @@
 //! The outbound side of every BFF.
 //!
-//! One REST client ([`RestClient`]) and one gRPC channel wrapper ([`GrpcChannel`]) that every typed
-//! backend client is built on. Both do the same things the same way:
-//! - cap each call at the smaller of its configured timeout and the inbound request's remaining
-//!   deadline, and refuse to call at all once that deadline has passed;
-//! - forward the request id and the *verified* identity (never anything the client sent) as trusted
-//!   headers or gRPC metadata;
-//! - record every call (service, operation, latency, outcome) for the inbound access log;
-//! - fail with one [`UpstreamError`] that says which backend failed and how.
+//! A backend call is a value, an [`UpstreamRequest`]: the backend, the operation as a template
+//! (`GET /users/{id}`, or the gRPC method), its parameters, the fields asked for, whether it is
+//! idempotent, its cache policy, and the per-request [`CallContext`] the inbound side handed over.
+//! Each backend has one [`Upstream`]: a tower service stack, built from config, between the typed
+//! clients of `bff-backends` and the wire. In request order:
 //!
-//! This crate knows nothing of the inbound side or of the domain: the inbound side hands it a
-//! [`CallContext`] per request, and the typed clients in `bff-backends` name the services.
-//! Retries, circuit breakers, caching and coalescing belong here too, at the single `send` path of
-//! each client.
+//! 1. [`stack::RecordLayer`]: one record per call, keyed by the operation template (never a raw
+//!    id), for the access log, and later metrics and spans;
+//! 2. cache, then coalescing (named slots, filled by the resilience issue);
+//! 3. [`stack::DeadlineLayer`]: the call's budget, the smaller of its timeout and what remains of
+//!    the inbound request's deadline; no call at all once that is spent;
+//! 4. retry, circuit breaker, balancing (named slots, filled by the resilience issue);
+//! 5. the transport: [`RestTransport`] (reqwest, JSON) or [`GrpcTransport`] (tonic, raw protobuf
+//!    bytes, so one stack serves every RPC).
+//!
+//! Both transports forward the request id and the *verified* identity as trusted headers or gRPC
+//! metadata, tell the backend its deadline (`grpc-timeout`, or [`headers::REQUEST_TIMEOUT_MS`] for
+//! REST), speak TLS through rustls, and fail with one [`UpstreamError`] whose kinds carry what
+//! retry and breaker decisions need.
+//!
+//! This crate knows nothing of the inbound side or of the domain.
 
+mod call;
 mod config;
 mod context;
 mod error;
 mod grpc;
 mod rest;
+pub mod stack;
+pub mod tls;
 
-pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig};
+pub use call::{CachePolicy, Call, Target, UpstreamRequest};
+pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig, Upstreams};
 pub use context::{CallContext, CallOutcome, CallRecorder, Identity, UpstreamCall, headers};
 pub use error::UpstreamError;
-pub use grpc::GrpcChannel;
-pub use rest::RestClient;
+pub use grpc::GrpcTransport;
+pub use rest::RestTransport;
+pub use stack::Upstream;
 
 /// A backend (or anything else a BFF needs) that can say whether it is ready to serve.
 pub trait Probe: Send + Sync + 'static {

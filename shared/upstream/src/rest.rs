@@ -1,13 +1,13 @@
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::{Method, StatusCode};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use futures::future::BoxFuture;
+use reqwest::StatusCode;
+use tower::Service;
 use url::Url;
 
-use crate::context::{CallOutcome, UpstreamCall};
-use crate::{CallContext, UpstreamConfig, UpstreamError};
+use crate::{Target, UpstreamConfig, UpstreamError, UpstreamRequest, headers};
 
 /// How many idle connections per backend host we keep warm.
 const POOL_MAX_IDLE_PER_HOST: usize = 64;
@@ -16,104 +16,80 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_REJECTION_MESSAGE: usize = 200;
 /// Largest response body we buffer; a backend sending more is broken, not generous.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest `Retry-After` we pass on: a backend asking for more is wrong, and clients would give up.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// A JSON-over-HTTP backend.
+/// The transport of a JSON-over-HTTP backend: the bottom of its stack.
 #[derive(Debug, Clone)]
-pub struct RestClient {
+pub struct RestTransport {
     service: &'static str,
     base: Url,
     timeout: Duration,
     http: reqwest::Client,
 }
 
-impl RestClient {
+impl RestTransport {
     pub fn new(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let config_error = |reason: String| UpstreamError::Config { service, reason };
+        let tls = crate::tls::client_config(config.ca_file.as_deref(), &[b"http/1.1"]).map_err(config_error)?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
+            .tls_backend_preconfigured(tls)
             // Backends never redirect; following one would send identity headers somewhere new.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| UpstreamError::Config { service, reason: e.to_string() })?;
+            .map_err(|e| config_error(error_chain(&e)))?;
         Ok(Self { service, base: config.url.clone(), timeout: config.timeout, http })
     }
 
-    /// `GET /segment/segment?query` and decode a JSON body. Each path segment is percent-encoded,
-    /// so an id from a client can never change which resource is addressed.
-    pub async fn get<T: DeserializeOwned>(
-        &self,
-        cx: &CallContext,
-        path: &[&str],
-        query: &[(&str, &str)],
-    ) -> Result<T, UpstreamError> {
-        self.send(cx, Method::GET, path, |request| request.query(query)).await
-    }
-
-    /// `POST /segment/segment` with a JSON body and decode a JSON body.
-    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        cx: &CallContext,
-        path: &[&str],
-        body: &B,
-    ) -> Result<T, UpstreamError> {
-        self.send(cx, Method::POST, path, |request| request.json(body)).await
-    }
-
     /// Readiness: does the backend answer `GET /segment/segment` with a success status in time?
-    pub async fn probe(&self, path: &[&str]) -> Result<(), UpstreamError> {
+    pub(crate) async fn probe(&self, path: &[&str]) -> Result<(), UpstreamError> {
         let url = self.url(path)?;
-        let response = tokio::time::timeout(self.timeout, self.http.get(url).send())
+        let exchange = async {
+            let response = self.http.get(url).send().await.map_err(|e| self.transport_error(&e))?;
+            self.check_status(response).await.map(drop)
+        };
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| UpstreamError::Timeout { service: self.service, after: self.timeout })?
-            .map_err(|e| self.transport_error(&e))?;
-        self.check_status(response).await.map(drop)
+            .unwrap_or(Err(UpstreamError::Timeout { service: self.service, after: self.timeout }))
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        cx: &CallContext,
-        method: Method,
-        path: &[&str],
-        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<T, UpstreamError> {
-        // Checked before anything is sent: a bad path or a spent deadline is no call at all.
-        let url = self.url(path)?;
-        let budget = cx.budget(self.service, self.timeout)?;
-        let operation = format!("{method} {}", url.path());
-        let mut request = build(self.http.request(method, url));
-        for (name, value) in cx.outbound_headers() {
-            // As for gRPC: never send the call with an identity value missing.
-            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| UpstreamError::Config {
+    fn build(&self, request: UpstreamRequest) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let Target::Rest { method, path, query, body } = request.call.target else {
+            return Err(UpstreamError::Config { service: self.service, reason: "a gRPC call sent to REST".into() });
+        };
+        // Checked before anything is sent: a bad path is no call at all.
+        let mut url = self.url(&path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let mut builder = self.http.request(method, url);
+        if let Some(body) = body {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        if let Some(budget) = request.budget {
+            builder = builder.header(headers::REQUEST_TIMEOUT_MS, budget.as_millis().max(1).to_string());
+        }
+        for (name, value) in request.cx.outbound_headers() {
+            // Never send the call with an identity value missing: the backend could take the
+            // caller for someone else.
+            let value = http::HeaderValue::from_str(&value).map_err(|_| UpstreamError::Config {
                 service: self.service,
                 reason: format!("`{name}` is not representable as a header"),
             })?;
-            request = request.header(name, value);
+            builder = builder.header(name, value);
         }
-        let started = Instant::now();
-        let exchange = async {
-            let response = request.send().await.map_err(|e| self.transport_error(&e))?;
-            let body = self.check_status(response).await?;
-            serde_json::from_slice::<T>(&body)
-                .map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
-        };
-        let result = tokio::time::timeout(budget, exchange)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout { service: self.service, after: budget }));
-        let outcome = match &result {
-            Ok(_) => CallOutcome::Ok,
-            Err(e) => CallOutcome::Failed(e.kind()),
-        };
-        cx.record(UpstreamCall { service: self.service, operation, latency: started.elapsed(), outcome });
-        result
+        Ok(builder)
     }
 
     /// The URL of `path` below the base. Each segment is percent-encoded (`/`, `?`, `#` and `%`
     /// included), and the segments URL parsers treat as navigation (`.`, `..`, empty) are refused,
     /// so a segment that came from a client can only ever name one resource at its place.
-    fn url(&self, path: &[&str]) -> Result<Url, UpstreamError> {
-        if let Some(bad) = path.iter().find(|s| matches!(**s, "" | "." | "..")) {
+    fn url(&self, path: &[impl AsRef<str>]) -> Result<Url, UpstreamError> {
+        if let Some(bad) = path.iter().map(AsRef::as_ref).find(|s| matches!(*s, "" | "." | "..")) {
             return Err(UpstreamError::InvalidArgument {
                 service: self.service,
                 reason: format!("`{bad}` cannot be a path segment"),
@@ -126,15 +102,19 @@ impl RestClient {
                 reason: "base URL cannot have a path".into(),
             })?
             .pop_if_empty()
-            .extend(path);
+            .extend(path.iter().map(AsRef::as_ref));
         Ok(url)
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> UpstreamError {
+        let service = self.service;
         if error.is_timeout() {
-            UpstreamError::Timeout { service: self.service, after: self.timeout }
+            UpstreamError::Timeout { service, after: self.timeout }
+        } else if error.is_connect() {
+            // The connection never came up, so the request never left.
+            UpstreamError::Unavailable { service, reason: error_chain(error) }
         } else {
-            UpstreamError::Unavailable { service: self.service, reason: error_chain(error) }
+            UpstreamError::Failed { service, detail: error_chain(error) }
         }
     }
 
@@ -142,25 +122,29 @@ impl RestClient {
     async fn check_status(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
         let service = self.service;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
         let body = self.read_body(response).await?;
         if status.is_success() {
             return Ok(body);
         }
         Err(match status {
             StatusCode::NOT_FOUND => UpstreamError::NotFound { service },
-            StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
-                UpstreamError::Rejected { service, message: rejection_message(&body) }
-            }
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::TOO_MANY_REQUESTS => {
-                UpstreamError::Unavailable { service, reason: format!("HTTP {status}") }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                UpstreamError::Overloaded { service, retry_after }
             }
             StatusCode::GATEWAY_TIMEOUT => UpstreamError::Timeout { service, after: self.timeout },
+            status if status.is_client_error() => {
+                UpstreamError::Rejected { service, message: rejection_message(&body) }
+            }
             _ => UpstreamError::Failed { service, detail: format!("HTTP {status}") },
         })
     }
-}
 
-impl RestClient {
     /// The whole body, refusing one over [`MAX_RESPONSE_BYTES`] as soon as it shows.
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, UpstreamError> {
         let too_large = || UpstreamError::BadBody {
@@ -181,6 +165,26 @@ impl RestClient {
     }
 }
 
+impl Service<UpstreamRequest> for RestTransport {
+    type Response = Bytes;
+    type Error = UpstreamError;
+    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+
+    /// reqwest's pool is always ready; connection limits belong to the layers above.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let builder = this.build(request)?;
+            let response = builder.send().await.map_err(|e| this.transport_error(&e))?;
+            this.check_status(response).await
+        })
+    }
+}
+
 /// The `message` (or `detail`) of a JSON error body, cut short; a fixed text otherwise.
 fn rejection_message(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
@@ -192,7 +196,7 @@ fn rejection_message(body: &[u8]) -> String {
     message.chars().take(MAX_REJECTION_MESSAGE).collect()
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -207,8 +211,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    fn client(base: &str) -> RestClient {
-        RestClient::new("test", &UpstreamConfig::new(base.parse().unwrap())).unwrap()
+    fn client(base: &str) -> RestTransport {
+        RestTransport::new("test", &UpstreamConfig::new(base.parse().unwrap())).unwrap()
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! How every demo service is served: one accept loop per service, REST and gRPC alike, that can
+//! take the service off the network and bring it back ([`Faults::down`](crate::Faults)).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::ServiceControl;
+
+/// How long to keep trying to take a port back after an outage.
+const REBIND_ATTEMPTS: u32 = 100;
+const REBIND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Serves `router` on `listener` until `stop`. While `control` says the service is down, the
+/// port is closed (connections are refused) and every open connection is cut.
+pub(crate) fn spawn(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    control: Option<Arc<ServiceControl>>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(error) => return tracing::error!(service = name, %error, "demo server has no address"),
+        };
+        let mut down = control.map_or_else(|| watch::channel(false).1, |c| c.watch_down());
+        let mut listener = Some(listener);
+        // Dropping the set cuts every connection: what an outage does to them.
+        let mut connections = JoinSet::new();
+        loop {
+            if *down.borrow_and_update() {
+                listener = None;
+                connections = JoinSet::new();
+                tokio::select! {
+                    _ = down.wait_for(|down| !*down) => {}
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
+            let Some(current) = &listener else {
+                match rebind(addr).await {
+                    Some(rebound) => listener = Some(rebound),
+                    None => return tracing::error!(service = name, %addr, "could not take the port back"),
+                }
+                continue;
+            };
+            tokio::select! {
+                accepted = current.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let service = TowerToHyperService::new(router.clone());
+                    connections.spawn(async move {
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    });
+                    while connections.try_join_next().is_some() {}
+                }
+                _ = down.changed() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    })
+}
+
+async fn rebind(addr: SocketAddr) -> Option<TcpListener> {
+    for _ in 0..REBIND_ATTEMPTS {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return Some(listener);
+        }
+        tokio::time::sleep(REBIND_PAUSE).await;
+    }
+    None
+}

@@ -1,0 +1,230 @@
+//! The per-backend service stack, and the layers this crate provides for it.
+
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+use crate::context::{CallOutcome, UpstreamCall};
+use crate::{Call, CallContext, GrpcTransport, RestTransport, UpstreamConfig, UpstreamError, UpstreamRequest};
+
+/// Any layer of a backend's stack, once composed.
+pub type UpstreamService = BoxCloneSyncService<UpstreamRequest, Bytes, UpstreamError>;
+
+/// One backend: its name, its service stack, and its transport (for readiness probes, which carry
+/// no request and bypass the stack). Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Upstream {
+    service: &'static str,
+    stack: UpstreamService,
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Rest(RestTransport),
+    Grpc(GrpcTransport),
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A JSON-over-HTTP backend.
+    pub fn rest(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let transport = RestTransport::new(service, config)?;
+        Ok(Self { service, stack: stack(service, config, transport.clone()), transport: Transport::Rest(transport) })
+    }
+
+    /// A gRPC backend: one lazily connected, multiplexed HTTP/2 channel, so a BFF starts while the
+    /// backend is down.
+    pub fn grpc(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let transport = GrpcTransport::new(service, config)?;
+        Ok(Self { service, stack: stack(service, config, transport.clone()), transport: Transport::Grpc(transport) })
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Sends `call` down the stack on behalf of the request `cx` describes.
+    pub async fn call(&self, cx: &CallContext, call: Call) -> Result<Bytes, UpstreamError> {
+        self.stack.clone().oneshot(UpstreamRequest { cx: cx.clone(), call, budget: None }).await
+    }
+
+    /// [`Upstream::call`], decoding a JSON answer.
+    pub async fn json<T: DeserializeOwned>(&self, cx: &CallContext, call: Call) -> Result<T, UpstreamError> {
+        let body = self.call(cx, call).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
+    }
+
+    /// [`Upstream::call`], decoding a protobuf answer.
+    pub async fn unary<T: prost::Message + Default>(&self, cx: &CallContext, call: Call) -> Result<T, UpstreamError> {
+        let body = self.call(cx, call).await?;
+        T::decode(body).map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
+    }
+
+    /// Readiness of a REST backend: does `GET /segment/..` answer with a success status in time?
+    pub async fn probe_rest(&self, path: &[&str]) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Rest(rest) => rest.probe(path).await,
+            Transport::Grpc(_) => Err(self.not_a("REST")),
+        }
+    }
+
+    /// The gRPC channel, for the standard health check.
+    pub fn grpc_channel(&self) -> Result<(tonic::transport::Channel, Duration), UpstreamError> {
+        match &self.transport {
+            Transport::Grpc(grpc) => Ok((grpc.channel(), grpc.timeout())),
+            Transport::Rest(_) => Err(self.not_a("gRPC")),
+        }
+    }
+
+    fn not_a(&self, kind: &str) -> UpstreamError {
+        UpstreamError::Config { service: self.service, reason: format!("not a {kind} backend") }
+    }
+}
+
+/// The stack every backend gets, outermost first. The resilience layers slot in where named.
+fn stack<T>(service: &'static str, config: &UpstreamConfig, transport: T) -> UpstreamService
+where
+    T: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + Sync + 'static,
+    T::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            // Every call, whoever answers it (a cache, a coalesced peer, the backend), is recorded
+            // once, under its operation template.
+            .layer(RecordLayer::new(service))
+            // [cache]: answers `CachePolicy::Private`/`Public` calls from stored responses.
+            // [coalesce]: one in-flight backend call per identical request.
+            // The budget covers every attempt below, so retries cannot outlive the request.
+            .layer(DeadlineLayer::new(service, config.timeout))
+            // [retry]: `UpstreamError::is_retryable`, within the budget, with a retry budget.
+            // [breaker]: `UpstreamError::is_backend_failure` opens it; open fails fast.
+            // [balance]: across the backend's instances.
+            .service(transport),
+    )
+}
+
+/// Records each call (template, latency, outcome) in the request's call list, for the access log.
+#[derive(Debug, Clone)]
+pub struct RecordLayer {
+    service: &'static str,
+}
+
+impl RecordLayer {
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Record { service: self.service, inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Record<S> {
+    service: &'static str,
+    inner: S,
+}
+
+impl<S> Service<UpstreamRequest> for Record<S>
+where
+    S: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Bytes;
+    type Error = UpstreamError;
+    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let (service, operation, cx) = (self.service, request.call.operation, request.cx.clone());
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let outcome = match &result {
+                Ok(_) => CallOutcome::Ok,
+                Err(e) => CallOutcome::Failed(e.kind()),
+            };
+            cx.record(UpstreamCall { service, operation, latency: started.elapsed(), outcome });
+            result
+        })
+    }
+}
+
+/// Gives each call its budget (its timeout, cut to what remains of the request's deadline), tells
+/// the transport so it can tell the backend, and gives up when it is spent. A request whose
+/// deadline has passed makes no call at all.
+#[derive(Debug, Clone)]
+pub struct DeadlineLayer {
+    service: &'static str,
+    timeout: Duration,
+}
+
+impl DeadlineLayer {
+    pub fn new(service: &'static str, timeout: Duration) -> Self {
+        Self { service, timeout }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline { service: self.service, timeout: self.timeout, inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deadline<S> {
+    service: &'static str,
+    timeout: Duration,
+    inner: S,
+}
+
+impl<S> Service<UpstreamRequest> for Deadline<S>
+where
+    S: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Bytes;
+    type Error = UpstreamError;
+    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
+        let service = self.service;
+        let budget = match request.cx.budget(service, self.timeout) {
+            Ok(budget) => budget,
+            Err(spent) => return Box::pin(std::future::ready(Err(spent))),
+        };
+        request.budget = Some(budget);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            tokio::time::timeout(budget, response)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout { service, after: budget }))
+        })
+    }
+}
