@@ -9,6 +9,7 @@ mod inbound;
 mod mobile;
 mod outbound;
 mod partner;
+mod readme;
 mod schemas;
 mod support;
 mod tls;

@@ -9,21 +9,6 @@ use serde_json::json;
 
 use crate::support::{HOME_QUERY, TestStack, at};
 
-/// `grpc-timeout` as sent on the wire: digits and a unit.
-fn grpc_timeout(value: &str) -> Duration {
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().unwrap();
-    match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        other => panic!("unknown grpc-timeout unit {other}"),
-    }
-}
-
 /// Backends learn how long they have: no more than what remains of the request's budget, even
 /// when their own timeout is longer.
 #[tokio::test]
@@ -46,7 +31,7 @@ async fn backends_are_told_the_remaining_budget() {
     let rest_ms: u64 = users["headers"][bff_upstream::headers::REQUEST_TIMEOUT_MS].as_str().unwrap().parse().unwrap();
     assert!(rest_ms > 0 && rest_ms <= 1000, "users was given {rest_ms} ms of a 1 s request");
     let orders = t.recent_calls("orders").await.pop().unwrap();
-    let grpc = grpc_timeout(orders["headers"]["grpc-timeout"].as_str().unwrap());
+    let grpc = bff_demo::parse_grpc_timeout(orders["headers"]["grpc-timeout"].as_str().unwrap()).unwrap();
     assert!(grpc > Duration::ZERO && grpc <= Duration::from_secs(1), "orders was given {grpc:?} of a 1 s request");
 }
 

@@ -34,6 +34,22 @@ fn check_config_rejects_a_bad_file_naming_the_key() {
     assert!(stderr.contains("server.request_timeout"), "{stderr}");
 }
 
+/// Signing keys fetched over plain http from another host could be swapped by anyone on the path.
+#[test]
+fn check_config_refuses_a_plain_http_jwks_off_loopback() {
+    let bad = std::env::temp_dir().join(format!("mobile-jwks-{}.toml", std::process::id()));
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("jwks_url = \"http://127.0.0.1:5000/", "jwks_url = \"http://idp.example.com/");
+    assert!(text.contains("http://idp.example.com/"), "the example's jwks_url moved");
+    std::fs::write(&bad, text).unwrap();
+    let output = run(&["--config", bad.to_str().unwrap(), "--check-config"]);
+    std::fs::remove_file(&bad).ok();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auth.jwt.jwks_url") && stderr.contains("https"), "{stderr}");
+}
+
 #[test]
 fn missing_config_is_a_usage_error() {
     let output = run(&[]);

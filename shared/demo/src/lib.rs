@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use control::{Faults, RecordedCall, ServiceControl};
+pub use control::{Faults, RecordedCall, ServiceControl, parse_grpc_timeout};
 
 use control::Controls;
 use identity::Signer;

@@ -80,7 +80,13 @@ impl InboundStack {
     /// everything inside the standard stack.
     pub fn build(self, api: Router, public: Router) -> Router {
         let Self { server, format, authenticator, backends, bff_stages } = self;
-        let api = api.route_layer(StageLayer::new(mw::Authenticate(authenticator.clone())));
+        // axum refuses a route layer on no routes; a BFF with nothing behind authentication is
+        // odd but not wrong.
+        let api = if api.has_routes() {
+            api.route_layer(StageLayer::new(mw::Authenticate(authenticator.clone())))
+        } else {
+            api
+        };
         let mut router = Router::new()
             .merge(api)
             .merge(public)

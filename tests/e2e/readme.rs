@@ -1,0 +1,74 @@
+//! The README's commands to run one BFF alone, run as printed from the repository root.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Every `cargo run -p …` line of the README's shell blocks, as printed.
+fn readme_run_lines() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    readme
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.contains("cargo run -p "))
+        .map(|line| line.split(" # ").next().unwrap().trim().to_owned())
+        .collect()
+}
+
+fn sh(line: &str) -> Command {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(line).current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+#[test]
+fn the_readme_commands_to_run_one_bff_work_as_printed() {
+    bff_upstream::tls::install_default_provider();
+    let lines = readme_run_lines();
+    assert!(lines.len() >= 3, "the README lost its run-alone commands: {lines:?}");
+    for line in &lines {
+        if line.contains("--check-config") {
+            let output = sh(line).output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "`{line}`: {}", String::from_utf8_lossy(&output.stderr));
+            assert!(stdout.contains("is valid"), "`{line}`: {stdout}");
+            continue;
+        }
+        // A server: it must come up and answer; then its whole process group is stopped.
+        let mut child = sh(line).stdout(Stdio::piped()).stderr(Stdio::null()).process_group(0).spawn().unwrap();
+        let _stop = StopGroup(child.id());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if event["message"] == "listening" {
+                    let _ = tx.send(event["address"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let address = rx.recv_timeout(Duration::from_secs(300));
+        let answered = address.as_ref().ok().map(|address| {
+            let url = format!("http://{address}/healthz");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async { reqwest::get(&url).await.map(|r| r.status().as_u16()) })
+        });
+        drop(_stop);
+        let _ = child.wait();
+        let address = address.unwrap_or_else(|_| panic!("`{line}` never logged `listening`"));
+        assert_eq!(answered.unwrap().ok(), Some(200), "`{line}` on {address}");
+    }
+}
+
+/// Stops a process group when dropped, even when an assertion fails first: a server left running
+/// would hold its port for the next run.
+struct StopGroup(u32);
+
+impl Drop for StopGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.0)]).status();
+    }
+}
