@@ -113,6 +113,30 @@ async fn the_strip_stage_removes_client_identity_headers_before_handlers() {
     }
 }
 
+/// A stage is ready only when what is below it is: a concurrency limit under the gateway's stages
+/// is felt above them, which is what lets tower's limits and load shedding compose.
+#[tokio::test]
+async fn stages_propagate_readiness() {
+    use bff_gateway::middleware::{AccessLog, StageLayer, StripIdentityHeaders};
+    use futures::FutureExt;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let handler = tower::service_fn(|_: axum::extract::Request| async {
+        Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::empty()))
+    });
+    let service = ServiceBuilder::new()
+        .layer(StageLayer::new(AccessLog))
+        .layer(StageLayer::new(StripIdentityHeaders))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .service(handler);
+    let mut first = service.clone();
+    first.ready().await.unwrap();
+    let mut second = service.clone();
+    assert!(second.ready().now_or_never().is_none(), "ready although the only slot is taken");
+    drop(first);
+    assert!(second.ready().now_or_never().is_some(), "not ready after the slot was given back");
+}
+
 #[tokio::test]
 async fn client_sent_identity_headers_never_reach_a_backend() {
     let t = TestStack::start().await;

@@ -228,3 +228,65 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A transport that answers at once and remembers the budget of each call it was given.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<Option<Duration>>>>);
+
+    impl Service<UpstreamRequest> for Recording {
+        type Response = Bytes;
+        type Error = UpstreamError;
+        type Future = std::future::Ready<Result<Bytes, UpstreamError>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+            self.0.lock().unwrap().push(request.budget);
+            std::future::ready(Ok(Bytes::new()))
+        }
+    }
+
+    fn stack(transport: Recording) -> impl Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> {
+        ServiceBuilder::new()
+            .layer(RecordLayer::new("test"))
+            .layer(DeadlineLayer::new("test", Duration::from_secs(2)))
+            .service(transport)
+    }
+
+    fn request(cx: CallContext) -> UpstreamRequest {
+        UpstreamRequest { cx, call: Call::get("GET /things/{id}", ["things", "t-1"]), budget: None }
+    }
+
+    #[tokio::test]
+    async fn a_spent_deadline_makes_no_call_and_is_recorded_as_a_timeout() {
+        let transport = Recording::default();
+        let recorder = crate::CallRecorder::default();
+        let cx = CallContext::new("r").with_deadline(Instant::now()).with_recorder(recorder.clone());
+        let error = stack(transport.clone()).oneshot(request(cx)).await.unwrap_err();
+        assert_eq!(error.kind(), "timeout");
+        assert!(transport.0.lock().unwrap().is_empty(), "the transport was called");
+        let calls = recorder.calls();
+        assert_eq!((calls.len(), calls[0].operation), (1, "GET /things/{id}"));
+        assert_eq!(calls[0].outcome, CallOutcome::Failed("timeout"));
+    }
+
+    #[tokio::test]
+    async fn the_budget_is_the_timeout_cut_to_the_request_deadline() {
+        let transport = Recording::default();
+        stack(transport.clone()).oneshot(request(CallContext::new("r"))).await.unwrap();
+        let soon = CallContext::new("r").with_deadline(Instant::now() + Duration::from_millis(300));
+        stack(transport.clone()).oneshot(request(soon)).await.unwrap();
+        let budgets = transport.0.lock().unwrap().clone();
+        assert_eq!(budgets[0], Some(Duration::from_secs(2)), "no deadline: the backend's own timeout");
+        let cut = budgets[1].unwrap();
+        assert!(cut < Duration::from_millis(300) && !cut.is_zero(), "{cut:?}");
+    }
+}
