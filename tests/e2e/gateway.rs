@@ -113,6 +113,54 @@ async fn the_strip_stage_removes_client_identity_headers_before_handlers() {
     }
 }
 
+/// A BFF's own stage, added at the stack's named point, runs inside the core's stages: it sees
+/// the request id, and its refusals are rendered in the BFF's format and reach no route.
+#[tokio::test]
+async fn a_bff_stage_runs_at_its_named_point() {
+    use bff_gateway::stack::InboundStack;
+    use bff_gateway::{Authenticator, ErrorFormat, GatewayError, RequestId};
+
+    let t = TestStack::start().await;
+    let config = bff_platform::partner_config(
+        &t.stack.demo,
+        "127.0.0.1:0".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+        bff_platform::DEMO_PARTNER_API_KEY,
+    );
+    let authenticator = std::sync::Arc::new(Authenticator::from_config(&config.auth).unwrap());
+    let routed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = routed.clone();
+    let public = axum::Router::new().route(
+        "/open",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "routed" }
+        }),
+    );
+    let closed_on_sundays =
+        axum::middleware::from_fn(|request: axum::extract::Request, next: axum::middleware::Next| async move {
+            assert!(request.extensions().get::<RequestId>().is_some(), "the stage runs before the request id");
+            if request.headers().contains_key("x-sunday") {
+                return axum::response::IntoResponse::into_response(GatewayError::Forbidden(
+                    "closed on sundays".into(),
+                ));
+            }
+            next.run(request).await
+        });
+    let router = InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
+        .with_stage(closed_on_sundays)
+        .build(axum::Router::new(), public);
+    let (addr, _server) =
+        bff_platform::spawn_server(router, "127.0.0.1:0".parse().unwrap(), std::future::pending()).await.unwrap();
+    let refused = t.get(addr, "/open", &[("x-sunday", "1")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.body["code"], "FORBIDDEN");
+    assert_eq!(refused.body["request_id"].as_str(), refused.header("x-request-id"));
+    assert_eq!(routed.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(t.get(addr, "/open", &[]).await.status, 200);
+    assert_eq!(routed.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// A stage is ready only when what is below it is: a concurrency limit under the gateway's stages
 /// is felt above them, which is what lets tower's limits and load shedding compose.
 #[tokio::test]

@@ -16,7 +16,7 @@ async fn serve(router: axum::Router, mut server: bff_gateway::config::ServerConf
     addr
 }
 
-/// At ten times the concurrency limit with a one-second backend, every request is answered: at
+/// At ten times the concurrency limit with a slow backend, every request is answered: at
 /// most `limit` are served, the rest get an immediate 503 `OVERLOADED` with `Retry-After`, all of
 /// which arrive before any served request could finish, and memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +30,8 @@ async fn past_the_concurrency_limit_requests_are_shed_at_once() {
     // Warm the JWKS so the burst measures the stack, not the first key fetch.
     let warm = t.graphql(addr, Some(&token), "{ home { user { id } } }", json!({})).await;
     assert_eq!(warm.status, 200, "{:#}", warm.body);
-    const BACKEND_LATENCY: Duration = Duration::from_secs(1);
+    // Long enough that every request of the burst is in before the first served one finishes.
+    const BACKEND_LATENCY: Duration = Duration::from_secs(2);
     t.set_faults("users", json!({ "latency_ms": BACKEND_LATENCY.as_millis() as u64 })).await;
     let calls_before = t.call_count("users").await;
 
@@ -210,6 +211,16 @@ async fn a_stage_of_the_shared_stack_is_seen_by_all_three_bffs() {
         }
         let shed = TestStack::reply(second).await;
         assert_eq!(shed.status, 503, "{bff}: {:#}", shed.body);
+        // Busy to its limit, it is still alive and ready: the probes are outside the limit.
+        let addr = if bff == "mobile" {
+            mobile
+        } else if bff == "web" {
+            web
+        } else {
+            partner
+        };
+        assert_eq!(t.get(addr, "/healthz", &[]).await.status, 200, "{bff}");
+        assert_eq!(t.get(addr, "/readyz", &[]).await.status, 200, "{bff}");
         assert_eq!(shed.header("retry-after"), Some("1"), "{bff}");
         match bff {
             "partner" => {
@@ -224,4 +235,68 @@ async fn a_stage_of_the_shared_stack_is_seen_by_all_three_bffs() {
         }
         assert_eq!(slow.await.unwrap().status, 200, "{bff}");
     }
+}
+
+/// A keep-alive connection with nothing in flight is closed after the idle timeout.
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let t = TestStack::start().await;
+    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+    config.server.idle_timeout = Duration::from_millis(300);
+    let addr = serve(mobile_bff::app(config.clone()).unwrap(), config.server).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: bff\r\n\r\n").await.unwrap();
+    let mut received = Vec::new();
+    // Reads the answer, then waits: the server closes the connection rather than the test.
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
+    assert!(closed.is_ok(), "the idle connection was never closed");
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+}
+
+/// Past the connection cap, a new client waits in the kernel's queue: it is served only once
+/// another connection closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_free_slot() {
+    let t = TestStack::start().await;
+    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+    config.server.max_connections = 2;
+    let addr = serve(mobile_bff::app(config.clone()).unwrap(), config.server).await;
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(b"GET /healthz HTTP/1.1\r\nhost: bff\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut answer)).await;
+    assert!(early.is_err(), "served past the cap of 2 connections");
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut answer))
+        .await
+        .expect("served once a slot was free")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+}
+
+/// On the shutdown signal a replica first reports itself draining while it still serves, so a
+/// load balancer stops sending before it stops accepting.
+#[tokio::test]
+async fn a_draining_replica_is_not_ready_but_still_answers() {
+    let t = TestStack::start().await;
+    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+    config.server.drain_delay = Duration::from_secs(1);
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, server) =
+        bff_platform::spawn_server_with(mobile_bff::app(config.clone()).unwrap(), &config.server, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    assert_eq!(t.get(addr, "/readyz", &[]).await.status, 200);
+    stop.send(()).unwrap();
+    let ready = t.get(addr, "/readyz", &[]).await;
+    assert_eq!(ready.status, 503, "{:#}", ready.body);
+    assert_eq!(ready.body["failed"], json!(["not-draining"]));
+    assert_eq!(t.get(addr, "/healthz", &[]).await.status, 200);
+    server.await.unwrap().unwrap();
+    assert!(t.http.get(TestStack::url(addr, "/healthz")).send().await.is_err(), "still accepting after the drain");
 }

@@ -80,6 +80,29 @@ async fn a_refused_connection_is_unavailable_and_retryable() {
     let error = users.get(&CallContext::new("test"), "u-1").await.unwrap_err();
     assert_eq!(error.kind(), "unavailable", "{error}");
     assert!(error.is_retryable(false));
+
+    let orders =
+        bff_backends::OrdersClient::new(&UpstreamConfig::new(bff_demo::http_url(dead).parse().unwrap())).unwrap();
+    let error = orders.list(&CallContext::new("test"), "u-1", 3, None, &[]).await.unwrap_err();
+    assert_eq!(error.kind(), "unavailable", "{error}");
+}
+
+/// A backend that answers "unavailable" itself (HTTP 503, gRPC UNAVAILABLE) may have started on
+/// the call: it is overloaded, retryable only when the call is idempotent.
+#[tokio::test]
+async fn a_backend_refusing_the_call_is_overloaded() {
+    let t = TestStack::start().await;
+    for service in ["users", "orders"] {
+        t.set_faults(service, json!({ "error_rate": 1.0 })).await;
+    }
+    let addr = |a| UpstreamConfig::new(bff_demo::http_url(a).parse().unwrap());
+    let users = bff_backends::UsersClient::new(&addr(t.stack.demo.addrs.users)).unwrap();
+    let error = users.get(&CallContext::new("test"), "u-1").await.unwrap_err();
+    assert_eq!(error.kind(), "overloaded", "{error}");
+    assert!(!error.is_retryable(false) && error.is_retryable(true));
+    let orders = bff_backends::OrdersClient::new(&addr(t.stack.demo.addrs.orders)).unwrap();
+    let error = orders.list(&CallContext::new("test"), "u-1", 3, None, &[]).await.unwrap_err();
+    assert_eq!(error.kind(), "overloaded", "{error}");
 }
 
 /// With recommendations down (its port refusing connections), mobile stays ready, says what is

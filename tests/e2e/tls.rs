@@ -94,6 +94,7 @@ async fn rest_calls_over_https_verify_the_server() {
     let untrusting = bff_backends::UsersClient::new(&pki.upstream(addr, false)).unwrap();
     let error = untrusting.get(&CallContext::new("tls"), "u-7").await.unwrap_err();
     assert_eq!(error.kind(), "unavailable", "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
 }
 
 #[tokio::test]

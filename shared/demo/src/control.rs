@@ -23,6 +23,8 @@ use crate::json_error;
 
 /// Most recent calls kept per service; older ones only count.
 const RECENT: usize = 100;
+/// Longest a fault change waits for a service to go down or come back.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to do to each call. All zero/false means a healthy service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -59,17 +61,37 @@ struct Inner {
 pub struct ServiceControl {
     name: &'static str,
     state: Mutex<Inner>,
-    /// Whether the service is down; its server watches this.
+    /// Whether the service should be down; its server watches this.
     down: watch::Sender<bool>,
+    /// Whether it is: the server says so once its port is closed, or open again.
+    is_down: watch::Sender<bool>,
 }
 
 impl ServiceControl {
     pub(crate) fn new(name: &'static str) -> Arc<Self> {
-        Arc::new(Self { name, state: Mutex::new(Inner::default()), down: watch::Sender::new(false) })
+        Arc::new(Self {
+            name,
+            state: Mutex::new(Inner::default()),
+            down: watch::Sender::new(false),
+            is_down: watch::Sender::new(false),
+        })
     }
 
     pub(crate) fn watch_down(&self) -> watch::Receiver<bool> {
         self.down.subscribe()
+    }
+
+    /// Called by the service's server once its port matches the requested state.
+    pub(crate) fn confirm_down(&self, down: bool) {
+        self.is_down.send_replace(down);
+    }
+
+    /// Waits (a bounded while) until the server has acted on the requested state, so a caller
+    /// that was told "down" finds the port closed, and "up" finds it open.
+    async fn settled(&self) -> bool {
+        let wanted = *self.down.borrow();
+        let mut is_down = self.is_down.subscribe();
+        tokio::time::timeout(SETTLE_TIMEOUT, is_down.wait_for(|down| *down == wanted)).await.is_ok_and(|r| r.is_ok())
     }
 
     pub fn name(&self) -> &'static str {
@@ -166,6 +188,9 @@ async fn within<T>(budget: Option<Duration>, work: impl std::future::Future<Outp
 
 /// gRPC's `grpc-timeout`: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;
     Some(match unit {
@@ -178,8 +203,6 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         _ => return None,
     })
 }
-
-impl ServiceControl {}
 
 /// Repeated headers are joined the way HTTP allows folding them, so none is lost.
 fn insert_header(headers: &mut BTreeMap<String, String>, name: &str, value: String) {
@@ -283,11 +306,16 @@ async fn calls(State(controls): State<Arc<Controls>>) -> Json<Value> {
     Json(Value::Object(map))
 }
 
-async fn reset(State(controls): State<Arc<Controls>>) -> StatusCode {
+async fn reset(State(controls): State<Arc<Controls>>) -> Response {
     for control in controls.all() {
         control.reset();
     }
-    StatusCode::NO_CONTENT
+    for control in controls.all() {
+        if !control.settled().await {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("{} did not come back up", control.name));
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn get_faults(State(controls): State<Arc<Controls>>, Path(service): Path<String>) -> Response {
@@ -315,6 +343,10 @@ async fn put_faults(
         return json_error(StatusCode::BAD_REQUEST, "error_rate must be between 0 and 1");
     }
     control.set_faults(faults);
+    if !control.settled().await {
+        let state = if faults.down { "go down" } else { "come back up" };
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("{service} did not {state} in time"));
+    }
     Json(faults).into_response()
 }
 

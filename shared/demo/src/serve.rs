@@ -15,8 +15,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::ServiceControl;
 
-/// How long to keep trying to take a port back after an outage.
-const REBIND_ATTEMPTS: u32 = 100;
+/// How long to keep trying to take a port back after an outage (another process may hold it).
+const REBIND_ATTEMPTS: u32 = 500;
 const REBIND_PAUSE: Duration = Duration::from_millis(20);
 
 /// Serves `router` on `listener` until `stop`. While `control` says the service is down, the
@@ -33,7 +33,14 @@ pub(crate) fn spawn(
             Ok(addr) => addr,
             Err(error) => return tracing::error!(service = name, %error, "demo server has no address"),
         };
-        let mut down = control.map_or_else(|| watch::channel(false).1, |c| c.watch_down());
+        // A service without a control (the control API itself) is never down.
+        let (_always_up, never_down) = watch::channel(false);
+        let mut down = control.as_ref().map_or(never_down, |c| c.watch_down());
+        let confirm = |is_down| {
+            if let Some(control) = &control {
+                control.confirm_down(is_down);
+            }
+        };
         let mut listener = Some(listener);
         // Dropping the set cuts every connection: what an outage does to them.
         let mut connections = JoinSet::new();
@@ -41,6 +48,7 @@ pub(crate) fn spawn(
             if *down.borrow_and_update() {
                 listener = None;
                 connections = JoinSet::new();
+                confirm(true);
                 tokio::select! {
                     _ = down.wait_for(|down| !*down) => {}
                     _ = stop.wait_for(|stop| *stop) => return,
@@ -52,6 +60,7 @@ pub(crate) fn spawn(
                     Some(rebound) => listener = Some(rebound),
                     None => return tracing::error!(service = name, %addr, "could not take the port back"),
                 }
+                confirm(false);
                 continue;
             };
             tokio::select! {

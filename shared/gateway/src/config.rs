@@ -25,6 +25,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 256 * 1024;
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long a replica keeps serving, already reporting itself not ready, after a shutdown
+/// signal: zero stops at once; behind a load balancer, its probe interval or a little more.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+/// Longest any server duration may be: past it, a setting is a mistake (and deadlines overflow).
+const MAX_SERVER_DURATION: Duration = Duration::from_secs(3600);
+/// Most connections or requests a setting may allow: far past what one process serves.
+const MAX_SERVER_COUNT: usize = 1_000_000;
 /// Requests one BFF serves at once; past it, new ones get an immediate 503 `OVERLOADED`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// What the 503 `OVERLOADED` tells clients to wait before trying again.
@@ -59,6 +66,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     #[serde(with = "humantime_serde", default = "defaults::shutdown_grace")]
     pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde", default = "defaults::drain_delay")]
+    pub drain_delay: Duration,
     #[serde(default = "defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     #[serde(with = "humantime_serde", default = "defaults::overload_retry_after")]
@@ -82,6 +91,7 @@ impl ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            drain_delay: DEFAULT_DRAIN_DELAY,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             overload_retry_after: DEFAULT_OVERLOAD_RETRY_AFTER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -95,12 +105,24 @@ impl ServerConfig {
 
 impl Validate for ServerConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(path, "request_timeout", !self.request_timeout.is_zero(), "must be more than zero");
+        for (field, value) in [
+            ("request_timeout", self.request_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("overload_retry_after", self.overload_retry_after),
+        ] {
+            let ok = !value.is_zero() && value <= MAX_SERVER_DURATION;
+            problems.check(path, field, ok, "must be between 1ms and 1h");
+        }
+        for (field, value) in [("shutdown_grace", self.shutdown_grace), ("drain_delay", self.drain_delay)] {
+            problems.check(path, field, value <= MAX_SERVER_DURATION, "must be at most 1h");
+        }
         problems.check(path, "body_limit_bytes", self.body_limit_bytes >= 1024, "must be at least 1024");
-        problems.check(path, "max_concurrent_requests", self.max_concurrent_requests >= 1, "must be at least 1");
-        problems.check(path, "max_connections", self.max_connections >= 1, "must be at least 1");
-        problems.check(path, "header_read_timeout", !self.header_read_timeout.is_zero(), "must be more than zero");
-        problems.check(path, "idle_timeout", !self.idle_timeout.is_zero(), "must be more than zero");
+        for (field, value) in
+            [("max_concurrent_requests", self.max_concurrent_requests), ("max_connections", self.max_connections)]
+        {
+            problems.check(path, field, (1..=MAX_SERVER_COUNT).contains(&value), "must be between 1 and 1000000");
+        }
         problems.check(
             path,
             "http2_max_concurrent_streams",
@@ -192,7 +214,10 @@ impl Validate for AuthConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         self.jwt.validate(&join(path, "jwt"), problems);
         for (i, key) in self.api_keys.iter().enumerate() {
-            key.validate(&format!("{}[{i}]", join(path, "api_keys")), problems);
+            let key_path = format!("{}[{i}]", join(path, "api_keys"));
+            key.validate(&key_path, problems);
+            let repeated = self.api_keys[..i].iter().any(|earlier| earlier.sha256.eq_ignore_ascii_case(&key.sha256));
+            problems.check(&key_path, "sha256", !repeated, "the same key is configured twice");
         }
     }
 }
@@ -242,6 +267,13 @@ impl Validate for JwtConfig {
             "jwks_url",
             self.jwks_url.scheme() != "http" || is_loopback(&self.jwks_url),
             "must be https unless the host is loopback: anyone on the path could swap the signing keys",
+        );
+        problems.check(
+            path,
+            "jwks_url",
+            self.jwks_url.query().is_none()
+                && self.jwks_url.path_segments().is_some_and(|mut segments| segments.all(|s| !s.is_empty())),
+            "must be a plain path to the key set, without a query or empty segments",
         );
         problems.check(path, "leeway", self.leeway <= Duration::from_secs(300), "must be at most 5m");
         problems.check(path, "jwks_timeout", !self.jwks_timeout.is_zero(), "must be more than zero");
@@ -295,6 +327,9 @@ mod defaults {
     }
     pub fn shutdown_grace() -> Duration {
         DEFAULT_SHUTDOWN_GRACE
+    }
+    pub fn drain_delay() -> Duration {
+        DEFAULT_DRAIN_DELAY
     }
     pub fn jwt_leeway() -> Duration {
         DEFAULT_JWT_LEEWAY

@@ -45,7 +45,7 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    let _ = cx.log.operation.set(request.operation_name.clone().unwrap_or_else(|| "anonymous".to_owned()));
+    let _ = cx.log.operation.set(operation_label(request.operation_name.as_deref()).to_owned());
     let request_id = cx.request_id.clone();
     let (query, operation_name) = (request.query.clone(), request.operation_name.clone());
     let mut response = schema.execute(request.data(cx)).await;
@@ -144,6 +144,25 @@ mod order {
                 }
             }
         }
+    }
+}
+
+/// Longest operation name the access log keeps.
+const MAX_LOGGED_OPERATION_NAME: usize = 64;
+
+/// The operation name as the access log shows it: a GraphQL name of bounded length, or a fixed
+/// word. The client chooses it, so anything else is not repeated into logs.
+fn operation_label(name: Option<&str>) -> &str {
+    match name {
+        None => "anonymous",
+        Some(name)
+            if name.len() <= MAX_LOGGED_OPERATION_NAME
+                && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            name
+        }
+        Some(_) => "(invalid)",
     }
 }
 

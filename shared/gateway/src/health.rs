@@ -1,7 +1,8 @@
 //! Liveness (`/healthz`: the process serves) and readiness (`/readyz`: this replica can serve).
 //!
 //! Ready means: the config loaded (it did, or nothing would serve), the signing keys are loaded,
-//! and the server is not draining. A backend's outage does not make a replica unready: every
+//! and the server is not draining. The plain `/readyz` probes no backend, so it stays fast
+//! whatever they do. A backend's outage does not make a replica unready: every
 //! replica shares the backend, so pulling them all out of the load balancer would turn a partial
 //! outage into a total one, while the BFF answers with partial data. `/readyz?verbose` lists each
 //! check in the Kubernetes style, and each backend's last probe result and latency as information.
@@ -73,7 +74,8 @@ struct ProbeResult {
 pub struct Readiness {
     signing_keys: ReadinessCheck,
     backends: Vec<ReadinessCheck>,
-    /// The last round of probes and when it ran; the lock also makes concurrent callers share it.
+    /// The last round of backend probes and when it ran; the lock also makes concurrent callers
+    /// share one round.
     last: Mutex<Option<(Instant, Vec<ProbeResult>)>>,
 }
 
@@ -82,16 +84,16 @@ impl Readiness {
         Self { signing_keys: ReadinessCheck::new("signing-keys", authenticator), backends, last: Mutex::new(None) }
     }
 
-    /// The signing keys (required) and then every backend (information), from one shared round.
-    async fn probes(&self) -> Vec<ProbeResult> {
+    /// Every backend's probe, for information only: never on the plain `/readyz` path, which a
+    /// slow backend must not slow down.
+    async fn backend_probes(&self) -> Vec<ProbeResult> {
         let mut last = self.last.lock().await;
         if let Some((at, results)) = &*last
             && at.elapsed() < REPORT_TTL
         {
             return results.clone();
         }
-        let checks = std::iter::once(&self.signing_keys).chain(&self.backends);
-        let results = join_all(checks.map(ReadinessCheck::run)).await;
+        let results = join_all(self.backends.iter().map(ReadinessCheck::run)).await;
         *last = Some((Instant::now(), results.clone()));
         results
     }
@@ -116,12 +118,12 @@ async fn readyz(
     draining: Option<Extension<Draining>>,
     Query(query): Query<ReadyzQuery>,
 ) -> Response {
-    let probes = readiness.probes().await;
-    let (keys, backends) = probes.split_first().expect("the signing-keys probe is always first");
+    // Cheap once the keys are loaded (a read lock); single-flight while they are not.
+    let keys = readiness.signing_keys.run().await;
     let draining = draining.is_some_and(|Extension(d)| d.is_draining());
     let required = [
         ("config", Ok(())),
-        ("signing-keys", keys.outcome.clone()),
+        ("signing-keys", keys.outcome),
         ("not-draining", if draining { Err("draining".to_owned()) } else { Ok(()) }),
     ];
     let ready = required.iter().all(|(_, outcome)| outcome.is_ok());
@@ -139,7 +141,7 @@ async fn readyz(
             Err(reason) => writeln!(text, "[-]{name} failed: {reason}"),
         };
     }
-    for probe in backends {
+    for probe in readiness.backend_probes().await {
         let ms = probe.latency.as_millis();
         let _ = match &probe.outcome {
             Ok(()) => writeln!(text, "[+]backend:{} ok ({ms}ms, informational)", probe.name),

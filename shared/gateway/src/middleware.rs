@@ -21,6 +21,8 @@ use crate::error::PendingError;
 use crate::{Authenticator, Deadline, ErrorFormat, GatewayError, RequestId, RequestLog};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Most upstream calls one access line lists; the rest are counted.
+const MAX_LOGGED_UPSTREAM_CALLS: usize = 16;
 /// Longest client-sent request id we keep; longer ones are replaced, not truncated.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -152,7 +154,11 @@ impl Stage for AccessLog {
         let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
         let response = next.run(request).await;
-        let upstream: Vec<String> = log.upstream.calls().iter().map(ToString::to_string).collect();
+        let calls = log.upstream.calls();
+        let mut upstream: Vec<String> = calls.iter().take(MAX_LOGGED_UPSTREAM_CALLS).map(ToString::to_string).collect();
+        if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
+            upstream.push(format!("+{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS));
+        }
         tracing::info!(
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
@@ -163,7 +169,7 @@ impl Stage for AccessLog {
             error_code = response.extensions().get::<PendingError>().map(|e| e.0.code()).unwrap_or("-"),
             latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
-            upstream_calls = upstream.len(),
+            upstream_calls = calls.len(),
             upstream = %upstream.join(", "),
         );
         response

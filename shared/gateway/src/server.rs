@@ -1,7 +1,8 @@
 //! Serving a BFF: hyper-util's server, so every connection-level limit is real: a header-read
 //! timeout, an idle timeout, HTTP/2 stream and header-list limits, and a cap on open connections.
-//! On the shutdown signal it stops accepting, marks itself draining (`/readyz` answers 503), lets
-//! in-flight requests finish for up to the grace period, then stops.
+//! On the shutdown signal it marks itself draining (`/readyz` answers 503), keeps serving for the
+//! drain delay, stops accepting, lets in-flight requests finish for up to the grace period, then
+//! stops.
 
 use std::future::Future;
 use std::io;
@@ -56,12 +57,23 @@ pub async fn serve(
     let open = Arc::new(Semaphore::new(config.max_connections));
     let (close, closing) = watch::channel(false);
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
+    // On the signal the replica first reports itself draining and keeps serving for
+    // `drain_delay`, so load balancers see `/readyz` fail and stop sending before it stops
+    // accepting; then it stops.
+    let stop_accepting = {
+        let (draining, delay) = (draining.clone(), config.drain_delay);
+        async move {
+            shutdown.await;
+            draining.start();
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::pin!(stop_accepting);
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's queue, not in our memory.
         let permit = tokio::select! {
             permit = open.clone().acquire_owned() => permit.map_err(io::Error::other)?,
-            () = &mut shutdown => break,
+            () = &mut stop_accepting => break,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -72,7 +84,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop_accepting => break,
         };
         let _ = stream.set_nodelay(true);
         let (builder, router, closing) = (builder.clone(), router.clone(), closing.clone());
@@ -84,7 +96,6 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    draining.start();
     let _ = close.send(true);
     let grace = config.shutdown_grace;
     let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
@@ -123,22 +134,30 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let tracked = activity.clone();
-    let service = router.map_request(move |request: Request<hyper::body::Incoming>| {
-        InFlight::enter(&tracked);
-        request.map(axum::body::Body::new)
-    });
-    let service = service.map_response({
-        let tracked = activity.clone();
-        move |response| {
-            InFlight::leave(&tracked);
-            response
-        }
-    });
+    let service = router
+        .map_request(|request: Request<hyper::body::Incoming>| request.map(axum::body::Body::new))
+        .map_future(move |response| {
+            // Held by the response future, so a request hyper abandons (a reset stream) is
+            // counted out as surely as one that is answered.
+            let in_flight = InFlight::enter(tracked.clone());
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        });
     let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
     tokio::pin!(connection);
     let mut shutting_down = false;
     loop {
-        let idle_check = tokio::time::sleep_until(activity.idle_deadline(idle_timeout).into());
+        // With requests in flight the connection is busy whatever its bytes say: look again a
+        // whole idle period later rather than at a deadline already past.
+        let next_check = if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            Instant::now() + idle_timeout
+        } else {
+            activity.idle_deadline(idle_timeout)
+        };
+        let idle_check = tokio::time::sleep_until(next_check.into());
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -187,17 +206,20 @@ impl Activity {
     }
 }
 
-/// Counts a connection's requests between the service taking one and answering it.
-struct InFlight;
+/// One request of a connection between the service taking it and answering (or dropping) it.
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn enter(activity: &Activity) {
+    fn enter(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
     }
+}
 
-    fn leave(activity: &Activity) {
-        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-        activity.touch();
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
     }
 }
 

@@ -10,7 +10,8 @@
 //! 4. error rendering: the single place a [`GatewayError`](crate::GatewayError) becomes a body;
 //! 5. overload: at most `max_concurrent_requests` in flight; past it an immediate 503
 //!    `OVERLOADED` with `Retry-After`, never a queue (tower's `GlobalConcurrencyLimit` and
-//!    `LoadShed`);
+//!    `LoadShed`). `/healthz` and `/readyz` join the stack above this point, so a replica busy
+//!    to its limit still answers its probes;
 //! 6. panic catching into a branded 500 (tower-http);
 //! 7. identity-header stripping: client-sent `x-user-id`, `x-user-scopes`, `x-client-id` are gone;
 //! 8. deadline: the request timeout, which upstream calls also fit inside;
@@ -90,7 +91,6 @@ impl InboundStack {
         let mut router = Router::new()
             .merge(api)
             .merge(public)
-            .merge(health::routes(Readiness::new(authenticator, backends)))
             .fallback(mw::not_found)
             .method_not_allowed_fallback(mw::method_not_allowed);
 
@@ -111,6 +111,20 @@ impl InboundStack {
         for stage in bff_stages.into_iter().rev() {
             router = stage(router);
         }
+        router = router.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(mw::overloaded(server.overload_retry_after)))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
+                .map_response(axum::response::IntoResponse::into_response)
+                .layer(CatchPanicLayer::custom(mw::panic_response))
+                .layer(StageLayer::new(mw::StripIdentityHeaders))
+                .layer(StageLayer::new(mw::EnforceDeadline(server.request_timeout))),
+        );
+        // The probes join here, inside the request id, access log and error rendering but outside
+        // the overload limit: a replica busy to its limit is alive, and must not be restarted
+        // for failing its liveness probe.
+        let router = router.merge(health::routes(Readiness::new(authenticator, backends)));
         let request_id = HeaderName::from_static(mw::REQUEST_ID_HEADER);
         router.layer(
             ServiceBuilder::new()
@@ -124,14 +138,7 @@ impl InboundStack {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .map_request(mw::expose_request_id)
                 .layer(StageLayer::new(mw::AccessLog))
-                .layer(StageLayer::new(mw::RenderErrors(format)))
-                .layer(HandleErrorLayer::new(mw::overloaded(server.overload_retry_after)))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
-                .map_response(axum::response::IntoResponse::into_response)
-                .layer(CatchPanicLayer::custom(mw::panic_response))
-                .layer(StageLayer::new(mw::StripIdentityHeaders))
-                .layer(StageLayer::new(mw::EnforceDeadline(server.request_timeout))),
+                .layer(StageLayer::new(mw::RenderErrors(format))),
         )
     }
 }

@@ -75,7 +75,8 @@ impl Call {
         }
     }
 
-    /// A unary RPC with an encoded request; reads are idempotent, writes say so themselves.
+    /// A unary RPC with an encoded request. Not idempotent unless marked so: the typed client
+    /// knows which RPCs are reads.
     pub fn grpc(operation: &'static str, path: &'static str, message: &impl prost::Message) -> Self {
         Self {
             operation,

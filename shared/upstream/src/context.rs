@@ -46,11 +46,12 @@ impl Identity {
     }
 }
 
-/// Bounded by construction: the access log prints this, so it holds ids we verified, not input.
+/// What logs print: the kind of caller and its client (a configured, bounded set), never the
+/// user's id, which is personal data and unbounded.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.user_id {
-            Some(user) => write!(f, "user:{user}@{}", self.client_id),
+            Some(_) => write!(f, "user@{}", self.client_id),
             None => write!(f, "client:{}", self.client_id),
         }
     }

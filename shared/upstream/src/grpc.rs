@@ -36,9 +36,6 @@ impl GrpcTransport {
                 let pem = std::fs::read(path).map_err(|e| config_error(format!("{}: {e}", path.display())))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
-            if let Some(host) = config.url.host_str() {
-                tls = tls.domain_name(host);
-            }
             endpoint = endpoint.tls_config(tls).map_err(|e| config_error(error_chain(&e)))?;
         }
         Ok(Self { service, timeout: config.timeout, channel: endpoint.connect_lazy() })
@@ -53,15 +50,22 @@ impl GrpcTransport {
     }
 
     fn status_error(service: &'static str, status: &Status, budget: Duration) -> UpstreamError {
+        // A status with a source was made on this side, from a transport error; one without came
+        // over the wire from the backend.
+        if let Some(source) = std::error::Error::source(status) {
+            let chain = error_chain(source);
+            return if chain.contains("connect") {
+                // No connection (refused, unreachable, TLS handshake): the call never left.
+                UpstreamError::Unavailable { service, reason: chain }
+            } else {
+                UpstreamError::Failed { service, detail: chain }
+            };
+        }
         match status.code() {
             Code::DeadlineExceeded => UpstreamError::Timeout { service, after: budget },
-            // gRPC defines UNAVAILABLE as "try again": a connection that failed, or a server that
-            // would not take the call.
-            Code::Unavailable => UpstreamError::Unavailable {
-                service,
-                reason: format!("gRPC Unavailable: {}", status.message().chars().take(200).collect::<String>()),
-            },
-            Code::ResourceExhausted => UpstreamError::Overloaded { service, retry_after: None },
+            // The backend itself would not take the call (gRPC's "try again"), like an HTTP 503;
+            // it may have started on it, so only idempotent calls may be repeated.
+            Code::Unavailable | Code::ResourceExhausted => UpstreamError::Overloaded { service, retry_after: None },
             Code::NotFound => UpstreamError::NotFound { service },
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::AlreadyExists => {
                 UpstreamError::Rejected { service, message: status.message().chars().take(200).collect() }

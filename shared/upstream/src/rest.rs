@@ -108,11 +108,11 @@ impl RestTransport {
 
     fn transport_error(&self, error: &reqwest::Error) -> UpstreamError {
         let service = self.service;
-        if error.is_timeout() {
-            UpstreamError::Timeout { service, after: self.timeout }
-        } else if error.is_connect() {
-            // The connection never came up, so the request never left.
+        if error.is_connect() {
+            // The connection never came up (refused, timed out, TLS refused): the request never left.
             UpstreamError::Unavailable { service, reason: error_chain(error) }
+        } else if error.is_timeout() {
+            UpstreamError::Timeout { service, after: self.timeout }
         } else {
             UpstreamError::Failed { service, detail: error_chain(error) }
         }
@@ -138,6 +138,10 @@ impl RestTransport {
                 UpstreamError::Overloaded { service, retry_after }
             }
             StatusCode::GATEWAY_TIMEOUT => UpstreamError::Timeout { service, after: self.timeout },
+            // Our own credentials with the backend failed: the gateway's problem, not the client's.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                UpstreamError::Failed { service, detail: format!("HTTP {status}") }
+            }
             status if status.is_client_error() => {
                 UpstreamError::Rejected { service, message: rejection_message(&body) }
             }

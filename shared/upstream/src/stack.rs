@@ -172,7 +172,9 @@ where
 
 /// Gives each call its budget (its timeout, cut to what remains of the request's deadline), tells
 /// the transport so it can tell the backend, and gives up when it is spent. A request whose
-/// deadline has passed makes no call at all.
+/// deadline has passed makes no call at all. Waiting for the layers below to be ready (a full
+/// channel, later a limit or an open breaker) is spent from the same budget, so this layer is
+/// always ready itself and drives the readiness of what is below inside its timer.
 #[derive(Debug, Clone)]
 pub struct DeadlineLayer {
     service: &'static str,
@@ -209,8 +211,8 @@ where
     type Error = UpstreamError;
     type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
@@ -220,7 +222,7 @@ where
             Err(spent) => return Box::pin(std::future::ready(Err(spent))),
         };
         request.budget = Some(budget);
-        let response = self.inner.call(request);
+        let response = self.inner.clone().oneshot(request);
         Box::pin(async move {
             tokio::time::timeout(budget, response)
                 .await
