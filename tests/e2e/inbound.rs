@@ -4,16 +4,24 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bff_gateway::config::ServerConfig;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{TestStack, rss_bytes};
 
 /// Serves `router` under `server`'s limits on a free port until the test ends.
-async fn serve(router: axum::Router, mut server: bff_gateway::config::ServerConfig) -> SocketAddr {
+async fn serve(router: axum::Router, mut server: ServerConfig) -> SocketAddr {
     server.listen = "127.0.0.1:0".parse().unwrap();
     let (addr, _task) = bff_platform::spawn_server_with(router, &server, std::future::pending()).await.unwrap();
     addr
+}
+
+/// A mobile BFF against `t`'s demo with `tweak` applied to its server settings, on a free port.
+async fn mobile_with(t: &TestStack, tweak: impl FnOnce(&mut ServerConfig)) -> SocketAddr {
+    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(5));
+    tweak(&mut config.server);
+    serve(mobile_bff::app(config.clone()).unwrap(), config.server).await
 }
 
 /// At ten times the concurrency limit with a slow backend, every request is answered: at
@@ -23,9 +31,7 @@ async fn serve(router: axum::Router, mut server: bff_gateway::config::ServerConf
 async fn past_the_concurrency_limit_requests_are_shed_at_once() {
     const LIMIT: usize = 32;
     let t = TestStack::start().await;
-    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(5));
-    config.server.max_concurrent_requests = LIMIT;
-    let addr = serve(mobile_bff::app(config.clone()).unwrap(), config.server).await;
+    let addr = mobile_with(&t, |server| server.max_concurrent_requests = LIMIT).await;
     let token = t.token("u-1", "mobile");
     // Warm the JWKS so the burst measures the stack, not the first key fetch.
     let warm = t.graphql(addr, Some(&token), "{ home { user { id } } }", json!({})).await;
@@ -83,9 +89,7 @@ async fn past_the_concurrency_limit_requests_are_shed_at_once() {
 #[tokio::test]
 async fn a_connection_that_dribbles_its_headers_is_closed() {
     let t = TestStack::start().await;
-    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
-    config.server.header_read_timeout = Duration::from_millis(300);
-    let addr = serve(mobile_bff::app(config.clone()).unwrap(), config.server).await;
+    let addr = mobile_with(&t, |server| server.header_read_timeout = Duration::from_millis(300)).await;
 
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
@@ -241,9 +245,7 @@ async fn a_stage_of_the_shared_stack_is_seen_by_all_three_bffs() {
 #[tokio::test]
 async fn an_idle_connection_is_closed() {
     let t = TestStack::start().await;
-    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
-    config.server.idle_timeout = Duration::from_millis(300);
-    let addr = serve(mobile_bff::app(config.clone()).unwrap(), config.server).await;
+    let addr = mobile_with(&t, |server| server.idle_timeout = Duration::from_millis(300)).await;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: bff\r\n\r\n").await.unwrap();
     let mut received = Vec::new();
@@ -258,9 +260,7 @@ async fn an_idle_connection_is_closed() {
 #[tokio::test]
 async fn connections_past_the_cap_wait_for_a_free_slot() {
     let t = TestStack::start().await;
-    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
-    config.server.max_connections = 2;
-    let addr = serve(mobile_bff::app(config.clone()).unwrap(), config.server).await;
+    let addr = mobile_with(&t, |server| server.max_connections = 2).await;
     let first = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
