@@ -1,8 +1,6 @@
 //! What every BFF does the same way: authentication, identity propagation, request ids, limits,
 //! errors, health.
 
-use std::net::SocketAddr;
-
 use bff_platform::{Stack, StackConfig};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -344,10 +342,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn readiness_reports_a_dead_backend_without_failing() {
     let t = TestStack::start().await;
-    let dead: SocketAddr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let (_reserved, dead) = crate::support::refusing_addr();
     let mut config = bff_platform::mobile_config(
         &t.stack.demo,
         "127.0.0.1:0".parse().unwrap(),

@@ -1,7 +1,6 @@
 //! The core's outbound stack: calls as data, deadlines that travel, honest readiness, and the
 //! error kinds retry and breaker decisions need.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bff_upstream::{CallContext, CallRecorder, UpstreamConfig};
@@ -74,7 +73,7 @@ async fn calls_are_recorded_by_operation_template() {
 /// always safe to retry.
 #[tokio::test]
 async fn a_refused_connection_is_unavailable_and_retryable() {
-    let dead: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_reserved, dead) = crate::support::refusing_addr();
     let users =
         bff_backends::UsersClient::new(&UpstreamConfig::new(bff_demo::http_url(dead).parse().unwrap())).unwrap();
     let error = users.get(&CallContext::new("test"), "u-1").await.unwrap_err();

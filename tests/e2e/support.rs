@@ -163,3 +163,12 @@ pub fn rss_bytes() -> u64 {
     let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB");
     kib * 1024
 }
+
+/// A loopback address that refuses connections for as long as the socket lives: bound, so no
+/// other process is handed the port, but not listening.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}

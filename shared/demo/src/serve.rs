@@ -9,15 +9,16 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::ServiceControl;
 
-/// How long to keep trying to take a port back after an outage (another process may hold it).
+/// How long to keep trying to take a port back after an outage, should it have been lost.
 const REBIND_ATTEMPTS: u32 = 500;
 const REBIND_PAUSE: Duration = Duration::from_millis(20);
+const BACKLOG: u32 = 1024;
 
 /// Serves `router` on `listener` until `stop`. While `control` says the service is down, the
 /// port is closed (connections are refused) and every open connection is cut.
@@ -46,23 +47,27 @@ pub(crate) fn spawn(
         let mut connections = JoinSet::new();
         loop {
             if *down.borrow_and_update() {
-                listener = None;
+                drop(listener.take());
                 connections = JoinSet::new();
+                // Bound but not listening: connections are refused, and the port stays ours, so
+                // no other process picks it up (as an OS-chosen port) while we are down.
+                let reserved = reserve(addr);
                 confirm(true);
                 tokio::select! {
                     _ = down.wait_for(|down| !*down) => {}
                     _ = stop.wait_for(|stop| *stop) => return,
                 }
-                continue;
-            }
-            let Some(current) = &listener else {
-                match rebind(addr).await {
-                    Some(rebound) => listener = Some(rebound),
-                    None => return tracing::error!(service = name, %addr, "could not take the port back"),
+                listener = match reserved.and_then(|socket| socket.listen(BACKLOG).ok()) {
+                    Some(back) => Some(back),
+                    None => rebind(addr).await,
+                };
+                if listener.is_none() {
+                    return tracing::error!(service = name, %addr, "could not take the port back");
                 }
                 confirm(false);
                 continue;
-            };
+            }
+            let Some(current) = &listener else { return };
             tokio::select! {
                 accepted = current.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
@@ -79,6 +84,14 @@ pub(crate) fn spawn(
             }
         }
     })
+}
+
+/// A socket bound to `addr` that does not listen.
+fn reserve(addr: SocketAddr) -> Option<TcpSocket> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.ok()?;
+    socket.set_reuseaddr(true).ok()?;
+    socket.bind(addr).ok()?;
+    Some(socket)
 }
 
 async fn rebind(addr: SocketAddr) -> Option<TcpListener> {
