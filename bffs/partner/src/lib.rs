@@ -24,22 +24,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use bff_gateway::stack::InboundStack;
-use bff_gateway::{Authenticator, ErrorFormat, GatewayError};
-use bff_upstream::UpstreamError;
+use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
 pub use config::{Config, Partner};
 pub use v1::Backends;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Gateway(#[from] GatewayError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-}
-
 /// The whole partner BFF as a router: what the binary serves and what tests call directly.
-pub fn app(config: Config) -> Result<Router, Error> {
+pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
     let api = Router::new().nest("/v1", v1::routes(backends.clone()));

@@ -20,22 +20,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use bff_gateway::graphql::{self, GraphQlRequest};
 use bff_gateway::stack::InboundStack;
-use bff_gateway::{Authenticator, ErrorFormat, GatewayError, RequestContext};
-use bff_upstream::UpstreamError;
+use bff_gateway::{Authenticator, BuildError, ErrorFormat, RequestContext};
 
 pub use config::{Config, Web, WebOptions};
 pub use schema::{Backends, WebSchema};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Gateway(#[from] GatewayError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-}
-
 /// The whole web BFF as a router: what the binary serves and what tests call directly.
-pub fn app(config: Config) -> Result<Router, Error> {
+pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
     let api = Router::new().route("/graphql", post(graphql_handler)).with_state(schema::build(backends.clone()));

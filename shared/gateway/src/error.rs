@@ -164,6 +164,16 @@ fn upstream_phrase(error: &UpstreamError) -> &'static str {
     }
 }
 
+/// Why a BFF could not be built from its validated config (a JWKS client or a backend client
+/// that would not construct): what every BFF's `app()` returns.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
 /// A [`GatewayError`] on its way up to [`RenderErrors`](crate::middleware::RenderErrors).
 #[derive(Debug, Clone)]
 pub(crate) struct PendingError(pub(crate) Arc<GatewayError>);

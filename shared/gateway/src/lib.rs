@@ -30,4 +30,4 @@ pub mod telemetry;
 
 pub use auth::{Authenticator, Principal};
 pub use context::{Deadline, RequestContext, RequestId, RequestLog};
-pub use error::{ErrorFormat, GatewayError};
+pub use error::{BuildError, ErrorFormat, GatewayError};
