@@ -300,3 +300,19 @@ async fn a_draining_replica_is_not_ready_but_still_answers() {
     server.await.unwrap().unwrap();
     assert!(t.http.get(TestStack::url(addr, "/healthz")).send().await.is_err(), "still accepting after the drain");
 }
+
+/// A request head past `max_header_bytes` is refused by the server itself; the handler never
+/// sees it.
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    let t = TestStack::start().await;
+    let addr = mobile_with(&t, |server| server.max_header_bytes = 16 * 1024).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: bff\r\nx-filler: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(!text.starts_with("HTTP/1.1 200"), "a 64 KiB head was served: {text}");
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
+}
