@@ -43,34 +43,12 @@ pub struct Call {
 impl Call {
     /// An idempotent `GET`.
     pub fn get(operation: &'static str, path: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self::rest(operation, http::Method::GET, path, true)
-    }
-
-    /// A `POST` with a JSON body; not idempotent unless marked so.
-    pub fn post_json<B: serde::Serialize + ?Sized>(
-        operation: &'static str,
-        path: impl IntoIterator<Item = impl Into<String>>,
-        body: &B,
-    ) -> Result<Self, serde_json::Error> {
-        let mut call = Self::rest(operation, http::Method::POST, path, false);
-        if let Target::Rest { body: slot, .. } = &mut call.target {
-            *slot = Some(Bytes::from(serde_json::to_vec(body)?));
-        }
-        Ok(call)
-    }
-
-    fn rest(
-        operation: &'static str,
-        method: http::Method,
-        path: impl IntoIterator<Item = impl Into<String>>,
-        idempotent: bool,
-    ) -> Self {
         let path = path.into_iter().map(Into::into).collect();
         Self {
             operation,
-            target: Target::Rest { method, path, query: Vec::new(), body: None },
+            target: Target::Rest { method: http::Method::GET, path, query: Vec::new(), body: None },
             fields: Vec::new(),
-            idempotent,
+            idempotent: true,
             cache: CachePolicy::NoStore,
         }
     }
@@ -108,11 +86,6 @@ impl Call {
 
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
-        self
-    }
-
-    pub fn cache(mut self, policy: CachePolicy) -> Self {
-        self.cache = policy;
         self
     }
 }

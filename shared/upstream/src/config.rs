@@ -83,10 +83,6 @@ impl Upstreams {
         self.0.get_mut(name)
     }
 
-    pub fn insert(&mut self, name: impl Into<String>, config: UpstreamConfig) {
-        self.0.insert(name.into(), config);
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, &UpstreamConfig)> {
         self.0.iter().map(|(name, config)| (name.as_str(), config))
     }

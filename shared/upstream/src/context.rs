@@ -103,7 +103,7 @@ impl CallContext {
     /// deadline less a margin, so that a slow backend is reported as such (partial data with
     /// `UPSTREAM_TIMEOUT`) before the whole request times out. Fails without calling when that
     /// time is already spent.
-    pub fn budget(&self, service: &'static str, timeout: Duration) -> Result<Duration, UpstreamError> {
+    pub(crate) fn budget(&self, service: &'static str, timeout: Duration) -> Result<Duration, UpstreamError> {
         let Some(deadline) = self.deadline else { return Ok(timeout) };
         let remaining = deadline.saturating_duration_since(Instant::now()).saturating_sub(DEADLINE_MARGIN);
         if remaining.is_zero() {

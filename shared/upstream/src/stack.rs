@@ -50,10 +50,6 @@ impl Upstream {
         Ok(Self { service, stack: stack(service, config, transport.clone()), transport: Transport::Grpc(transport) })
     }
 
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     /// Sends `call` down the stack on behalf of the request `cx` describes.
     pub async fn call(&self, cx: &CallContext, call: Call) -> Result<Bytes, UpstreamError> {
         self.stack.clone().oneshot(UpstreamRequest { cx: cx.clone(), call, budget: None }).await
