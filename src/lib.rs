@@ -230,14 +230,20 @@ fn from_example<B: Bff>(
         .unwrap_or_else(|error| panic!("{file} with the devstack's overrides: {error}"))
 }
 
-/// The mobile BFF's config against `demo`.
-pub fn mobile_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> mobile_bff::Config {
-    from_example::<mobile_bff::Mobile>(MOBILE_EXAMPLE, demo, listen, upstream_timeout, &[])
+/// What the devstack turns on that production configs leave off: introspection, field
+/// suggestions and GraphiQL, for developers exploring the GraphQL BFFs.
+fn graphql_dev_tools() -> [(&'static str, String); 3] {
+    ["GRAPHQL__INTROSPECTION", "GRAPHQL__SUGGESTIONS", "GRAPHQL__GRAPHIQL"].map(|key| (key, "true".to_owned()))
 }
 
-/// The web BFF's config against `demo`.
+/// The mobile BFF's config against `demo`, with the GraphQL developer tools on.
+pub fn mobile_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> mobile_bff::Config {
+    from_example::<mobile_bff::Mobile>(MOBILE_EXAMPLE, demo, listen, upstream_timeout, &graphql_dev_tools())
+}
+
+/// The web BFF's config against `demo`, with the GraphQL developer tools on.
 pub fn web_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> web_bff::Config {
-    from_example::<web_bff::Web>(WEB_EXAMPLE, demo, listen, upstream_timeout, &[])
+    from_example::<web_bff::Web>(WEB_EXAMPLE, demo, listen, upstream_timeout, &graphql_dev_tools())
 }
 
 /// The partner BFF's config against `demo`, accepting `api_key` for the demo partner.

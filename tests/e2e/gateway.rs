@@ -269,9 +269,10 @@ async fn malformed_graphql_gets_bad_request_codes() {
     let t = TestStack::start().await;
     let token = t.token("u-1", "mobile");
     let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { id ", json!({})).await;
-    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    assert_eq!((reply.status.as_u16(), reply.error_codes()), (400, vec!["GRAPHQL_PARSE_FAILED".to_owned()]));
+    assert!(reply.body.get("data").is_none_or(Value::is_null), "{:#}", reply.body);
     let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { internalRiskScore } } }", json!({})).await;
-    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    assert_eq!(reply.error_codes(), ["GRAPHQL_VALIDATION_FAILED"]);
     let not_json = t
         .http
         .post(TestStack::url(t.stack.mobile, "/graphql"))
@@ -370,7 +371,7 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     let http = reqwest::Client::new();
     let control = TestStack::url(stack.demo.addrs.control, "/faults/users");
     http.put(control).json(&json!({ "latency_ms": 300 })).send().await.unwrap();
-    let token = stack.demo.mint_token("u-1", "mobile", "", 300);
+    let token = stack.demo.mint_token("u-1", "mobile", "profile", 300);
     let request = http
         .post(TestStack::url(stack.mobile, "/graphql"))
         .bearer_auth(token)
@@ -379,11 +380,12 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     let in_flight = tokio::spawn(request);
     // Shut down only once the request is inside: the users service has recorded it.
     let calls = TestStack::url(stack.demo.addrs.control, "/calls");
-    loop {
+    for attempt in 0.. {
         let recorded: Value = http.get(&calls).send().await.unwrap().json().await.unwrap();
         if recorded["users"]["count"] == 1 {
             break;
         }
+        assert!(attempt < 500, "the request never reached the users service");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let mobile = stack.mobile;

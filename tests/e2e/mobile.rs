@@ -116,8 +116,15 @@ async fn hanging_backend_times_out_within_the_configured_timeout() {
 async fn page_sizes_out_of_range_are_refused_without_a_backend_call() {
     let t = TestStack::start().await;
     let token = t.token("u-1", "mobile");
+    // Too large for the cost limit: refused before anything runs.
     let query = "{ home { recentOrders(first: 1000) { id } } }";
     let reply = t.graphql(t.stack.mobile, Some(&token), query, json!({})).await;
-    assert_eq!(reply.error_codes(), ["BAD_REQUEST"]);
+    assert_eq!(reply.error_codes(), ["QUERY_TOO_COSTLY"]);
+    // Within the cost limit but past the field's own bounds: refused by the resolver.
+    for first in [0, -1, 21] {
+        let query = format!("{{ home {{ recentOrders(first: {first}) {{ id }} }} }}");
+        let reply = t.graphql(t.stack.mobile, Some(&token), &query, json!({})).await;
+        assert_eq!(reply.error_codes(), ["BAD_REQUEST"], "first: {first}");
+    }
     assert_eq!(t.call_count("orders").await, 0);
 }

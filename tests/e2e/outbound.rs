@@ -139,13 +139,24 @@ async fn a_backend_outage_degrades_answers_but_not_readiness() {
     assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
 }
 
-/// A replica is not ready until it can verify tokens: with identity down from the start, the
-/// signing keys cannot load.
+/// A replica is not ready until it can verify tokens: with identity unreachable from the start,
+/// the signing keys cannot load; and a request with a token is refused at once as unavailable.
 #[tokio::test]
 async fn readiness_needs_the_signing_keys() {
     let t = TestStack::start().await;
-    t.set_faults("identity", json!({ "down": true })).await;
-    let ready = t.get(t.stack.web, "/readyz", &[]).await;
+    let (_reserved, dead) = crate::support::refusing_addr();
+    let mut config = bff_platform::web_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+    config.auth.jwt.jwks_url = format!("{}/.well-known/jwks.json", bff_demo::http_url(dead)).parse().unwrap();
+    let (addr, _server) = bff_platform::spawn_server(
+        web_bff::app(config).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let ready = t.get(addr, "/readyz", &[]).await;
     assert_eq!(ready.status, 503, "{:#}", ready.body);
     assert_eq!(ready.body["failed"], json!(["signing-keys"]));
+    let reply = t.graphql(addr, Some(&t.token("u-1", "web")), "{ me { id } }", json!({})).await;
+    assert_eq!((reply.status.as_u16(), reply.error_codes()), (503, vec!["UPSTREAM_UNAVAILABLE".to_owned()]));
 }

@@ -103,7 +103,8 @@ impl TestStack {
         let config =
             bff_upstream::UpstreamConfig::new(bff_demo::http_url(self.stack.demo.addrs.orders).parse().unwrap());
         let orders = bff_backends::OrdersClient::new(&config).unwrap();
-        orders.list(&bff_upstream::CallContext::new("test"), user_id, page_size, None, &[]).await.unwrap()
+        let owner = format!("user:{user_id}");
+        orders.list(&bff_upstream::CallContext::new("test"), &owner, page_size, None, &[]).await.unwrap()
     }
 
     /// The first demo user with at least `min` orders (the seeded data decides who), then resets

@@ -1,4 +1,5 @@
-use bff_gateway::config::{Bff, NoOwnKeys};
+use bff_gateway::config::Bff;
+use bff_gateway::graphql::GraphQlKeys;
 
 /// The mobile BFF as the core sees it; `config.example.toml` beside `Cargo.toml` documents each key.
 #[derive(Debug)]
@@ -8,8 +9,8 @@ impl Bff for Mobile {
     const NAME: &'static str = "mobile-bff";
     const ENV_PREFIX: &'static str = "MOBILE_BFF";
     const BACKENDS: &'static [&'static str] = &["users", "orders", "recommendations"];
-    type Own = NoOwnKeys;
+    type Own = GraphQlKeys;
 }
 
-/// The mobile BFF's configuration: the core's sections only.
-pub type Config = bff_gateway::config::Config<NoOwnKeys>;
+/// The mobile BFF's configuration: the core's sections and `[graphql]`.
+pub type Config = bff_gateway::config::Config<GraphQlKeys>;

@@ -1,19 +1,24 @@
 //! The mobile GraphQL schema. Each field that needs a backend calls it itself, so the fields of
 //! one object resolve concurrently and a failing backend nulls only its own fields.
+//!
+//! Each backend-backed field names the scope it needs where it is defined (`RequireScope`), and
+//! its cost weight in [`cost_model`]. What a field loads is memoised for the request ([`Memo`]):
+//! however many aliases ask for the home screen, each backend is called once per distinct
+//! argument.
 
 use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, ID, Object, Schema, SimpleObject};
-use bff_backends::{OrdersClient, RecommendationsClient, UsersClient};
-use bff_gateway::graphql::{page_size, request_context};
-use bff_gateway::{GatewayError, RequestContext};
+use bff_backends::{OrdersClient, OrdersPage, Recommendation, RecommendationsClient, User as UserRecord, UsersClient};
+use bff_gateway::graphql::{CostModel, Endpoint, GraphQlConfig, RequestMemo, RequireScope, page_size, request_context};
+use bff_gateway::{BuildError, GatewayError, RequestContext};
 use bff_upstream::UpstreamError;
 
 use bff_upstream::Upstreams;
 
 pub type MobileSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type MobileEndpoint = Endpoint<Query, EmptyMutation, EmptySubscription>;
 
-/// Deepest query we execute: the mobile screens need four levels; the rest is headroom.
-const MAX_DEPTH: usize = 8;
-const MAX_COMPLEXITY: usize = 500;
+/// What one backend call weighs in the cost model, beside the 1 of any object field.
+const BACKEND_CALL_COST: u64 = 5;
 const MAX_RECENT_ORDERS: u32 = 20;
 const MAX_RECOMMENDATIONS: u32 = 20;
 
@@ -35,8 +40,18 @@ impl Backends {
     }
 }
 
-pub fn build(backends: Backends) -> MobileSchema {
-    builder().data(backends).finish()
+/// The schema with its backends, configured and costed as `config` says.
+pub fn endpoint(backends: Backends, config: &GraphQlConfig) -> Result<MobileEndpoint, BuildError> {
+    let schema = bff_gateway::graphql::configure(builder(), config).data(backends).finish();
+    Ok(Endpoint::new(schema, config, cost_model()?))
+}
+
+/// What each field costs: the SDL's shape, plus which fields call a backend.
+pub fn cost_model() -> Result<CostModel, GatewayError> {
+    Ok(CostModel::from_sdl(&sdl())?
+        .backend_field("Home.user", BACKEND_CALL_COST)
+        .backend_field("Home.recentOrders", BACKEND_CALL_COST)
+        .backend_field("Home.recommendations", BACKEND_CALL_COST))
 }
 
 /// The schema as SDL, as checked into `schemas/mobile.graphql`.
@@ -45,7 +60,16 @@ pub fn sdl() -> String {
 }
 
 fn builder() -> async_graphql::SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
-    Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+}
+
+/// What this request has loaded, by argument: one call per backend datum however often it is
+/// selected.
+#[derive(Default)]
+pub struct Memo {
+    user: RequestMemo<(), Result<UserRecord, UpstreamError>>,
+    recent_orders: RequestMemo<u32, Result<OrdersPage, UpstreamError>>,
+    recommendations: RequestMemo<u32, Result<Vec<Recommendation>, UpstreamError>>,
 }
 
 pub struct Query;
@@ -64,21 +88,25 @@ pub struct Home;
 #[Object]
 impl Home {
     /// The signed-in user; null (with an error) when the users service fails.
+    #[graphql(guard = "RequireScope(\"profile\")")]
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         let (cx, backends, user_id) = request(ctx)?;
-        let user = backends.users.get(cx.upstream(), user_id).await?;
+        let user = memo(ctx)?.user.get_or_load((), || backends.users.get(cx.upstream(), user_id)).await?;
         Ok(Some(User { id: user.id.into(), name: user.name, avatar_url: user.avatar_url }))
     }
 
     /// The user's newest orders.
+    #[graphql(guard = "RequireScope(\"orders\")")]
     async fn recent_orders(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 3)] first: i32,
     ) -> async_graphql::Result<Option<Vec<OrderSummary>>> {
         let first = page_size("first", first, MAX_RECENT_ORDERS)?;
-        let (cx, backends, user_id) = request(ctx)?;
-        let page = backends.orders.list(cx.upstream(), user_id, first, None, &[]).await?;
+        let (cx, backends, _) = request(ctx)?;
+        let owner = cx.owner()?;
+        let load = || backends.orders.list(cx.upstream(), &owner, first, None, &[]);
+        let page = memo(ctx)?.recent_orders.get_or_load(first, load).await?;
         Ok(Some(
             page.orders
                 .into_iter()
@@ -88,6 +116,7 @@ impl Home {
     }
 
     /// Products picked for the user.
+    #[graphql(guard = "RequireScope(\"profile\")")]
     async fn recommendations(
         &self,
         ctx: &Context<'_>,
@@ -95,7 +124,8 @@ impl Home {
     ) -> async_graphql::Result<Option<Vec<RecommendedProduct>>> {
         let first = page_size("first", first, MAX_RECOMMENDATIONS)?;
         let (cx, backends, user_id) = request(ctx)?;
-        let picks = backends.recommendations.for_user(cx.upstream(), user_id, first as usize).await?;
+        let load = || backends.recommendations.for_user(cx.upstream(), user_id, first as usize);
+        let picks = memo(ctx)?.recommendations.get_or_load(first, load).await?;
         Ok(Some(
             picks
                 .into_iter()
@@ -103,6 +133,10 @@ impl Home {
                 .collect(),
         ))
     }
+}
+
+fn memo<'a>(ctx: &Context<'a>) -> Result<&'a Memo, GatewayError> {
+    ctx.data::<Memo>().map_err(|e| GatewayError::Internal(e.message))
 }
 
 /// The request context, the backends and the signed-in user's id.

@@ -1,4 +1,7 @@
-use bff_gateway::config::{Bff, NoOwnKeys};
+use std::collections::BTreeMap;
+
+use bff_gateway::config::{Bff, Problems, Validate, join};
+use serde::Deserialize;
 
 /// The partner BFF as the core sees it; `config.example.toml` beside `Cargo.toml` documents each
 /// key. Partners authenticate with an API key or an OAuth2 client-credentials token.
@@ -10,8 +13,68 @@ impl Bff for Partner {
     const ENV_PREFIX: &'static str = "PARTNER_BFF";
     const BACKENDS: &'static [&'static str] = &["catalog", "inventory", "orders"];
     const ACCEPTS_API_KEYS: bool = true;
-    type Own = NoOwnKeys;
+    type Own = PartnerOptions;
 }
 
-/// The partner BFF's configuration: the core's sections only.
-pub type Config = bff_gateway::config::Config<NoOwnKeys>;
+/// The partner BFF's configuration: the core's sections, `[plans]` and `[client_plans]`.
+pub type Config = bff_gateway::config::Config<PartnerOptions>;
+
+/// What each partner may call. A client (API key or OAuth client, by client id) with no plan
+/// is refused everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerOptions {
+    #[serde(default)]
+    pub plans: BTreeMap<String, Plan>,
+    /// client id -> plan name.
+    #[serde(default)]
+    pub client_plans: BTreeMap<String, String>,
+}
+
+/// A plan: the API versions its clients may call and, optionally, only some of their routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub versions: Vec<String>,
+    /// `"GET /v1/products/{id}"` entries of the route table; absent means every route of the
+    /// plan's versions.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+}
+
+impl PartnerOptions {
+    /// Whether `client` may call `method path` (a route template) of `version`.
+    pub fn allows(&self, client: &str, version: &str, route: &str) -> bool {
+        let Some(plan) = self.client_plans.get(client).and_then(|name| self.plans.get(name)) else { return false };
+        plan.versions.iter().any(|v| v == version)
+            && plan.routes.as_ref().is_none_or(|routes| routes.iter().any(|r| r == route))
+    }
+}
+
+impl Validate for PartnerOptions {
+    fn validate(&self, _path: &str, problems: &mut Problems) {
+        for (name, plan) in &self.plans {
+            let path = join("plans", name);
+            for version in &plan.versions {
+                problems.check(
+                    &path,
+                    "versions",
+                    crate::VERSIONS.contains(&version.as_str()),
+                    &format!("`{version}` is not a version this API serves ({})", crate::VERSIONS.join(", ")),
+                );
+            }
+            for route in plan.routes.iter().flatten() {
+                let known = crate::v1::ROUTES.iter().any(|r| r.name() == *route);
+                problems.check(&path, "routes", known, &format!("`{route}` is not a route of the route table"));
+            }
+        }
+        for (client, plan) in &self.client_plans {
+            problems.check(
+                "client_plans",
+                client,
+                self.plans.contains_key(plan),
+                &format!("no plan `{plan}` is defined under [plans]"),
+            );
+        }
+    }
+}

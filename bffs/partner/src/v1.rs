@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bff_backends::{CatalogClient, InventoryClient, NewOrderLine, OrdersClient};
@@ -39,6 +39,31 @@ impl Backends {
         })
     }
 }
+
+/// One route of the API, as access control sees it: the scope it needs.
+pub struct Route {
+    pub method: Method,
+    /// The full route template, version included, as axum's `MatchedPath` reports it.
+    pub path: &'static str,
+    pub scope: &'static str,
+}
+
+impl Route {
+    /// `GET /v1/products/{id}`: how plans name the route.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// Every v1 route with the scope it needs: the one table access control reads. A route served
+/// but missing here is refused to everyone (see `authorize` in the crate root).
+pub const ROUTES: &[Route] = &[
+    Route { method: Method::GET, path: "/v1/products/{id}", scope: "catalog:read" },
+    Route { method: Method::GET, path: "/v1/products/{id}/stock", scope: "catalog:read" },
+    Route { method: Method::GET, path: "/v1/orders", scope: "orders:read" },
+    Route { method: Method::POST, path: "/v1/orders", scope: "orders:write" },
+    Route { method: Method::GET, path: "/v1/orders/{id}", scope: "orders:read" },
+];
 
 pub fn routes(backends: Backends) -> Router {
     Router::new()
@@ -86,7 +111,6 @@ async fn get_product(
     cx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ProductView>, GatewayError> {
-    partner(&cx, "catalog:read")?;
     let id = token("product id", &id)?;
     let p = backends.catalog.get(cx.upstream(), id, PRODUCT_FIELDS).await?;
     Ok(axum::Json(ProductView {
@@ -117,7 +141,6 @@ async fn get_stock(
     cx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<axum::Json<StockView>, GatewayError> {
-    partner(&cx, "catalog:read")?;
     let id = token("product id", &id)?;
     let level = backends
         .inventory
@@ -197,7 +220,7 @@ async fn list_orders(
     cx: RequestContext,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<OrderList>, GatewayError> {
-    let owner = partner(&cx, "orders:read")?;
+    let owner = cx.owner()?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(GatewayError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE_SIZE}")));
@@ -215,7 +238,7 @@ async fn get_order(
     cx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<axum::Json<OrderView>, GatewayError> {
-    let owner = partner(&cx, "orders:read")?;
+    let owner = cx.owner()?;
     let id = token("order id", &id)?;
     let order = backends.orders.get(cx.upstream(), &owner, id, &[]).await?;
     Ok(axum::Json(order.into()))
@@ -242,7 +265,7 @@ async fn create_order(
     headers: HeaderMap,
     Json(body): Json<NewOrder>,
 ) -> Result<Response, GatewayError> {
-    let owner = partner(&cx, "orders:write")?;
+    let owner = cx.owner()?;
     if body.items.is_empty() || body.items.len() > MAX_ORDER_LINES {
         return Err(GatewayError::BadRequest(format!("`items` must have 1 to {MAX_ORDER_LINES} entries")));
     }
@@ -271,17 +294,6 @@ async fn create_order(
     let mut response = (StatusCode::CREATED, axum::Json(OrderView::from(order))).into_response();
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
-}
-
-/// Checks that the caller is a partner acting for itself, with `scope`, and names the owner of
-/// its orders. Owners are namespaced so that no partner id can ever coincide with a user id.
-fn partner(cx: &RequestContext, scope: &str) -> Result<String, GatewayError> {
-    let principal = cx.principal()?;
-    if principal.user_id.is_some() {
-        return Err(GatewayError::Forbidden("the partner API takes client credentials, not user tokens".into()));
-    }
-    cx.require_scope(scope)?;
-    Ok(format!("partner:{}", principal.client_id))
 }
 
 /// `value` if it is a plausible id or token (short, printable, no separators), else a 400 that

@@ -1,8 +1,9 @@
 //! The web BFF: one GraphQL endpoint shaped for the web app, with GraphiQL for its developers.
 //!
 //! - `POST /graphql`: the schema in [`schema`] (exported to `schemas/web.graphql`). Requires a
-//!   bearer JWT with audience `web`.
-//! - `GET /graphql`: GraphiQL (no data without a token), when `graphiql = true`.
+//!   bearer JWT with audience `web`; each field names the scope it needs (`profile`, `orders`).
+//!   Documents are checked against `[graphql.limits]` before anything runs.
+//! - `GET /graphql`: GraphiQL (no data without a token), when `[graphql] graphiql = true`.
 //! - `GET /healthz`, `GET /readyz`: liveness and readiness (signing keys loaded, not draining);
 //!   `GET /readyz?verbose` also shows each backend's last probe.
 //!
@@ -22,16 +23,17 @@ use bff_gateway::graphql::{self, GraphQlRequest};
 use bff_gateway::stack::InboundStack;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat, RequestContext};
 
-pub use config::{Config, Web, WebOptions};
-pub use schema::{Backends, WebSchema};
+pub use config::{Config, Web};
+pub use schema::{Backends, WebEndpoint, WebSchema};
 
 /// The whole web BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
-    let api = Router::new().route("/graphql", post(graphql_handler)).with_state(schema::build(backends.clone()));
+    let endpoint = schema::endpoint(backends.clone(), &config.own.graphql)?;
+    let api = Router::new().route("/graphql", post(graphql_handler)).with_state(endpoint);
     let mut public = Router::new();
-    if config.own.graphiql {
+    if config.own.graphql.graphiql {
         public = public.route("/graphql", get(|| async { graphql::graphiql("/graphql") }));
     }
     Ok(InboundStack::new(&config.server, ErrorFormat::GraphQl, authenticator)
@@ -42,7 +44,12 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
         .build(api, public))
 }
 
-async fn graphql_handler(State(schema): State<WebSchema>, cx: RequestContext, request: GraphQlRequest) -> Response {
-    let backends = schema::loaders(&schema, &cx);
-    graphql::execute(&schema, cx, request.0.data(backends)).await
+async fn graphql_handler(State(endpoint): State<WebEndpoint>, cx: RequestContext, request: GraphQlRequest) -> Response {
+    let backends = endpoint.schema().data::<Backends>().expect("endpoint() always adds the backends").clone();
+    let upstream = cx.upstream().clone();
+    endpoint
+        .execute(cx, request, |request| {
+            request.data(schema::loaders(&backends, &upstream)).data(schema::Memo::default())
+        })
+        .await
 }

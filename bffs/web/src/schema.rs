@@ -3,7 +3,11 @@
 //!
 //! Profile and orders resolve concurrently. Products and stock go through request-scoped data
 //! loaders, so a page of orders costs one catalog call and one inventory call however many items
-//! it has, and neither is called unless the query selects it.
+//! it has, and neither is called unless the query selects it. The profile and each orders page
+//! are memoised for the request ([`Memo`]), so aliases cannot multiply backend calls.
+//!
+//! Each backend-backed field names the scope it needs where it is defined (`RequireScope`), and
+//! its cost weight in [`cost_model`].
 
 use std::collections::HashMap;
 
@@ -12,17 +16,21 @@ use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, ID, Object,
 use bff_backends::{
     CatalogClient, InventoryClient, OrdersClient, Product as CatalogProduct, StockLevel, User, UsersClient,
 };
-use bff_gateway::graphql::{page_size, request_context};
-use bff_gateway::{GatewayError, RequestContext};
+use bff_gateway::graphql::{CostModel, Endpoint, GraphQlConfig, RequestMemo, RequireScope, page_size, request_context};
+use bff_gateway::{BuildError, GatewayError};
 use bff_upstream::{CallContext, UpstreamError};
-use tokio::sync::OnceCell;
 
 use bff_upstream::Upstreams;
 
 pub type WebSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type WebEndpoint = Endpoint<Query, EmptyMutation, EmptySubscription>;
 
-const MAX_DEPTH: usize = 12;
-const MAX_COMPLEXITY: usize = 2_000;
+/// What one backend call weighs in the cost model, beside the 1 of any object field.
+const BACKEND_CALL_COST: u64 = 5;
+/// What a batched lookup weighs per item: one call serves the whole batch.
+const BATCHED_LOOKUP_COST: u64 = 1;
+/// Most items one order holds, for the cost model (orders are capped well below this).
+const MAX_ITEMS_PER_ORDER: u64 = 10;
 const MAX_ORDERS_PAGE: u32 = 50;
 /// Page tokens are opaque, but never this long; longer ones are refused without a backend call.
 const MAX_CURSOR_LEN: usize = 256;
@@ -47,8 +55,23 @@ impl Backends {
     }
 }
 
-pub fn build(backends: Backends) -> WebSchema {
-    builder().data(backends).finish()
+/// The schema with its backends, configured and costed as `config` says.
+pub fn endpoint(backends: Backends, config: &GraphQlConfig) -> Result<WebEndpoint, BuildError> {
+    let schema = bff_gateway::graphql::configure(builder(), config).data(backends).finish();
+    Ok(Endpoint::new(schema, config, cost_model()?))
+}
+
+/// What each field costs: the SDL's shape, plus which fields call a backend and how long the
+/// unpaged lists are.
+pub fn cost_model() -> Result<CostModel, GatewayError> {
+    Ok(CostModel::from_sdl(&sdl())?
+        .backend_field("Query.me", BACKEND_CALL_COST)
+        .backend_field("Me.orders", BACKEND_CALL_COST)
+        .backend_field("OrderItem.product", BATCHED_LOOKUP_COST)
+        .backend_field("Product.stock", BATCHED_LOOKUP_COST)
+        // Sized by the connection's `first`.
+        .list_size("OrderConnection.edges", 1)
+        .list_size("Order.items", MAX_ITEMS_PER_ORDER))
 }
 
 /// The schema as SDL, as checked into `schemas/web.graphql`.
@@ -57,7 +80,18 @@ pub fn sdl() -> String {
 }
 
 fn builder() -> async_graphql::SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
-    Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+}
+
+/// What this request has loaded: the profile, and each orders page by its arguments.
+#[derive(Default)]
+pub struct Memo {
+    profile: RequestMemo<(), Result<User, UpstreamError>>,
+    orders: RequestMemo<(u32, Option<String>), Result<bff_backends::OrdersPage, UpstreamError>>,
+}
+
+fn memo<'a>(ctx: &Context<'a>) -> Result<&'a Memo, GatewayError> {
+    ctx.data::<Memo>().map_err(|e| GatewayError::Internal(e.message))
 }
 
 /// The per-request data loaders; they carry the request's context to the backends they batch for.
@@ -66,17 +100,10 @@ pub struct Loaders {
     stock: DataLoader<StockLoader>,
 }
 
-pub fn loaders(schema: &WebSchema, cx: &RequestContext) -> Loaders {
-    let backends = schema.data::<Backends>().expect("build() always adds the backends");
+pub fn loaders(backends: &Backends, cx: &CallContext) -> Loaders {
     Loaders {
-        products: DataLoader::new(
-            ProductLoader { catalog: backends.catalog.clone(), cx: cx.upstream().clone() },
-            tokio::spawn,
-        ),
-        stock: DataLoader::new(
-            StockLoader { inventory: backends.inventory.clone(), cx: cx.upstream().clone() },
-            tokio::spawn,
-        ),
+        products: DataLoader::new(ProductLoader { catalog: backends.catalog.clone(), cx: cx.clone() }, tokio::spawn),
+        stock: DataLoader::new(StockLoader { inventory: backends.inventory.clone(), cx: cx.clone() }, tokio::spawn),
     }
 }
 
@@ -125,24 +152,24 @@ pub struct Query;
 #[Object]
 impl Query {
     /// The signed-in user.
+    #[graphql(guard = "RequireScope(\"profile\")")]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let user_id = request_context(ctx)?.user_id()?.to_owned();
-        Ok(Me { id: user_id, profile: OnceCell::new() })
+        Ok(Me { id: user_id })
     }
 }
 
 /// The signed-in user. `id` comes from the verified token; the profile fields share one call to
-/// the users service, and the orders do not wait for it.
+/// the users service per request, and the orders do not wait for it.
 pub struct Me {
     id: String,
-    profile: OnceCell<Result<User, UpstreamError>>,
 }
 
 impl Me {
-    async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<&User> {
+    async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
-        let profile = self.profile.get_or_init(|| backends.users.get(cx.upstream(), &self.id)).await;
-        profile.as_ref().map_err(|e| e.clone().into())
+        let load = || backends.users.get(cx.upstream(), &self.id);
+        Ok(memo(ctx)?.profile.get_or_load((), load).await?)
     }
 }
 
@@ -153,16 +180,17 @@ impl Me {
     }
 
     /// Null (with an error) when the users service fails.
-    async fn name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&str>> {
-        Ok(Some(&self.profile(ctx).await?.name))
+    async fn name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(Some(self.profile(ctx).await?.name))
     }
 
     /// Null (with an error) when the users service fails.
-    async fn email(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&str>> {
-        Ok(Some(&self.profile(ctx).await?.email))
+    async fn email(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(Some(self.profile(ctx).await?.email))
     }
 
     /// The user's orders, newest first. `after` is the `endCursor` of the previous page.
+    #[graphql(guard = "RequireScope(\"orders\")")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -176,8 +204,10 @@ impl Me {
         {
             return Err(GatewayError::BadRequest("`after` is not a cursor this API issued".into()).into());
         }
-        let cx = request_context(ctx)?;
-        let page = backends(ctx)?.orders.list(cx.upstream(), &self.id, first, after.as_deref(), &[]).await?;
+        let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
+        let owner = cx.owner()?;
+        let load = || backends.orders.list(cx.upstream(), &owner, first, after.as_deref(), &[]);
+        let page = memo(ctx)?.orders.get_or_load((first, after.clone()), load).await?;
         Ok(Some(OrderConnection {
             page_info: PageInfo { has_next_page: page.next_page_token.is_some(), end_cursor: page.next_page_token },
             edges: page.orders.into_iter().map(|order| OrderEdge { node: Order(order) }).collect(),

@@ -24,6 +24,14 @@ const MAX_LINES: usize = 100;
 const MAX_QUANTITY: i32 = 100;
 const WATCH_STEP: Duration = Duration::from_millis(200);
 const TOKEN_PREFIX: &str = "offset:";
+/// Owners are namespaced by the gateway (`user:`, `key:`, `client:`); the seeded orders belong
+/// to the seeded users.
+const USER_OWNER_PREFIX: &str = "user:";
+
+/// The seeded user an owner names, if it is one.
+fn seeded_user(owner: &str) -> Option<u64> {
+    data::user_index(owner.strip_prefix(USER_OWNER_PREFIX)?)
+}
 
 #[derive(Default)]
 struct Store {
@@ -51,7 +59,7 @@ impl Store {
         pb::Order {
             status: self.seeded_status.get(&seeded.id).copied().unwrap_or(seeded.status),
             id: seeded.id,
-            user_id: format!("u-{user}"),
+            user_id: format!("{USER_OWNER_PREFIX}u-{user}"),
             total_cents: items.iter().map(|i| i.unit_price_cents * i64::from(i.quantity)).sum(),
             currency: "USD".to_owned(),
             created_at: Some(Timestamp { seconds: seeded.created_at, nanos: 0 }),
@@ -66,7 +74,7 @@ impl Store {
             return self.created.get(index).filter(|order| order.user_id == owner).cloned();
         }
         let (user, k) = data::parse_seeded_order_id(id)?;
-        (format!("u-{user}") == owner).then(|| self.seeded(user, k))
+        (seeded_user(owner) == Some(user)).then(|| self.seeded(user, k))
     }
 
     fn set_status(&mut self, id: &str, status: i32) {
@@ -172,7 +180,7 @@ impl pb::orders_service_server::OrdersService for OrdersService {
         // Newest first: placed orders (newest last in the store), then seeded ones (highest k newest).
         let created: Vec<&pb::Order> =
             store.created.iter().rev().filter(|order| order.user_id == request.user_id).collect();
-        let seeded_user = data::user_index(&request.user_id);
+        let seeded_user = seeded_user(&request.user_id);
         let seeded_count = seeded_user.map_or(0, data::order_count) as usize;
         let total = created.len() + seeded_count;
         let end = offset.saturating_add(page_size).min(total);

@@ -88,7 +88,7 @@ async fn demo_serves_rest_grpc_and_control() {
     loop {
         let page = orders
             .list_orders(pb::ListOrdersRequest {
-                user_id: "u-1".into(),
+                user_id: "user:u-1".into(),
                 page_size: 7,
                 page_token: token,
                 read_mask: None,

@@ -29,7 +29,14 @@ fn stacked() -> Router {
     let server = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     // Never called: the bench route is public, so no token is verified.
     let jwt = JwtConfig::new("https://idp.invalid", "bench", "https://idp.invalid/jwks".parse().unwrap());
-    let authenticator = Arc::new(Authenticator::from_config(&AuthConfig { jwt, api_keys: Vec::new() }).unwrap());
+    let authenticator = Arc::new(
+        Authenticator::from_config(&AuthConfig {
+            jwt,
+            api_keys: Vec::new(),
+            max_failures_per_minute: bff_gateway::config::DEFAULT_MAX_FAILURES_PER_MINUTE,
+        })
+        .unwrap(),
+    );
     InboundStack::new(&server, ErrorFormat::GraphQl, authenticator).build(Router::new(), route())
 }
 

@@ -2,18 +2,26 @@
 //!
 //! Mobile and web accept `Authorization: Bearer` JWTs; partner accepts `X-API-Key` and OAuth2
 //! client-credentials JWTs. A request carries exactly one credential. Raw credentials go no
-//! further than this module: handlers and backends see only the verified [`Identity`].
+//! further than this module: handlers and backends see only the verified [`Identity`], and no log
+//! line carries a token, a key or a key's digest.
+//!
+//! Failed attempts are counted per client address ([`FailedAttempts`]); a source past
+//! `auth.max_failures_per_minute` is refused for the rest of the minute before any verification
+//! work, so guessing keys or replaying junk tokens stays cheap for us and slow for them.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use bff_upstream::{Call, CallContext, Identity, Probe, Upstream, UpstreamConfig, UpstreamError};
+use base64::Engine as _;
+use bff_upstream::{Call, CallContext, Credential, Identity, Probe, Upstream, UpstreamConfig, UpstreamError};
 use http::HeaderMap;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Notify, watch};
 
 use crate::GatewayError;
 use crate::config::{ApiKeyEntry, AuthConfig, JwtConfig};
@@ -21,6 +29,15 @@ use crate::config::{ApiKeyEntry, AuthConfig, JwtConfig};
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Tokens longer than this are refused before any parsing or signature work.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The `typ` values an access token may carry when the config names none (RFC 9068 and the
+/// generic JWT type). An ID token (`id+jwt`), a logout token or a DPoP proof is not an access token.
+const ACCESS_TOKEN_TYPES: [&str; 2] = ["jwt", "at+jwt"];
+/// Most client addresses whose failures are tracked at once; past it, the oldest windows go.
+const MAX_TRACKED_SOURCES: usize = 100_000;
+/// The window failed attempts are counted in.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// First wait after a failed JWKS fetch; it doubles up to the refresh interval.
+const JWKS_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A verified caller: the platform's one identity type, shared with every backend call.
 pub type Principal = Identity;
@@ -29,20 +46,39 @@ pub type Principal = Identity;
 pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     api_keys: Option<ApiKeys>,
+    failures: FailedAttempts,
 }
 
 impl Authenticator {
-    pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>) -> Self {
-        Self { jwt, api_keys }
+    pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>, max_failures_per_minute: u32) -> Self {
+        Self { jwt, api_keys, failures: FailedAttempts::new(max_failures_per_minute) }
     }
 
-    /// Bearer JWTs always; API keys when any are configured.
+    /// Bearer JWTs always; API keys when any are configured. Starts fetching the signing keys at
+    /// once when called inside a Tokio runtime (else on first use).
     pub fn from_config(config: &AuthConfig) -> Result<Self, GatewayError> {
         let api_keys = (!config.api_keys.is_empty()).then(|| ApiKeys::new(&config.api_keys)).transpose()?;
-        Ok(Self::new(Some(JwtVerifier::new(&config.jwt)?), api_keys))
+        let jwt = JwtVerifier::new(&config.jwt)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            jwt.keys.start();
+        }
+        Ok(Self::new(Some(jwt), api_keys, config.max_failures_per_minute))
     }
 
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
+    /// The verified caller of a request with `headers`, from `client` (the address failures are
+    /// counted against).
+    pub async fn authenticate(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<Principal, GatewayError> {
+        if let Some(retry_after) = client.and_then(|ip| self.failures.blocked(ip)) {
+            return Err(GatewayError::TooManyFailedAttempts { retry_after });
+        }
+        let result = self.verify(headers).await;
+        if let (Err(GatewayError::Unauthenticated(_)), Some(ip)) = (&result, client) {
+            self.failures.record(ip);
+        }
+        result
+    }
+
+    async fn verify(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
         let unauthenticated = |msg: &str| GatewayError::Unauthenticated(msg.to_owned());
         let api_key = headers.get(API_KEY_HEADER);
         let bearer = headers.get(http::header::AUTHORIZATION);
@@ -50,7 +86,7 @@ impl Authenticator {
             (Some(_), Some(_)) => Err(unauthenticated("send either an API key or a bearer token, not both")),
             (Some(key), None) => {
                 let keys = self.api_keys.as_ref().ok_or_else(|| unauthenticated("API keys are not accepted here"))?;
-                keys.verify(key.to_str().map_err(|_| unauthenticated("invalid API key"))?)
+                keys.verify(key.as_bytes())
             }
             (None, Some(value)) => {
                 let jwt = self.jwt.as_ref().ok_or_else(|| unauthenticated("bearer tokens are not accepted here"))?;
@@ -65,34 +101,87 @@ impl Authenticator {
             (None, None) => Err(unauthenticated("missing credentials")),
         }
     }
+
+    /// Failed attempts from `client` in the current window.
+    pub fn failed_attempts(&self, client: IpAddr) -> u32 {
+        self.failures.count(client)
+    }
 }
 
-/// Ready when tokens can be verified: the JWKS is loaded or loadable.
+/// Ready when tokens can be verified: the signing keys are loaded.
 impl Probe for Authenticator {
     async fn probe(&self) -> Result<(), String> {
         match &self.jwt {
-            Some(jwt) => jwt.ensure_keys().await,
+            Some(jwt) => {
+                jwt.keys.first_attempt().await;
+                if jwt.keys.loaded() { Ok(()) } else { Err("signing keys not loaded".to_owned()) }
+            }
             None => Ok(()),
         }
     }
 }
 
-/// API keys, stored as SHA-256 hashes so the config never holds a usable secret.
+/// Failed authentication attempts per client address, in fixed one-minute windows, in a map of
+/// bounded size.
+struct FailedAttempts {
+    limit: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailedAttempts {
+    fn new(limit: u32) -> Self {
+        Self { limit, windows: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
+        self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn count(&self, client: IpAddr) -> u32 {
+        self.lock().get(&client).filter(|(start, _)| start.elapsed() < FAILURE_WINDOW).map_or(0, |(_, n)| *n)
+    }
+
+    /// How long `client` must wait, when it has used up its failures for this window.
+    fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let windows = self.lock();
+        let (start, failures) = windows.get(&client)?;
+        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
+        (*failures >= self.limit).then_some(left)
+    }
+
+    fn record(&self, client: IpAddr) {
+        let mut windows = self.lock();
+        if windows.len() >= MAX_TRACKED_SOURCES && !windows.contains_key(&client) {
+            windows.retain(|_, (start, _)| start.elapsed() < FAILURE_WINDOW);
+            if windows.len() >= MAX_TRACKED_SOURCES {
+                // Every tracked source is active: forget them all rather than grow without bound.
+                windows.clear();
+            }
+        }
+        let window = windows.entry(client).or_insert((Instant::now(), 0));
+        if window.0.elapsed() >= FAILURE_WINDOW {
+            *window = (Instant::now(), 0);
+        }
+        window.1 = window.1.saturating_add(1);
+    }
+}
+
+/// API keys, stored as SHA-256 digests so the config never holds a usable secret.
 pub struct ApiKeys {
-    by_hash: HashMap<[u8; 32], ApiKeyEntry>,
+    entries: Vec<([u8; 32], ApiKeyEntry)>,
 }
 
 impl ApiKeys {
     pub fn new(entries: &[ApiKeyEntry]) -> Result<Self, GatewayError> {
-        let mut by_hash = HashMap::new();
+        let mut digests = Vec::with_capacity(entries.len());
         for entry in entries {
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(&entry.sha256, &mut hash).map_err(|_| {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&entry.sha256, &mut digest).map_err(|_| {
                 GatewayError::Internal(format!("API key of `{}` is not 64 hex digits", entry.client_id))
             })?;
-            by_hash.insert(hash, entry.clone());
+            digests.push((digest, entry.clone()));
         }
-        Ok(Self { by_hash })
+        Ok(Self { entries: digests })
     }
 
     /// The hex SHA-256 of a key, as the config stores it.
@@ -100,24 +189,36 @@ impl ApiKeys {
         hex::encode(Sha256::digest(key.as_bytes()))
     }
 
-    fn verify(&self, key: &str) -> Result<Principal, GatewayError> {
-        // Looking the key up by its hash means no comparison ever touches the secret itself.
-        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let entry = self.by_hash.get(&hash).ok_or_else(|| GatewayError::Unauthenticated("invalid API key".into()))?;
-        Ok(Principal { user_id: None, client_id: entry.client_id.clone(), scopes: entry.scopes.clone() })
+    /// Compares the key's digest with every configured digest, in constant time and without
+    /// stopping at a match, so neither the timing nor the order of the config tells anything.
+    fn verify(&self, key: &[u8]) -> Result<Principal, GatewayError> {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        let mut found = None;
+        for (candidate, entry) in &self.entries {
+            let difference = candidate.iter().zip(&digest).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if std::hint::black_box(difference) == 0 {
+                found = Some(entry);
+            }
+        }
+        let entry = found.ok_or_else(|| GatewayError::Unauthenticated("invalid API key".into()))?;
+        if entry.revoked {
+            return Err(GatewayError::Unauthenticated("this API key has been revoked".into()));
+        }
+        Ok(Principal {
+            user_id: None,
+            client_id: entry.client_id.clone(),
+            credential: Credential::ApiKey,
+            scopes: entry.scopes.clone(),
+        })
     }
 }
 
-/// Verifies RS256 JWTs against the identity service's JWKS: fetched on first use, cached, and
-/// fetched again when a token names a key we do not know (key rotation), at most once per cooldown
-/// so that tokens with made-up key ids cannot turn us into a load generator.
+/// Verifies RS256 JWTs against the identity provider's signing keys ([`SigningKeys`]).
 pub struct JwtVerifier {
     validation: Validation,
-    jwks: Upstream,
-    jwks_path: Vec<String>,
-    refetch_cooldown: Duration,
-    keys: RwLock<HashMap<String, DecodingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// The `typ` every token must carry, when the issuer sets one.
+    required_typ: Option<String>,
+    keys: Arc<SigningKeys>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +232,18 @@ struct Claims {
     azp: Option<String>,
 }
 
+/// The JOSE header as sent, with the members jsonwebtoken's own header type drops (`crit`).
+#[derive(Debug, Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
 impl JwtVerifier {
     pub fn new(config: &JwtConfig) -> Result<Self, GatewayError> {
         let mut validation = Validation::new(Algorithm::RS256);
@@ -139,20 +252,7 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = config.leeway.as_secs();
         validation.validate_nbf = true;
-        let mut upstream = UpstreamConfig::new(config.jwks_url.clone());
-        upstream.timeout = config.jwks_timeout;
-        upstream.url.set_path("/");
-        upstream.url.set_query(None);
-        let jwks = Upstream::rest("identity", &upstream)?;
-        let jwks_path = config.jwks_url.path_segments().into_iter().flatten().map(str::to_owned).collect();
-        Ok(Self {
-            validation,
-            jwks,
-            jwks_path,
-            refetch_cooldown: config.jwks_refetch_cooldown,
-            keys: RwLock::default(),
-            last_fetch: Mutex::default(),
-        })
+        Ok(Self { validation, required_typ: config.required_typ.clone(), keys: Arc::new(SigningKeys::new(config)?) })
     }
 
     pub async fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
@@ -160,12 +260,9 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("too long"));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
-        if header.alg != Algorithm::RS256 {
-            return Err(invalid("unsupported algorithm"));
-        }
+        let header = self.header(token)?;
         let kid = header.kid.ok_or_else(|| invalid("no key id"))?;
-        let key = self.key(&kid).await?.ok_or_else(|| invalid("unknown signing key"))?;
+        let key = self.keys.key(&kid).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -180,61 +277,196 @@ impl JwtVerifier {
         let claims = data.claims;
         let scopes = claims.scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
         // A client-credentials token is issued to the client itself: its subject is the client.
-        let machine = claims.client_id.as_deref() == Some(claims.sub.as_str());
+        if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
+            return Ok(Principal { user_id: None, client_id: claims.sub, credential: Credential::OAuthClient, scopes });
+        }
         let client_id = claims.client_id.or(claims.azp).unwrap_or_else(|| self.audience().to_owned());
-        Ok(Principal { user_id: (!machine).then_some(claims.sub), client_id, scopes })
+        Ok(Principal { user_id: Some(claims.sub), client_id, credential: Credential::User, scopes })
+    }
+
+    /// The token's header, checked before any key is looked up: RS256 only, no critical
+    /// extensions (we understand none, and RFC 7515 says to refuse what we do not understand),
+    /// and an access token's `typ`.
+    fn header(&self, token: &str) -> Result<JoseHeader, GatewayError> {
+        let invalid = |why: &str| GatewayError::Unauthenticated(format!("invalid token: {why}"));
+        let (encoded, _) = token.split_once('.').ok_or_else(|| invalid("malformed"))?;
+        let bytes =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| invalid("malformed"))?;
+        let header: JoseHeader = serde_json::from_slice(&bytes).map_err(|_| invalid("malformed"))?;
+        if header.alg != "RS256" {
+            return Err(invalid("unsupported algorithm"));
+        }
+        if header.crit.is_some() {
+            return Err(invalid("unsupported critical header"));
+        }
+        let typ = header.typ.as_deref().map(|t| t.strip_prefix("application/").unwrap_or(t).to_ascii_lowercase());
+        let typ_ok = match (&self.required_typ, typ.as_deref()) {
+            (Some(required), Some(typ)) => required.eq_ignore_ascii_case(typ),
+            (Some(_), None) => false,
+            (None, Some(typ)) => ACCESS_TOKEN_TYPES.contains(&typ),
+            (None, None) => true,
+        };
+        if !typ_ok {
+            return Err(invalid("not an access token (typ)"));
+        }
+        Ok(header)
     }
 
     fn audience(&self) -> &str {
         self.validation.aud.as_ref().and_then(|a| a.iter().next()).map(String::as_str).unwrap_or("-")
     }
+}
 
-    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, GatewayError> {
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Ok(Some(key.clone()));
-        }
-        self.refetch(kid).await?;
-        Ok(self.keys.read().await.get(kid).cloned())
-    }
+/// The identity provider's signing keys, kept fresh by one background task:
+/// - fetched at start (readiness waits for the first load);
+/// - refreshed every `jwks_refresh_interval`, so a newly published key works and a removed key
+///   stops working without a restart;
+/// - kept while the provider is unreachable (stale-if-error), retried with backoff, logged;
+/// - refetched early when a token names an unknown key, at most once per `jwks_refetch_cooldown`:
+///   the task is the only fetcher, so a flood of made-up key ids costs the provider one fetch.
+///
+/// Requests never fetch. A token whose key is known is verified at once, whatever the provider is
+/// doing; one naming an unknown key waits (at most `jwks_timeout`) only for the one early
+/// refetch it triggered, and is refused at once while the cooldown holds.
+pub struct SigningKeys {
+    keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
+    /// Counts finished fetch attempts, successful or not, so waiters know one has happened.
+    attempts: watch::Sender<u64>,
+    loaded: std::sync::atomic::AtomicBool,
+    wake: Arc<Notify>,
+    last_early_refetch: Mutex<Option<Instant>>,
+    started: std::sync::Once,
+    jwks: Upstream,
+    jwks_path: Vec<String>,
+    refresh_interval: Duration,
+    refetch_cooldown: Duration,
+    timeout: Duration,
+}
 
-    /// Fetches the JWKS unless another task just did (single flight) or, once keys are loaded, the
-    /// cooldown forbids it. While no key was ever loaded every request may try again: refusing
-    /// valid tokens for a whole cooldown because of one failed fetch would log users out.
-    async fn refetch(&self, kid: &str) -> Result<(), GatewayError> {
-        let mut last_fetch = self.last_fetch.lock().await;
-        let keys = self.keys.read().await;
-        if keys.contains_key(kid)
-            || (!keys.is_empty() && last_fetch.is_some_and(|at| at.elapsed() < self.refetch_cooldown))
-        {
-            return Ok(());
-        }
-        drop(keys);
-        Ok(self.fetch(&mut last_fetch).await?)
-    }
-
-    async fn ensure_keys(&self) -> Result<(), String> {
-        let mut last_fetch = self.last_fetch.lock().await;
-        if !self.keys.read().await.is_empty() {
-            return Ok(());
-        }
-        self.fetch(&mut last_fetch).await.map_err(|e| {
-            tracing::warn!(error = %e, "JWKS not loadable");
-            e.kind().to_owned()
+impl SigningKeys {
+    fn new(config: &JwtConfig) -> Result<Self, GatewayError> {
+        let mut upstream = UpstreamConfig::new(config.jwks_url.clone());
+        upstream.timeout = config.jwks_timeout;
+        upstream.url.set_path("/");
+        upstream.url.set_query(None);
+        let jwks = Upstream::rest("identity", &upstream)?;
+        let jwks_path = config.jwks_url.path_segments().into_iter().flatten().map(str::to_owned).collect();
+        Ok(Self {
+            keys: RwLock::default(),
+            attempts: watch::Sender::new(0),
+            loaded: std::sync::atomic::AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
+            last_early_refetch: Mutex::new(None),
+            started: std::sync::Once::new(),
+            jwks,
+            jwks_path,
+            refresh_interval: config.jwks_refresh_interval,
+            refetch_cooldown: config.jwks_refetch_cooldown,
+            timeout: config.jwks_timeout,
         })
     }
 
-    /// Replaces the cached keys with the identity service's current set.
-    async fn fetch(&self, last_fetch: &mut Option<Instant>) -> Result<(), UpstreamError> {
+    fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts the refresh task if need be and waits (at most one fetch's timeout) until its first
+    /// attempt has finished, so a replica that has just started is not reported unready merely
+    /// because the first fetch is under way.
+    async fn first_attempt(self: &Arc<Self>) {
+        self.start();
+        let mut attempts = self.attempts.subscribe();
+        let wait = attempts.wait_for(|n| *n > 0);
+        let _ = tokio::time::timeout(self.timeout + Duration::from_millis(100), wait).await;
+    }
+
+    fn current(&self) -> Arc<HashMap<String, DecodingKey>> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Starts the refresh task, once. It holds the keys only weakly, so it ends with the BFF.
+    fn start(self: &Arc<Self>) {
+        self.started.call_once(|| {
+            let (keys, wake) = (Arc::downgrade(self), self.wake.clone());
+            tokio::spawn(refresh(keys, wake));
+        });
+    }
+
+    /// The key named `kid`, waiting for one early refetch when it is unknown and the cooldown
+    /// allows it (or for the first load, which is already under way).
+    async fn key(self: &Arc<Self>, kid: &str) -> Result<DecodingKey, GatewayError> {
+        self.start();
+        if let Some(key) = self.current().get(kid) {
+            return Ok(key.clone());
+        }
+        let unknown = || GatewayError::Unauthenticated("invalid token: unknown signing key".into());
+        let mut attempts = self.attempts.subscribe();
+        let first_load_pending = *attempts.borrow_and_update() == 0;
+        if !first_load_pending {
+            let mut last = self.last_early_refetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < self.refetch_cooldown) {
+                return Err(unknown());
+            }
+            *last = Some(Instant::now());
+            self.wake.notify_one();
+        }
+        // One attempt's worth of waiting; a provider that does not answer in time fails us fast.
+        let waited = tokio::time::timeout(self.timeout + Duration::from_millis(100), attempts.changed()).await;
+        if let Some(key) = self.current().get(kid) {
+            return Ok(key.clone());
+        }
+        if !self.loaded() {
+            let reason = if waited.is_err() { "timed out" } else { "unreachable" };
+            return Err(GatewayError::Upstream(UpstreamError::Unavailable {
+                service: "identity",
+                reason: format!("signing keys not loaded: identity provider {reason}"),
+            }));
+        }
+        Err(unknown())
+    }
+
+    /// One fetch: the usable RS256 signing keys of the set. Keys marked for encryption, for
+    /// another algorithm, or of another type are left out.
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, UpstreamError> {
         let call = Call::get("GET jwks", self.jwks_path.iter().cloned());
         let set: JwkSet = self.jwks.json(&CallContext::new("jwks-refresh"), call).await?;
-        let keys: HashMap<String, DecodingKey> = set
+        Ok(set
             .keys
             .iter()
+            .filter(|jwk| jwk.common.public_key_use.as_ref().is_none_or(|u| *u == PublicKeyUse::Signature))
+            .filter(|jwk| jwk.common.key_algorithm.is_none_or(|alg| alg == KeyAlgorithm::RS256))
+            .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
-            .collect();
-        tracing::info!(keys = keys.len(), "fetched the JWKS");
-        *self.keys.write().await = keys;
-        *last_fetch = Some(Instant::now());
-        Ok(())
+            .collect())
+    }
+}
+
+/// The refresh loop of [`SigningKeys`].
+async fn refresh(keys: Weak<SigningKeys>, wake: Arc<Notify>) {
+    let mut backoff = JWKS_RETRY_BACKOFF;
+    loop {
+        let Some(store) = keys.upgrade() else { return };
+        let next = match store.fetch().await {
+            Ok(fetched) => {
+                tracing::info!(keys = fetched.len(), "fetched the JWKS");
+                *store.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fetched);
+                store.loaded.store(true, std::sync::atomic::Ordering::Release);
+                backoff = JWKS_RETRY_BACKOFF;
+                store.refresh_interval
+            }
+            Err(error) => {
+                let kept = store.current().len();
+                tracing::warn!(error = %error, kept_keys = kept, retry_ms = backoff.as_millis() as u64, "JWKS fetch failed; keeping the keys we have");
+                let wait = backoff;
+                backoff = (backoff * 2).min(store.refresh_interval);
+                wait
+            }
+        };
+        store.attempts.send_modify(|n| *n += 1);
+        drop(store);
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = wake.notified() => {}
+        }
     }
 }

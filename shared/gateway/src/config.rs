@@ -46,8 +46,14 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Largest request head (request line and headers), HTTP/1 and HTTP/2 alike.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// How long browsers may cache a CORS preflight answer.
+pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
 /// Clock skew we tolerate on `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// How often the signing keys are fetched again: a removed key stops working within this.
+pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Failed authentication attempts one client address may make per minute before it is refused.
+pub const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 60;
 /// Least time between two JWKS fetches triggered by unknown key ids.
 pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 const MIN_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
@@ -82,6 +88,123 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Terminate TLS here (`[server.tls]`); without it the BFF speaks plain HTTP, for a load
+    /// balancer that terminates TLS in front of it.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed. From anyone else,
+    /// the connection's peer is the client, whatever the header says.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpBlock>,
+    /// Browser origins allowed to call this BFF (`[server.cors]`); none by default.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Cross-origin access for browsers. Origins are listed exactly: a wildcard is refused together
+/// with credentials (browsers would refuse it anyway, and allowing any origin to send a user's
+/// cookies is never what is meant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// `https://app.example.com`, or `*` for any origin (only without credentials).
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "humantime_serde", default = "defaults::cors_max_age")]
+    pub max_age: Duration,
+}
+
+impl Validate for CorsConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        let wildcard = self.allowed_origins.iter().any(|o| o == "*");
+        problems.check(path, "allowed_origins", !self.allowed_origins.is_empty(), "must list at least one origin");
+        problems.check(
+            path,
+            "allowed_origins",
+            !(wildcard && self.allow_credentials),
+            "`*` cannot be combined with allow_credentials = true: list the origins",
+        );
+        problems.check(path, "allowed_origins", !wildcard || self.allowed_origins.len() == 1, "`*` stands alone");
+        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
+            let parsed = Url::parse(origin).ok();
+            let ok = parsed.as_ref().is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && !origin.ends_with('/')
+            });
+            problems.check(
+                path,
+                "allowed_origins",
+                ok,
+                &format!("`{origin}` is not an origin such as https://app.example.com"),
+            );
+        }
+        problems.check(path, "max_age", self.max_age <= Duration::from_secs(86_400), "must be at most 24h");
+    }
+}
+
+/// An address or a CIDR block: `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBlock {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpBlock {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (address, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let network: std::net::IpAddr =
+            address.parse().map_err(|_| format!("`{text}` is not an address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{text}` has a bad prefix length"))?
+            }
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpBlock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl ServerConfig {
@@ -99,6 +222,9 @@ impl ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            tls: None,
+            trusted_proxies: Vec::new(),
+            cors: None,
         }
     }
 }
@@ -135,6 +261,14 @@ impl Validate for ServerConfig {
             (MIN_HEADER_BYTES..=u32::MAX as usize).contains(&self.max_header_bytes),
             "must be at least 8192",
         );
+        if let Some(tls) = &self.tls
+            && let Err(error) = crate::tls::server_config(tls)
+        {
+            problems.push(join(path, "tls"), error);
+        }
+        if let Some(cors) = &self.cors {
+            cors.validate(&join(path, "cors"), problems);
+        }
     }
 }
 
@@ -208,11 +342,16 @@ pub struct AuthConfig {
     pub jwt: JwtConfig,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyEntry>,
+    /// Past this many failed attempts in a minute, a client address gets 429
+    /// `TOO_MANY_FAILED_ATTEMPTS` until the minute is over, before any verification work.
+    #[serde(default = "defaults::max_failures_per_minute")]
+    pub max_failures_per_minute: u32,
 }
 
 impl Validate for AuthConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         self.jwt.validate(&join(path, "jwt"), problems);
+        problems.check(path, "max_failures_per_minute", self.max_failures_per_minute >= 1, "must be at least 1");
         for (i, key) in self.api_keys.iter().enumerate() {
             let key_path = format!("{}[{i}]", join(path, "api_keys"));
             key.validate(&key_path, problems);
@@ -237,6 +376,13 @@ pub struct JwtConfig {
     pub jwks_refetch_cooldown: Duration,
     #[serde(with = "humantime_serde", default = "defaults::jwks_timeout")]
     pub jwks_timeout: Duration,
+    /// How often the keys are fetched again in the background.
+    #[serde(with = "humantime_serde", default = "defaults::jwks_refresh_interval")]
+    pub jwks_refresh_interval: Duration,
+    /// The `typ` header every token must carry (`at+jwt` for RFC 9068 access tokens), for
+    /// issuers that set one; unset, a token's `typ` may be absent, `JWT` or `at+jwt`.
+    #[serde(default)]
+    pub required_typ: Option<String>,
 }
 
 impl JwtConfig {
@@ -248,6 +394,8 @@ impl JwtConfig {
             leeway: DEFAULT_JWT_LEEWAY,
             jwks_refetch_cooldown: DEFAULT_JWKS_REFETCH_COOLDOWN,
             jwks_timeout: DEFAULT_JWKS_TIMEOUT,
+            jwks_refresh_interval: DEFAULT_JWKS_REFRESH_INTERVAL,
+            required_typ: None,
         }
     }
 }
@@ -279,6 +427,12 @@ impl Validate for JwtConfig {
         problems.check(path, "jwks_timeout", !self.jwks_timeout.is_zero(), "must be more than zero");
         problems.check(
             path,
+            "jwks_refresh_interval",
+            (MIN_JWKS_REFETCH_COOLDOWN..=Duration::from_secs(86_400)).contains(&self.jwks_refresh_interval),
+            "must be between 1s and 24h",
+        );
+        problems.check(
+            path,
             "jwks_refetch_cooldown",
             self.jwks_refetch_cooldown >= MIN_JWKS_REFETCH_COOLDOWN,
             "must be at least 1s, or made-up key ids turn every request into a JWKS fetch",
@@ -294,6 +448,10 @@ pub struct ApiKeyEntry {
     pub sha256: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// A revoked key is refused with a message that says so; keep it listed until its holder
+    /// has moved on, so they learn why.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 impl Validate for ApiKeyEntry {
@@ -336,6 +494,15 @@ mod defaults {
     }
     pub fn jwks_refetch_cooldown() -> Duration {
         DEFAULT_JWKS_REFETCH_COOLDOWN
+    }
+    pub fn cors_max_age() -> Duration {
+        DEFAULT_CORS_MAX_AGE
+    }
+    pub fn jwks_refresh_interval() -> Duration {
+        DEFAULT_JWKS_REFRESH_INTERVAL
+    }
+    pub fn max_failures_per_minute() -> u32 {
+        DEFAULT_MAX_FAILURES_PER_MINUTE
     }
     pub fn jwks_timeout() -> Duration {
         DEFAULT_JWKS_TIMEOUT

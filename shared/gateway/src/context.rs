@@ -1,3 +1,4 @@
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -19,8 +20,12 @@ pub struct Deadline(pub Instant);
 /// passes through the stack.
 #[derive(Debug, Default)]
 pub struct RequestLog {
+    /// The route template that matched (`/v1/orders/{id}`), never the raw path.
+    pub route: OnceLock<String>,
     pub principal: OnceLock<String>,
     pub operation: OnceLock<String>,
+    /// The GraphQL cost of what the request ran (summed over a batch), as the limits computed it.
+    pub cost: AtomicU64,
     pub upstream: CallRecorder,
 }
 
@@ -51,6 +56,11 @@ impl RequestContext {
             .ok_or_else(|| GatewayError::Forbidden("this operation needs a user token".into()))
     }
 
+    /// The owner of the caller's data, as backends store it (see [`Identity::owner`]).
+    pub fn owner(&self) -> Result<String, GatewayError> {
+        self.principal()?.owner().ok_or_else(|| GatewayError::Forbidden("this operation needs a user token".into()))
+    }
+
     pub fn require_scope(&self, scope: &str) -> Result<&Identity, GatewayError> {
         let principal = self.principal()?;
         if principal.has_scope(scope) {
@@ -60,16 +70,17 @@ impl RequestContext {
         }
     }
 
-    fn from_parts(parts: &Parts) -> Result<Self, GatewayError> {
+    /// The context of a request from its extensions, for middleware that runs before extractors.
+    pub fn from_extensions(extensions: &http::Extensions) -> Result<Self, GatewayError> {
         let missing =
             |what: &str| GatewayError::Internal(format!("{what} missing: is the middleware stack installed?"));
-        let request_id = parts.extensions.get::<RequestId>().ok_or_else(|| missing("request id"))?.0.clone();
-        let log = parts.extensions.get::<Arc<RequestLog>>().cloned().unwrap_or_default();
+        let request_id = extensions.get::<RequestId>().ok_or_else(|| missing("request id"))?.0.clone();
+        let log = extensions.get::<Arc<RequestLog>>().cloned().unwrap_or_default();
         let mut upstream = CallContext::new(request_id.clone()).with_recorder(log.upstream.clone());
-        if let Some(Deadline(deadline)) = parts.extensions.get::<Deadline>() {
+        if let Some(Deadline(deadline)) = extensions.get::<Deadline>() {
             upstream = upstream.with_deadline(*deadline);
         }
-        if let Some(identity) = parts.extensions.get::<Arc<Identity>>() {
+        if let Some(identity) = extensions.get::<Arc<Identity>>() {
             upstream = upstream.with_identity(identity.clone());
         }
         Ok(Self { request_id, log, upstream })
@@ -80,6 +91,6 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Self::from_parts(parts)
+        Self::from_extensions(&parts.extensions)
     }
 }

@@ -4,7 +4,7 @@
 //! as a bare status with the error stashed in the response extensions; the
 //! [`RenderErrors`](crate::middleware::RenderErrors) stage near the top of every stack renders it
 //! in the BFF's [`ErrorFormat`] with the request id (linkerd's "error rescue"). GraphQL resolver
-//! errors are mapped by [`crate::graphql::execute`] with the same codes and messages.
+//! errors are mapped by [`crate::graphql::Endpoint::execute`] with the same codes and messages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,10 +34,17 @@ pub enum GatewayError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A GraphQL document or batch over one of the configured limits; `code` names the limit.
+    #[error("{message}")]
+    QueryRefused { code: &'static str, message: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request did not complete within {}ms", .0.as_millis())]
     RequestTimeout(Duration),
+    /// This client address has failed to authenticate too often; it may try again after
+    /// `retry_after`.
+    #[error("too many failed authentication attempts; retry after {}s", .retry_after.as_secs().max(1))]
+    TooManyFailedAttempts { retry_after: Duration },
     /// This replica is serving as many requests as it may; try again after `retry_after`.
     #[error("the server is overloaded; retry after {}s", .retry_after.as_secs().max(1))]
     Overloaded { retry_after: Duration },
@@ -57,9 +64,11 @@ impl GatewayError {
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::QueryRefused { code, .. } => code,
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
             Self::Overloaded { .. } => "OVERLOADED",
+            Self::TooManyFailedAttempts { .. } => "TOO_MANY_FAILED_ATTEMPTS",
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout { .. } => "UPSTREAM_TIMEOUT",
                 UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => "UPSTREAM_UNAVAILABLE",
@@ -77,11 +86,13 @@ impl GatewayError {
             "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
             "FORBIDDEN" => StatusCode::FORBIDDEN,
             "BAD_REQUEST" => StatusCode::BAD_REQUEST,
+            _ if matches!(self, Self::QueryRefused { .. }) => StatusCode::BAD_REQUEST,
             "NOT_FOUND" => StatusCode::NOT_FOUND,
             "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
             "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
             "REQUEST_TIMEOUT" | "UPSTREAM_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
             "UPSTREAM_UNAVAILABLE" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_FAILED_ATTEMPTS" => StatusCode::TOO_MANY_REQUESTS,
             "UPSTREAM_ERROR" => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -149,7 +160,7 @@ impl GatewayError {
     /// How long the client should wait before trying again, when we know.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Overloaded { retry_after } => Some(*retry_after),
+            Self::Overloaded { retry_after } | Self::TooManyFailedAttempts { retry_after } => Some(*retry_after),
             Self::Upstream(e) => e.retry_after(),
             _ => None,
         }

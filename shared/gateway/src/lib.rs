@@ -27,6 +27,7 @@ pub mod rest;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;
 
 pub use auth::{Authenticator, Principal};
 pub use context::{Deadline, RequestContext, RequestId, RequestLog};

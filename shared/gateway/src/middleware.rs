@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -17,7 +18,9 @@ use futures::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
 use tower::{Layer, Service};
 
+use crate::config::{CorsConfig, IpBlock};
 use crate::error::PendingError;
+use crate::server::PeerAddr;
 use crate::{Authenticator, Deadline, ErrorFormat, GatewayError, RequestId, RequestLog};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -151,7 +154,6 @@ impl Stage for AccessLog {
         let log = Arc::new(RequestLog::default());
         request.extensions_mut().insert(log.clone());
         let method = request.method().clone();
-        let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
         let response = next.run(request).await;
         let calls = log.upstream.calls();
@@ -163,8 +165,9 @@ impl Stage for AccessLog {
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
             method = %method,
-            route = route.as_deref().unwrap_or("(unmatched)"),
+            route = log.route.get().map(String::as_str).unwrap_or("(unmatched)"),
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
+            cost = log.cost.load(std::sync::atomic::Ordering::Relaxed),
             status = response.status().as_u16(),
             error_code = response.extensions().get::<PendingError>().map(|e| e.0.code()).unwrap_or("-"),
             latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
@@ -174,6 +177,86 @@ impl Stage for AccessLog {
         );
         response
     }
+}
+
+/// The address of the client a request is from: the connection's peer, or, when the peer is a
+/// configured trusted proxy, the nearest address in `X-Forwarded-For` that is not one. What an
+/// untrusted peer writes in that header is ignored, so it cannot pick the address its failed
+/// attempts are counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Most `X-Forwarded-For` entries read: proxies chains are short; a long header is an attack.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// The stage that sets [`ClientAddr`], trusting `X-Forwarded-For` from `trusted` proxies only.
+pub fn resolve_client_addr(trusted: Arc<[IpBlock]>) -> impl Fn(Request) -> Request + Clone {
+    move |mut request: Request| {
+        if let Some(PeerAddr(peer)) = request.extensions().get::<PeerAddr>().copied() {
+            let client = client_addr(peer.ip(), request.headers(), &trusted);
+            request.extensions_mut().insert(ClientAddr(client));
+        }
+        request
+    }
+}
+
+fn client_addr(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpBlock]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|block| block.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    // From the nearest hop outwards: each trusted proxy vouches for the one before it.
+    for hop in hops.iter().rev().take(MAX_FORWARDED_HOPS) {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => client = ip,
+            Ok(ip) => return ip,
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// CORS from config: exact origins (or `*` without credentials), the methods and headers our
+/// APIs take, and the request id exposed to scripts.
+pub fn cors(config: &CorsConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if config.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([http::Method::GET, http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            http::header::ACCEPT,
+            http::HeaderName::from_static(REQUEST_ID_HEADER),
+            http::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([http::HeaderName::from_static(REQUEST_ID_HEADER)])
+        .allow_credentials(config.allow_credentials)
+        .max_age(config.max_age)
+}
+
+/// Tells the access log which route template matched: the log sits outside the router, where
+/// only the raw path is known.
+pub fn record_route(request: Request) -> Request {
+    if let (Some(path), Some(log)) =
+        (request.extensions().get::<MatchedPath>(), request.extensions().get::<Arc<RequestLog>>())
+    {
+        let _ = log.route.set(path.as_str().to_owned());
+    }
+    request
 }
 
 /// Renders every [`GatewayError`] raised below it in the BFF's format, with the request id.
@@ -292,13 +375,21 @@ impl Stage for Authenticate {
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send,
     {
-        match self.0.authenticate(request.headers()).await {
+        let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+        match self.0.authenticate(request.headers(), client).await {
             Ok(identity) => {
                 if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
                     let _ = log.principal.set(identity.to_string());
                 }
                 request.extensions_mut().insert(Arc::<Identity>::new(identity));
-                next.run(request).await
+                let mut response = next.run(request).await;
+                // One caller's data must not land in a shared cache, unless a handler said how
+                // it may be cached.
+                response
+                    .headers_mut()
+                    .entry(http::header::CACHE_CONTROL)
+                    .or_insert(HeaderValue::from_static("no-store"));
+                response
             }
             Err(error) => error.into_response(),
         }

@@ -42,6 +42,10 @@ impl Draining {
     }
 }
 
+/// The address of the peer a request's connection came from (a proxy, if there is one).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Serves `router` on `listener` under `config`'s connection limits until `shutdown` completes,
 /// then drains for at most `config.shutdown_grace`.
 pub async fn serve(
@@ -52,6 +56,8 @@ pub async fn serve(
 ) -> io::Result<()> {
     let draining = Draining::default();
     let router = router.layer(Extension(draining.clone()));
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose().map_err(io::Error::other)?;
+    let handshake_timeout = config.header_read_timeout;
     let builder = connection_builder(config);
     let idle_timeout = config.idle_timeout;
     let open = Arc::new(Semaphore::new(config.max_connections));
@@ -75,9 +81,9 @@ pub async fn serve(
             permit = open.clone().acquire_owned() => permit.map_err(io::Error::other)?,
             () = &mut stop_accepting => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -87,9 +93,25 @@ pub async fn serve(
             () = &mut stop_accepting => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, router, closing) = (builder.clone(), router.clone(), closing.clone());
+        let (builder, closing, tls) = (builder.clone(), closing.clone(), tls.clone());
+        let router = router.clone();
         connections.spawn(async move {
-            serve_connection(&builder, stream, router, idle_timeout, closing).await;
+            let activity = Arc::new(Activity::new());
+            let tracked = Tracked { inner: stream, activity: activity.clone() };
+            match tls {
+                None => serve_connection(&builder, tracked, peer, activity, router, idle_timeout, closing).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head: a client that never finishes
+                    // it holds a connection slot for no longer than that.
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tracked)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(&builder, stream, peer, activity, router, idle_timeout, closing).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
         // Reap finished connections so the set holds only live ones.
@@ -124,18 +146,27 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// One connection until it ends, is idle for `idle_timeout` (no request in flight, no bytes
 /// moving), or the server drains; the last two close it gracefully.
-async fn serve_connection(
+async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    stream: I,
+    peer: std::net::SocketAddr,
+    activity: Arc<Activity>,
     router: Router,
     idle_timeout: Duration,
     mut closing: watch::Receiver<bool>,
-) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let tracked = activity.clone();
     let service = router
-        .map_request(|request: Request<hyper::body::Incoming>| request.map(axum::body::Body::new))
+        .map_request(move |request: Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            // Every request knows the address it came from; the client-address stage decides
+            // whether to believe what the request says beyond that.
+            request.extensions_mut().insert(PeerAddr(peer));
+            request
+        })
         .map_future(move |response| {
             // Held by the response future, so a request hyper abandons (a reset stream) is
             // counted out as surely as one that is answered.

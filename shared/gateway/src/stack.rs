@@ -4,10 +4,14 @@
 //!
 //! 1. sensitive headers: `Authorization`, `Cookie`, `X-API-Key` are marked so no log prints them
 //!    (tower-http);
+//!    and `X-Content-Type-Options: nosniff` on every response;
 //! 2. request id: a well-formed `X-Request-Id` is kept, otherwise a UUIDv7 is minted; echoed on
 //!    the response (tower-http), readable by everything below as [`RequestId`](crate::RequestId);
+//!    then the client address ([`ClientAddr`](crate::middleware::ClientAddr)): the peer, or what a
+//!    configured trusted proxy says in `X-Forwarded-For`;
 //! 3. access log: one JSON line per request, bounded fields only;
 //! 4. error rendering: the single place a [`GatewayError`](crate::GatewayError) becomes a body;
+//!    then CORS (`[server.cors]`: preflights answered here, before limits and authentication);
 //! 5. overload: at most `max_concurrent_requests` in flight; past it an immediate 503
 //!    `OVERLOADED` with `Retry-After`, never a queue (tower's `GlobalConcurrencyLimit` and
 //!    `LoadShed`). `/healthz` and `/readyz` join the stack above this point, so a replica busy
@@ -19,20 +23,24 @@
 //! 10. body limit: a declared `Content-Length` over the limit is refused before reading, a
 //!     streamed body is cut at the limit (tower-http); the body is never buffered here;
 //! 11. routing, then authentication on API routes only (probes stay open): headers only, so a
-//!     request without valid credentials is refused before its body is read.
+//!     request without valid credentials is refused before its body is read; a client address
+//!     past its failed attempts is refused before any verification; an authenticated response
+//!     gets `Cache-Control: no-store` unless the handler set a cache policy.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use http::header::{AUTHORIZATION, COOKIE, HeaderName};
+use http::HeaderValue;
+use http::header::{self, AUTHORIZATION, COOKIE, HeaderName};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::API_KEY_HEADER;
 use crate::config::ServerConfig;
@@ -88,11 +96,11 @@ impl InboundStack {
         } else {
             api
         };
-        let mut router = Router::new()
-            .merge(api)
-            .merge(public)
-            .fallback(mw::not_found)
-            .method_not_allowed_fallback(mw::method_not_allowed);
+        let mut router = Router::new().merge(api).merge(public);
+        if router.has_routes() {
+            router = router.route_layer(tower::util::MapRequestLayer::new(mw::record_route));
+        }
+        router = router.fallback(mw::not_found).method_not_allowed_fallback(mw::method_not_allowed);
 
         // Layers wrap what is already there, so the stack is applied from the inside out.
         let limit = server.body_limit_bytes;
@@ -125,6 +133,12 @@ impl InboundStack {
         // the overload limit: a replica busy to its limit is alive, and must not be restarted
         // for failing its liveness probe.
         let router = router.merge(health::routes(Readiness::new(authenticator, backends)));
+        // CORS sits inside error rendering, so its own refusals never need one, and outside the
+        // overload limit and authentication: a preflight carries no credentials and is cheap.
+        let router = match &server.cors {
+            Some(cors) => router.layer(mw::cors(cors)),
+            None => router,
+        };
         let request_id = HeaderName::from_static(mw::REQUEST_ID_HEADER);
         router.layer(
             ServiceBuilder::new()
@@ -133,10 +147,16 @@ impl InboundStack {
                     COOKIE,
                     HeaderName::from_static(API_KEY_HEADER),
                 ]))
+                // Browsers must not guess a type other than the one we send.
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
                 .map_request(mw::drop_malformed_request_id)
                 .layer(SetRequestIdLayer::new(request_id.clone(), mw::MintRequestId))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .map_request(mw::expose_request_id)
+                .map_request(mw::resolve_client_addr(server.trusted_proxies.clone().into()))
                 .layer(StageLayer::new(mw::AccessLog))
                 .layer(StageLayer::new(mw::RenderErrors(format))),
         )

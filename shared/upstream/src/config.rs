@@ -29,6 +29,11 @@ pub struct UpstreamConfig {
     /// backends behind a private CA.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Pass the backend's own rejection text (a 4xx body's message, a gRPC status message) on to
+    /// clients. Only for backends that write those messages for clients; otherwise clients get a
+    /// generic message with the code, and internal detail stays inside.
+    #[serde(default)]
+    pub expose_errors: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -41,7 +46,13 @@ fn default_connect_timeout() -> Duration {
 
 impl UpstreamConfig {
     pub fn new(url: Url) -> Self {
-        Self { url, timeout: DEFAULT_UPSTREAM_TIMEOUT, connect_timeout: DEFAULT_CONNECT_TIMEOUT, ca_file: None }
+        Self {
+            url,
+            timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ca_file: None,
+            expose_errors: false,
+        }
     }
 
     /// Problems with this section, as `(field, message)` pairs for the caller to prefix with

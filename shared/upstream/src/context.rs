@@ -22,6 +22,17 @@ pub mod headers {
     pub const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
 }
 
+/// How a caller proved who it is: each kind owns data in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// An end user's token (mobile, web).
+    User,
+    /// A partner's API key.
+    ApiKey,
+    /// A partner's OAuth2 client-credentials token.
+    OAuthClient,
+}
+
 /// Who a request acts for, as verified by the gateway: the one identity type of the platform.
 /// The inbound side makes it once per request from the credential; every backend call shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +41,24 @@ pub struct Identity {
     pub user_id: Option<String>,
     /// The client application or partner that made the call.
     pub client_id: String,
+    pub credential: Credential,
     pub scopes: Vec<String>,
 }
 
 impl Identity {
+    /// The owner of the data this caller creates and reads, as backends store it: `user:{id}`,
+    /// `key:{client}` or `client:{client}`. The prefixes keep the namespaces apart, so a user
+    /// whose id is `key:acme` (or `client:acme`) can never own what the partner `acme` owns.
+    /// `None` only for a user credential without a user, which the gateway never makes.
+    pub fn owner(&self) -> Option<String> {
+        Some(match (self.credential, &self.user_id) {
+            (Credential::User, Some(user)) => format!("user:{user}"),
+            (Credential::User, None) => return None,
+            (Credential::ApiKey, _) => format!("key:{}", self.client_id),
+            (Credential::OAuthClient, _) => format!("client:{}", self.client_id),
+        })
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }

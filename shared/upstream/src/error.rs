@@ -1,5 +1,8 @@
 use std::time::Duration;
 
+/// What a client is told when a backend that does not expose its error text rejects a call.
+pub const GENERIC_REJECTION: &str = "the request was rejected";
+
 /// Why a backend call failed, and which backend it was.
 ///
 /// The kinds are the ones retry and breaker decisions need: whether the request ever left

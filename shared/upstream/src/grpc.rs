@@ -18,6 +18,7 @@ use crate::{Target, UpstreamConfig, UpstreamError, UpstreamRequest};
 pub struct GrpcTransport {
     service: &'static str,
     timeout: Duration,
+    expose_errors: bool,
     channel: Channel,
 }
 
@@ -38,7 +39,12 @@ impl GrpcTransport {
             }
             endpoint = endpoint.tls_config(tls).map_err(|e| config_error(error_chain(&e)))?;
         }
-        Ok(Self { service, timeout: config.timeout, channel: endpoint.connect_lazy() })
+        Ok(Self {
+            service,
+            timeout: config.timeout,
+            expose_errors: config.expose_errors,
+            channel: endpoint.connect_lazy(),
+        })
     }
 
     pub(crate) fn channel(&self) -> Channel {
@@ -49,7 +55,7 @@ impl GrpcTransport {
         self.timeout
     }
 
-    fn status_error(service: &'static str, status: &Status, budget: Duration) -> UpstreamError {
+    fn status_error(service: &'static str, status: &Status, budget: Duration, expose_errors: bool) -> UpstreamError {
         // A status with a source was made on this side, from a transport error; one without came
         // over the wire from the backend.
         if let Some(source) = std::error::Error::source(status) {
@@ -68,7 +74,12 @@ impl GrpcTransport {
             Code::Unavailable | Code::ResourceExhausted => UpstreamError::Overloaded { service, retry_after: None },
             Code::NotFound => UpstreamError::NotFound { service },
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::AlreadyExists => {
-                UpstreamError::Rejected { service, message: status.message().chars().take(200).collect() }
+                let message = if expose_errors {
+                    status.message().chars().take(200).collect()
+                } else {
+                    crate::error::GENERIC_REJECTION.to_owned()
+                };
+                UpstreamError::Rejected { service, message }
             }
             code => UpstreamError::Failed { service, detail: format!("gRPC {code:?}") },
         }
@@ -88,6 +99,7 @@ impl Service<UpstreamRequest> for GrpcTransport {
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let (service, budget) = (self.service, request.budget.unwrap_or(self.timeout));
+        let expose_errors = self.expose_errors;
         // The ready channel goes into the call; a fresh clone waits for the next poll_ready.
         let fresh = self.channel.clone();
         let channel = std::mem::replace(&mut self.channel, fresh);
@@ -110,7 +122,7 @@ impl Service<UpstreamRequest> for GrpcTransport {
             grpc.ready().await.map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })?;
             match grpc.unary(rpc, path, RawCodec).await {
                 Ok(response) => Ok(response.into_inner()),
-                Err(status) => Err(Self::status_error(service, &status, budget)),
+                Err(status) => Err(Self::status_error(service, &status, budget, expose_errors)),
             }
         })
     }

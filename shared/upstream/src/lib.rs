@@ -33,7 +33,7 @@ pub mod tls;
 
 pub use call::{CachePolicy, Call, Target, UpstreamRequest};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig, Upstreams};
-pub use context::{CallContext, CallOutcome, CallRecorder, Identity, UpstreamCall, headers};
+pub use context::{CallContext, CallOutcome, CallRecorder, Credential, Identity, UpstreamCall, headers};
 pub use error::UpstreamError;
 pub use grpc::GrpcTransport;
 pub use rest::RestTransport;

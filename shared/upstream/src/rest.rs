@@ -19,12 +19,53 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest `Retry-After` we pass on: a backend asking for more is wrong, and clients would give up.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// Whether `segment` can only ever be read as itself: not empty, no control characters (tabs,
+/// CR, LF and the rest, which some parsers strip and some log forgers use), and not `.` or `..`
+/// once percent-decoded (as often as a chain of proxies might) and trimmed of whitespace.
+pub(crate) fn is_safe_segment(segment: &str) -> bool {
+    if segment.is_empty() || segment.chars().any(char::is_control) {
+        return false;
+    }
+    let mut decoded = segment.to_owned();
+    // Percent-encoding nests; each pass shortens the text, so this ends.
+    for _ in 0..4 {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    !matches!(decoded.trim(), "" | "." | "..") && !decoded.chars().any(char::is_control)
+}
+
+/// `%XX` sequences decoded (lossily), the rest kept.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The transport of a JSON-over-HTTP backend: the bottom of its stack.
 #[derive(Debug, Clone)]
 pub struct RestTransport {
     service: &'static str,
     base: Url,
     timeout: Duration,
+    expose_errors: bool,
     http: reqwest::Client,
 }
 
@@ -42,7 +83,13 @@ impl RestTransport {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| config_error(error_chain(&e)))?;
-        Ok(Self { service, base: config.url.clone(), timeout: config.timeout, http })
+        Ok(Self {
+            service,
+            base: config.url.clone(),
+            timeout: config.timeout,
+            expose_errors: config.expose_errors,
+            http,
+        })
     }
 
     /// Readiness: does the backend answer `GET /segment/segment` with a success status in time?
@@ -86,13 +133,14 @@ impl RestTransport {
     }
 
     /// The URL of `path` below the base. Each segment is percent-encoded (`/`, `?`, `#` and `%`
-    /// included), and the segments URL parsers treat as navigation (`.`, `..`, empty) are refused,
-    /// so a segment that came from a client can only ever name one resource at its place.
+    /// included), and segments that are or could become navigation are refused (see
+    /// [`is_safe_segment`]), so a segment that came from a client can only ever name one resource
+    /// at its place, whatever a proxy or backend on the way decodes or trims.
     fn url(&self, path: &[impl AsRef<str>]) -> Result<Url, UpstreamError> {
-        if let Some(bad) = path.iter().map(AsRef::as_ref).find(|s| matches!(*s, "" | "." | "..")) {
+        if let Some(bad) = path.iter().map(AsRef::as_ref).find(|s| !is_safe_segment(s)) {
             return Err(UpstreamError::InvalidArgument {
                 service: self.service,
-                reason: format!("`{bad}` cannot be a path segment"),
+                reason: format!("{:?} cannot be a path segment", bad.chars().take(64).collect::<String>()),
             });
         }
         let mut url = self.base.clone();
@@ -143,7 +191,12 @@ impl RestTransport {
                 UpstreamError::Failed { service, detail: format!("HTTP {status}") }
             }
             status if status.is_client_error() => {
-                UpstreamError::Rejected { service, message: rejection_message(&body) }
+                let message = if self.expose_errors {
+                    rejection_message(&body)
+                } else {
+                    crate::error::GENERIC_REJECTION.to_owned()
+                };
+                UpstreamError::Rejected { service, message }
             }
             _ => UpstreamError::Failed { service, detail: format!("HTTP {status}") },
         })
@@ -224,10 +277,13 @@ mod tests {
         let client = client("http://127.0.0.1:1");
         let url = client.url(&["products", "../admin?x=1#y"]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:1/products/..%2Fadmin%3Fx=1%23y");
-        // `%2e%2e` would be `..` to a URL parser; escaped, it stays the literal id it was.
-        let url = client.url(&["products", "%2e%2e", "stock"]).unwrap();
-        assert_eq!(url.path(), "/products/%252e%252e/stock");
-        for navigation in ["..", ".", ""] {
+        // A `%` that is not navigation stays the literal id it was.
+        let url = client.url(&["products", "50%off", "stock"]).unwrap();
+        assert_eq!(url.path(), "/products/50%25off/stock");
+        // Navigation, and what any decoder or trimmer on the way would turn into navigation.
+        for navigation in
+            ["..", ".", "", "%2e%2e", ".%2E", "%252e%252e", " .. ", "\t..", "..\r\n", "a\nb", "\u{0}", "%0a"]
+        {
             let error = client.url(&["products", navigation]).unwrap_err();
             assert_eq!(error.kind(), "invalid_argument", "{navigation:?}");
         }
