@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod attacks;
 mod config;
 mod gateway;
 mod inbound;

@@ -25,17 +25,28 @@ use crate::PartnerClient;
 /// A throwaway key generated for this demo and committed on purpose: it signs tokens only the demo
 /// backends and local BFFs trust. Never use it (or anything signed with it) outside local runs.
 const DEMO_SIGNING_KEY: &[u8] = include_bytes!("../keys/demo-signing-key.pem");
-pub(crate) const KID: &str = "demo-2026";
+pub const KID: &str = "demo-2026";
+/// The key the demo rotates to (see [`crate::Demo::rotate_keys`]); just as throwaway.
+const NEXT_SIGNING_KEY: &[u8] = include_bytes!("../keys/demo-signing-key-2027.pem");
+pub const NEXT_KID: &str = "demo-2027";
 
 /// Client-credentials tokens are for the partner BFF.
 const PARTNER_AUDIENCE: &str = "partner";
 const CLIENT_TOKEN_TTL_S: i64 = 3600;
 
-/// Signs every token the demo hands out and publishes the matching public key.
+/// Signs every token the demo hands out and publishes the matching public keys. Keys can be
+/// rotated at run time, as an identity provider does: a new key published, then signed with, then
+/// the old one withdrawn.
 pub(crate) struct Signer {
-    key: EncodingKey,
-    jwks: JwkSet,
+    keys: Vec<(String, EncodingKey, Jwk)>,
+    rotation: std::sync::RwLock<Rotation>,
     issuer: String,
+}
+
+#[derive(Clone)]
+struct Rotation {
+    published: Vec<String>,
+    signing: String,
 }
 
 #[derive(Serialize)]
@@ -53,11 +64,16 @@ struct Claims<'a> {
 
 impl Signer {
     pub(crate) fn new(issuer: String) -> Result<Self, jsonwebtoken::errors::Error> {
-        let key = EncodingKey::from_rsa_pem(DEMO_SIGNING_KEY)?;
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256)?;
-        jwk.common.key_id = Some(KID.to_owned());
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        let signer = Self { key, jwks: JwkSet { keys: vec![jwk] }, issuer };
+        let mut keys = Vec::new();
+        for (kid, pem) in [(KID, DEMO_SIGNING_KEY), (NEXT_KID, NEXT_SIGNING_KEY)] {
+            let key = EncodingKey::from_rsa_pem(pem)?;
+            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256)?;
+            jwk.common.key_id = Some(kid.to_owned());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            keys.push((kid.to_owned(), key, jwk));
+        }
+        let rotation = Rotation { published: vec![KID.to_owned()], signing: KID.to_owned() };
+        let signer = Self { keys, rotation: std::sync::RwLock::new(rotation), issuer };
         // Sign once now so a broken key fails `Demo::start` instead of a later request.
         signer.mint("probe", "probe", "", 60, None)?;
         Ok(signer)
@@ -86,9 +102,47 @@ impl Signer {
             scope: (!scope.is_empty()).then_some(scope),
             client_id,
         };
+        let signing = self.rotation().signing;
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(KID.to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        header.kid = Some(signing.clone());
+        jsonwebtoken::encode(&header, &claims, self.key(&signing))
+    }
+
+    fn rotation(&self) -> Rotation {
+        self.rotation.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn key(&self, kid: &str) -> &EncodingKey {
+        // `rotate` only accepts kids of `keys`, and `new` signs with the first.
+        let (_, key, _) = self.keys.iter().find(|(k, _, _)| k == kid).unwrap_or(&self.keys[0]);
+        key
+    }
+
+    /// Publishes `published` in the JWKS and signs new tokens with `signing`; unknown kids are an
+    /// error naming them.
+    pub(crate) fn rotate(&self, published: &[&str], signing: &str) -> Result<(), String> {
+        let known = |kid: &str| self.keys.iter().any(|(k, _, _)| k == kid);
+        if let Some(unknown) = published.iter().chain([&signing]).find(|kid| !known(kid)) {
+            return Err(format!("the demo has no key `{unknown}`"));
+        }
+        let rotation =
+            Rotation { published: published.iter().map(|k| (*k).to_owned()).collect(), signing: signing.to_owned() };
+        *self.rotation.write().unwrap_or_else(std::sync::PoisonError::into_inner) = rotation;
+        Ok(())
+    }
+
+    /// Signs `header` and `claims` exactly as given (JSON), with the key named `kid`: for tests
+    /// that need tokens no well-behaved issuer would mint (critical headers, odd types).
+    pub(crate) fn sign_raw(&self, header: &serde_json::Value, claims: &serde_json::Value, kid: &str) -> String {
+        let encode = |value: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string().as_bytes())
+        };
+        let message = format!("{}.{}", encode(header), encode(claims));
+        // Signing with a valid RSA key does not fail.
+        #[allow(clippy::expect_used)]
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), self.key(kid), Algorithm::RS256).expect("an RSA key signs");
+        format!("{message}.{signature}")
     }
 }
 
@@ -108,7 +162,10 @@ pub(crate) fn router(signer: Arc<Signer>, clients: Vec<PartnerClient>, dev_token
 }
 
 async fn jwks(State(state): State<IdentityState>) -> Json<JwkSet> {
-    Json(state.signer.jwks.clone())
+    let published = state.signer.rotation().published;
+    let keys =
+        state.signer.keys.iter().filter(|(kid, _, _)| published.contains(kid)).map(|(_, _, jwk)| jwk.clone()).collect();
+    Json(JwkSet { keys })
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {

@@ -37,6 +37,7 @@ pub use control::{Faults, RecordedCall, ServiceControl, parse_grpc_timeout};
 
 use control::Controls;
 use identity::Signer;
+pub use identity::{KID, NEXT_KID};
 
 /// One port per service; 0 lets the OS pick (see [`Demo::addrs`](Demo) for what it picked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +249,17 @@ impl Demo {
         // `Demo::start` already signed a token with this key, so signing cannot fail here.
         #[allow(clippy::expect_used)]
         self.signer.mint(sub, aud, scope, ttl_s, None).expect("the demo key signed a token at start-up")
+    }
+
+    /// Rotates the identity service's keys: publishes exactly `published` in the JWKS and signs
+    /// new tokens with `signing`. The demo has two keys, [`KID`] (the start) and [`NEXT_KID`].
+    pub fn rotate_keys(&self, published: &[&str], signing: &str) -> Result<(), String> {
+        self.signer.rotate(published, signing)
+    }
+
+    /// A token with exactly this JOSE header and these claims, signed (RS256) with key `kid`.
+    pub fn sign_raw(&self, header: &serde_json::Value, claims: &serde_json::Value, kid: &str) -> String {
+        self.signer.sign_raw(header, claims, kid)
     }
 
     /// The faults and recordings of one service by name, for in-process tests that prefer it to
