@@ -109,3 +109,56 @@ async fn grpc_calls_over_https_verify_the_server() {
     let untrusting = bff_backends::InventoryClient::new(&pki.upstream(addr, false)).unwrap();
     assert!(untrusting.probe().await.is_err());
 }
+
+/// A BFF terminating TLS itself (`[server.tls]`, offering HTTP/2 and HTTP/1.1 by ALPN); plain HTTP on the
+/// same port gets no answer.
+#[tokio::test]
+async fn a_bff_terminates_tls_when_configured() {
+    let t = crate::support::TestStack::start().await;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let dir = std::env::temp_dir().join(format!("bff-inbound-tls-{}-{}", std::process::id(), fastrand()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let mut config =
+        bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), std::time::Duration::from_secs(2));
+    config.server.tls = Some(bff_gateway::config::TlsConfig { cert_file, key_file });
+    let (addr, _server) = bff_platform::spawn_server_with(
+        mobile_bff::app(config.clone()).unwrap(),
+        &config.server,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let response = client.get(format!("https://localhost:{}/healthz", addr.port())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let token = t.token("u-1", "mobile");
+    let response = client
+        .post(format!("https://localhost:{}/graphql", addr.port()))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "query": "{ home { user { id } } }" }))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["home"]["user"]["id"], "u-1");
+    assert!(t.http.get(format!("http://{addr}/healthz")).send().await.is_err(), "plain HTTP is not served");
+
+    // A key that does not match is a config error naming the files.
+    let other = KeyPair::generate().unwrap();
+    let mismatched = dir.join("other.pem");
+    std::fs::write(&mismatched, other.serialize_pem()).unwrap();
+    let tls = bff_gateway::config::TlsConfig { cert_file: dir.join("missing.pem"), key_file: mismatched };
+    assert!(bff_gateway::tls::server_config(&tls).unwrap_err().contains("missing.pem"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
