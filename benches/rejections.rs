@@ -55,7 +55,10 @@ fn main() {
             ("cost from first: 100000", "{ home { recentOrders(first: 100000) { id } } }".to_owned()),
             ("100 aliased home screens", format!("{{ {aliases} }}")),
             ("3000 tokens", format!("{{ home {{ user {{ {} }} }} }}", "id ".repeat(3000))),
-            ("10 directives on a field", format!("{{ home {{ user {{ id {} }} }} }}", "@include(if: true) ".repeat(10))),
+            (
+                "10 directives on a field",
+                format!("{{ home {{ user {{ id {} }} }} }}", "@include(if: true) ".repeat(10)),
+            ),
             ("20 KiB document", format!("{{ __typename }} # {}", "x".repeat(20 * 1024))),
             ("introspection (allowed here)", "{ __schema { queryType { name } } }".to_owned()),
         ];
@@ -64,7 +67,10 @@ fn main() {
         for (name, query) in &cases {
             let (per_request, status) = time(&router, &token, query, iterations).await;
             let ratio = per_request.as_secs_f64() / baseline.as_secs_f64();
-            println!("  {name:<32} {status}  {:>8.1} µs   ratio to baseline {ratio:.2}", per_request.as_secs_f64() * 1e6);
+            println!(
+                "  {name:<32} {status}  {:>8.1} µs   ratio to baseline {ratio:.2}",
+                per_request.as_secs_f64() * 1e6
+            );
         }
         // A refused token: the cost of a 401 (no signature work for an unknown key id).
         let forged = format!("{}x", &token[..token.len() - 1]);
