@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::post;
 use bff_gateway::graphql::{self, GraphQlRequest};
 use bff_gateway::stack::InboundStack;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat, RequestContext};
@@ -31,11 +31,8 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
     let endpoint = schema::endpoint(backends.clone(), &config.own.graphql)?;
-    let api = Router::new().route("/graphql", post(graphql_handler)).with_state(endpoint);
-    let mut public = Router::new();
-    if config.own.graphql.graphiql {
-        public = public.route("/graphql", get(|| async { graphql::graphiql("/graphql") }));
-    }
+    let api = Router::new().route("/graphql", post(graphql_handler)).with_state((endpoint, backends.clone()));
+    let public = graphql::public_routes(&config.own.graphql);
     Ok(InboundStack::new(&config.server, ErrorFormat::GraphQl, authenticator)
         .backend("users", Arc::new(backends.users))
         .backend("orders", Arc::new(backends.orders))
@@ -44,8 +41,11 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
         .build(api, public))
 }
 
-async fn graphql_handler(State(endpoint): State<WebEndpoint>, cx: RequestContext, request: GraphQlRequest) -> Response {
-    let backends = endpoint.schema().data::<Backends>().expect("endpoint() always adds the backends").clone();
+async fn graphql_handler(
+    State((endpoint, backends)): State<(WebEndpoint, Backends)>,
+    cx: RequestContext,
+    request: GraphQlRequest,
+) -> Response {
     let upstream = cx.upstream().clone();
     endpoint
         .execute(cx, request, |request| {

@@ -101,11 +101,6 @@ impl Authenticator {
             (None, None) => Err(unauthenticated("missing credentials")),
         }
     }
-
-    /// Failed attempts from `client` in the current window.
-    pub fn failed_attempts(&self, client: IpAddr) -> u32 {
-        self.failures.count(client)
-    }
 }
 
 /// Ready when tokens can be verified: the signing keys are loaded.
@@ -135,10 +130,6 @@ impl FailedAttempts {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
         self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn count(&self, client: IpAddr) -> u32 {
-        self.lock().get(&client).filter(|(start, _)| start.elapsed() < FAILURE_WINDOW).map_or(0, |(_, n)| *n)
     }
 
     /// How long `client` must wait, when it has used up its failures for this window.

@@ -352,17 +352,9 @@ enum Memo {
     Done(Figures),
 }
 
-/// What the analysis found for the operation that will run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Analysis {
-    pub cost: u64,
-    pub depth: u32,
-    pub fields: u64,
-}
-
 /// Checks a parsed document against `limits` under `model`; `introspection` says whether
-/// `__schema` and `__type` may be asked for. Returns the figures of the operation named
-/// `operation_name` (or the only one).
+/// `__schema` and `__type` may be asked for. Returns the cost of the operation named
+/// `operation_name` (or the only one); 0 when none matches (async-graphql names that problem).
 pub fn analyze(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
@@ -370,7 +362,7 @@ pub fn analyze(
     model: &CostModel,
     limits: &QueryLimits,
     introspection: bool,
-) -> Result<Analysis, Refusal> {
+) -> Result<u64, Refusal> {
     let mut walk = Walk { document, model, limits, variables: HashMap::new(), memo: HashMap::new() };
     // Every fragment first, used or not, with no operation's variables (they are not in scope).
     for (name, fragment) in &document.fragments {
@@ -404,32 +396,20 @@ pub fn analyze(
             walk.memo = memo;
         }
         walk.check_size(&figures, introspection)?;
-        if figures.width > limits.max_root_fields {
-            return Err(Refusal::over(
+        for (code, what, value, key, limit) in [
+            (
                 "TOO_MANY_ROOT_FIELDS",
                 "the operation's root field count",
                 figures.width,
                 "max_root_fields",
                 limits.max_root_fields,
-            ));
-        }
-        if figures.aliases > limits.max_aliases {
-            return Err(Refusal::over(
-                "TOO_MANY_ALIASES",
-                "the operation's alias count",
-                figures.aliases,
-                "max_aliases",
-                limits.max_aliases,
-            ));
-        }
-        if figures.cost > limits.max_cost {
-            return Err(Refusal::over(
-                "QUERY_TOO_COSTLY",
-                "the query's cost",
-                figures.cost,
-                "max_cost",
-                limits.max_cost,
-            ));
+            ),
+            ("TOO_MANY_ALIASES", "the operation's alias count", figures.aliases, "max_aliases", limits.max_aliases),
+            ("QUERY_TOO_COSTLY", "the query's cost", figures.cost, "max_cost", limits.max_cost),
+        ] {
+            if value > limit {
+                return Err(Refusal::over(code, what, value, key, limit));
+            }
         }
         let selected = match (&document.operations, operation_name, name) {
             (DocumentOperations::Single(_), _, _) => true,
@@ -438,11 +418,10 @@ pub fn analyze(
             _ => false,
         };
         if selected {
-            chosen = Some(Analysis { cost: figures.cost, depth: figures.depth, fields: figures.fields });
+            chosen = Some(figures.cost);
         }
     }
-    // No matching operation: async-graphql names the problem; there is nothing to cost.
-    Ok(chosen.unwrap_or(Analysis { cost: 0, depth: 0, fields: 0 }))
+    Ok(chosen.unwrap_or(0))
 }
 
 struct Walk<'a> {
@@ -463,23 +442,19 @@ impl<'a> Walk<'a> {
                 message: "introspection is disabled on this endpoint (graphql.introspection)".into(),
             });
         }
-        if figures.fields > limits.max_fields {
-            return Err(Refusal::over(
+        for (code, what, value, key, limit) in [
+            (
                 "TOO_MANY_FIELDS",
                 "the field count after fragment expansion",
                 figures.fields,
                 "max_fields",
                 limits.max_fields,
-            ));
-        }
-        if figures.depth > limits.max_depth {
-            return Err(Refusal::over(
-                "QUERY_TOO_DEEP",
-                "the query's depth",
-                figures.depth,
-                "max_depth",
-                limits.max_depth,
-            ));
+            ),
+            ("QUERY_TOO_DEEP", "the query's depth", figures.depth.into(), "max_depth", limits.max_depth.into()),
+        ] {
+            if value > limit {
+                return Err(Refusal::over(code, what, value, key, limit));
+            }
         }
         Ok(())
     }

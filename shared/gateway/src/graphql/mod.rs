@@ -137,10 +137,6 @@ where
         Self { schema, model: Arc::new(model), limits: config.limits.clone(), introspection: config.introspection }
     }
 
-    pub fn schema(&self) -> &Schema<Q, M, S> {
-        &self.schema
-    }
-
     /// Runs a request or a batch. Each operation is checked against the limits on its one parse
     /// before async-graphql validates or runs it; `prepare` adds per-operation data (data loaders,
     /// memos) to each. A single request refused before it ran answers 400.
@@ -231,7 +227,7 @@ where
             code: "GRAPHQL_PARSE_FAILED",
             message: format!("the document does not parse: {e}"),
         })?;
-        let analysis = limits::analyze(
+        let cost = limits::analyze(
             &document,
             request.operation_name.as_deref(),
             &request.variables,
@@ -239,7 +235,7 @@ where
             limits,
             self.introspection,
         )?;
-        cx.log.cost.fetch_add(analysis.cost, std::sync::atomic::Ordering::Relaxed);
+        cx.log.cost.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
         Ok(document)
     }
 }
@@ -465,6 +461,17 @@ fn set_request_id(error: &mut ServerError, request_id: &str) {
 /// GraphiQL, pointed at `endpoint`.
 pub fn graphiql(endpoint: &str) -> Html<String> {
     Html(async_graphql::http::GraphiQLSource::build().endpoint(endpoint).finish())
+}
+
+/// The routes a GraphQL BFF serves without credentials: GraphiQL on `GET /graphql` when
+/// `config` turns it on (it holds no data; its queries still need a token).
+pub fn public_routes(config: &GraphQlConfig) -> axum::Router {
+    let routes = axum::Router::new();
+    if config.graphiql {
+        routes.route("/graphql", axum::routing::get(|| async { graphiql("/graphql") }))
+    } else {
+        routes
+    }
 }
 
 /// The [`RequestContext`] that [`execute`] put into every request.
