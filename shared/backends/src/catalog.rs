@@ -1,34 +1,101 @@
 use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
 use serde::Deserialize;
 
+use crate::Member;
+
+const SERVICE: &str = "catalog";
+
 /// A product as BFFs may show it. The catalog sends about forty fields, including internal ones
-/// (cost, supplier); a BFF that asks for `fields` gets only those, so everything but the id is
-/// optional here.
+/// (cost, supplier); a BFF asks for the `fields` it needs and gets only those, so every member
+/// but the id is a [`Member`]: absent unless asked for.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Product {
     pub id: String,
     #[serde(default)]
-    pub sku: Option<String>,
+    pub sku: Member<String>,
     #[serde(default)]
-    pub name: Option<String>,
+    pub name: Member<String>,
     #[serde(default)]
-    pub description: Option<String>,
+    pub description: Member<String>,
     #[serde(default)]
-    pub brand: Option<String>,
+    pub brand: Member<String>,
     #[serde(default)]
-    pub category: Option<String>,
+    pub category: Member<String>,
     #[serde(default)]
-    pub price_cents: Option<i64>,
+    pub price_cents: Member<i64>,
     #[serde(default)]
-    pub currency: Option<String>,
+    pub currency: Member<String>,
     #[serde(default)]
-    pub image_url: Option<String>,
+    pub image_url: Member<String>,
     #[serde(default)]
-    pub rating: Option<f64>,
+    pub rating: Member<f64>,
     #[serde(default)]
-    pub review_count: Option<i64>,
+    pub review_count: Member<i64>,
     #[serde(default)]
-    pub tags: Option<Vec<String>>,
+    pub tags: Member<Vec<String>>,
+}
+
+impl Product {
+    /// Every member this model reads, as the catalog names them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "sku",
+        "name",
+        "description",
+        "brand",
+        "category",
+        "price_cents",
+        "currency",
+        "image_url",
+        "rating",
+        "review_count",
+        "tags",
+    ];
+
+    /// A product known only by its id, for selections that need nothing from the catalog.
+    pub fn bare(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            sku: Member::Absent,
+            name: Member::Absent,
+            description: Member::Absent,
+            brand: Member::Absent,
+            category: Member::Absent,
+            price_cents: Member::Absent,
+            currency: Member::Absent,
+            image_url: Member::Absent,
+            rating: Member::Absent,
+            review_count: Member::Absent,
+            tags: Member::Absent,
+        }
+    }
+
+    pub fn name(&self) -> Result<&str, UpstreamError> {
+        self.name.required(SERVICE, "name").map(String::as_str)
+    }
+
+    pub fn price_cents(&self) -> Result<i64, UpstreamError> {
+        self.price_cents.required(SERVICE, "price_cents").copied()
+    }
+
+    pub fn currency(&self) -> Result<&str, UpstreamError> {
+        self.currency.required(SERVICE, "currency").map(String::as_str)
+    }
+
+    pub fn image_url(&self) -> Result<&str, UpstreamError> {
+        self.image_url.required(SERVICE, "image_url").map(String::as_str)
+    }
+
+    pub fn description(&self) -> Result<&str, UpstreamError> {
+        self.description.required(SERVICE, "description").map(String::as_str)
+    }
+
+    pub fn brand(&self) -> Result<&str, UpstreamError> {
+        self.brand.required(SERVICE, "brand").map(String::as_str)
+    }
+
+    pub fn rating(&self) -> Result<f64, UpstreamError> {
+        self.rating.required(SERVICE, "rating").copied()
+    }
 }
 
 #[derive(Deserialize)]
@@ -46,7 +113,7 @@ pub const MAX_BATCH: usize = 100;
 
 impl CatalogClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        Upstream::rest("catalog", config).map(Self)
+        Upstream::rest(SERVICE, config).map(Self)
     }
 
     /// One product; `fields` empty means all.

@@ -9,15 +9,17 @@
 
 mod catalog;
 mod inventory;
+mod member;
 mod orders;
 mod recommendations;
 mod users;
 
 pub use catalog::{CatalogClient, Product};
 pub use inventory::{InventoryClient, StockLevel};
-pub use orders::{NewOrderLine, Order, OrderItem, OrderStatus, OrdersClient, OrdersPage};
+pub use member::Member;
+pub use orders::{NewOrderLine, Order, OrderItem, OrderStatus, OrdersClient, OrdersPage, StatusChange};
 pub use recommendations::{Recommendation, RecommendationsClient};
-pub use users::{User, UsersClient};
+pub use users::{ProfileChange, User, UsersClient};
 
 /// Code generated from `proto/` by `build.rs`: message types, clients and servers.
 pub mod proto {

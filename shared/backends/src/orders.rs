@@ -1,6 +1,9 @@
 use bff_upstream::{Call, CallContext, Probe, Upstream, UpstreamConfig, UpstreamError};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use prost_types::FieldMask;
 
+use crate::Member;
 use crate::proto::orders::v1 as pb;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,16 +30,70 @@ impl From<pb::OrderStatus> for OrderStatus {
     }
 }
 
+const SERVICE: &str = "orders";
+
+/// An order. Every member but the id is only there when the read mask asked for it (or when no
+/// mask was sent): outside the mask protobuf decodes zero values, which must never pass as data.
 #[derive(Debug, Clone)]
 pub struct Order {
     pub id: String,
-    pub user_id: String,
-    pub status: OrderStatus,
-    pub total_cents: i64,
-    pub currency: String,
-    /// RFC 3339, UTC; empty when the service did not say.
-    pub created_at: String,
-    pub items: Vec<OrderItem>,
+    pub status: Member<OrderStatus>,
+    pub total_cents: Member<i64>,
+    pub currency: Member<String>,
+    /// RFC 3339, UTC.
+    pub created_at: Member<String>,
+    pub items: Member<Vec<OrderItem>>,
+}
+
+impl Order {
+    /// Every member of `Order` a read mask can name.
+    pub const FIELDS: &'static [&'static str] = &["status", "total_cents", "currency", "created_at", "items"];
+
+    pub fn status(&self) -> Result<OrderStatus, UpstreamError> {
+        self.status.required(SERVICE, "status").copied()
+    }
+
+    pub fn total_cents(&self) -> Result<i64, UpstreamError> {
+        self.total_cents.required(SERVICE, "total_cents").copied()
+    }
+
+    pub fn currency(&self) -> Result<&str, UpstreamError> {
+        self.currency.required(SERVICE, "currency").map(String::as_str)
+    }
+
+    pub fn created_at(&self) -> Result<&str, UpstreamError> {
+        self.created_at.required(SERVICE, "created_at").map(String::as_str)
+    }
+
+    pub fn items(&self) -> Result<&[OrderItem], UpstreamError> {
+        self.items.required(SERVICE, "items").map(Vec::as_slice)
+    }
+
+    /// The order as decoded under `mask` (empty: everything was asked for).
+    fn from_masked(order: pb::Order, mask: &[&str]) -> Self {
+        let asked = |field: &str| mask.is_empty() || mask.contains(&field);
+        let status = order.status().into();
+        Self {
+            status: Member::masked(asked("status"), || status),
+            total_cents: Member::masked(asked("total_cents"), || order.total_cents),
+            currency: Member::masked(asked("currency"), || order.currency),
+            created_at: Member::masked(asked("created_at"), || {
+                order.created_at.map(|t| t.to_string()).unwrap_or_default()
+            }),
+            items: Member::masked(asked("items"), || {
+                order
+                    .items
+                    .into_iter()
+                    .map(|i| OrderItem {
+                        product_id: i.product_id,
+                        quantity: i.quantity,
+                        unit_price_cents: i.unit_price_cents,
+                    })
+                    .collect()
+            }),
+            id: order.id,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,26 +116,13 @@ pub struct NewOrderLine {
     pub quantity: i32,
 }
 
-impl From<pb::Order> for Order {
-    fn from(order: pb::Order) -> Self {
-        Self {
-            status: order.status().into(),
-            id: order.id,
-            user_id: order.user_id,
-            total_cents: order.total_cents,
-            currency: order.currency,
-            created_at: order.created_at.map(|t| t.to_string()).unwrap_or_default(),
-            items: order
-                .items
-                .into_iter()
-                .map(|i| OrderItem {
-                    product_id: i.product_id,
-                    quantity: i.quantity,
-                    unit_price_cents: i.unit_price_cents,
-                })
-                .collect(),
-        }
-    }
+/// One status change of a watched order.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub order_id: String,
+    pub status: OrderStatus,
+    /// RFC 3339, UTC.
+    pub changed_at: String,
 }
 
 fn read_mask(fields: &[&str]) -> Option<FieldMask> {
@@ -92,7 +136,7 @@ pub struct OrdersClient(Upstream);
 
 impl OrdersClient {
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        Upstream::grpc("orders", config).map(Self)
+        Upstream::grpc(SERVICE, config).map(Self)
     }
 
     pub async fn get(&self, cx: &CallContext, owner: &str, id: &str, fields: &[&str]) -> Result<Order, UpstreamError> {
@@ -100,7 +144,7 @@ impl OrdersClient {
             pb::GetOrderRequest { id: id.to_owned(), user_id: owner.to_owned(), read_mask: read_mask(fields) };
         let call = Call::grpc("GetOrder", "/shop.orders.v1.OrdersService/GetOrder", &request).idempotent(true);
         let order: pb::Order = self.0.unary(cx, call).await?;
-        Ok(order.into())
+        Ok(Order::from_masked(order, fields))
     }
 
     /// One page of the owner's orders, newest first. `fields` names the Order fields needed.
@@ -121,7 +165,7 @@ impl OrdersClient {
         let call = Call::grpc("ListOrders", "/shop.orders.v1.OrdersService/ListOrders", &request).idempotent(true);
         let page: pb::ListOrdersResponse = self.0.unary(cx, call).await?;
         Ok(OrdersPage {
-            orders: page.orders.into_iter().map(Order::from).collect(),
+            orders: page.orders.into_iter().map(|order| Order::from_masked(order, fields)).collect(),
             next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
         })
     }
@@ -146,7 +190,38 @@ impl OrdersClient {
         let call =
             Call::grpc("CreateOrder", "/shop.orders.v1.OrdersService/CreateOrder", &request).idempotent(idempotent);
         let order: pb::Order = self.0.unary(cx, call).await?;
-        Ok(order.into())
+        Ok(Order::from_masked(order, &[]))
+    }
+
+    /// Cancels one of the owner's orders; answers with the order as it now is. Cancelling an
+    /// order that is already cancelled changes nothing, so the call may be repeated.
+    pub async fn cancel(&self, cx: &CallContext, owner: &str, id: &str) -> Result<Order, UpstreamError> {
+        let request = pb::CancelOrderRequest { id: id.to_owned(), user_id: owner.to_owned() };
+        let call = Call::grpc("CancelOrder", "/shop.orders.v1.OrdersService/CancelOrder", &request).idempotent(true);
+        let order: pb::Order = self.0.unary(cx, call).await?;
+        Ok(Order::from_masked(order, &[]))
+    }
+
+    /// Every status change of one of the owner's orders, starting with its current status,
+    /// until it reaches a final one. Dropping the stream cancels the watch on the backend.
+    pub async fn watch(
+        &self,
+        cx: &CallContext,
+        owner: &str,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<StatusChange, UpstreamError>>, UpstreamError> {
+        let request = pb::WatchOrderRequest { id: id.to_owned(), user_id: owner.to_owned() };
+        let call = Call::grpc("WatchOrder", "/shop.orders.v1.OrdersService/WatchOrder", &request);
+        let changes = self.0.server_stream::<pb::OrderStatusChange>(cx, call).await?;
+        Ok(changes
+            .map(|change| {
+                change.map(|change| StatusChange {
+                    status: change.status().into(),
+                    order_id: change.order_id,
+                    changed_at: change.changed_at.map(|t| t.to_string()).unwrap_or_default(),
+                })
+            })
+            .boxed())
     }
 }
 

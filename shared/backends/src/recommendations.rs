@@ -15,7 +15,8 @@ struct RecommendationList {
     items: Vec<Recommendation>,
 }
 
-/// The recommendations service: `GET /users/{id}/recommendations?limit=N`.
+/// The recommendations service: `GET /users/{id}/recommendations?limit=N` (picked for a user)
+/// and `GET /products/{id}/similar?limit=N` (like a product).
 #[derive(Debug, Clone)]
 pub struct RecommendationsClient(Upstream);
 
@@ -31,6 +32,18 @@ impl RecommendationsClient {
         limit: usize,
     ) -> Result<Vec<Recommendation>, UpstreamError> {
         let call = Call::get("GET /users/{id}/recommendations", ["users", user_id, "recommendations"])
+            .query("limit", limit.to_string());
+        let list: RecommendationList = self.0.json(cx, call).await?;
+        Ok(list.items)
+    }
+
+    pub async fn similar(
+        &self,
+        cx: &CallContext,
+        product_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Recommendation>, UpstreamError> {
+        let call = Call::get("GET /products/{id}/similar", ["products", product_id, "similar"])
             .query("limit", limit.to_string());
         let list: RecommendationList = self.0.json(cx, call).await?;
         Ok(list.items)

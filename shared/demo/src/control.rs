@@ -44,10 +44,23 @@ pub struct Faults {
 /// One call as the backend saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordedCall {
+    /// Its place among every call the service has seen, from 1.
+    pub seq: u64,
     pub method: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
     pub fields: Vec<String>,
+    /// Bytes of the answer's body (REST) or message (gRPC); 0 until answered.
+    pub response_bytes: u64,
+    /// For a server stream: `open`, then `finished` or `cancelled` (the client went away).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<&'static str>,
+}
+
+impl RecordedCall {
+    fn new(method: String, path: String, headers: BTreeMap<String, String>, fields: Vec<String>) -> Self {
+        Self { seq: 0, method, path, headers, fields, response_bytes: 0, stream: None }
+    }
 }
 
 #[derive(Default)]
@@ -118,13 +131,32 @@ impl ServiceControl {
         self.down.send_if_modified(|down| std::mem::replace(down, false));
     }
 
-    pub(crate) fn record(&self, call: RecordedCall) {
+    /// Records a call; the answer is its `seq`, for [`ServiceControl::answered`].
+    pub(crate) fn record(&self, mut call: RecordedCall) -> u64 {
         let mut state = self.lock();
         state.count += 1;
+        call.seq = state.count;
         if state.recent.len() == RECENT {
             state.recent.pop_front();
         }
         state.recent.push_back(call);
+        state.count
+    }
+
+    fn update(&self, seq: u64, change: impl FnOnce(&mut RecordedCall)) {
+        if let Some(call) = self.lock().recent.iter_mut().rev().find(|call| call.seq == seq) {
+            change(call);
+        }
+    }
+
+    /// Notes the size of the answer to call `seq`.
+    pub(crate) fn answered(&self, seq: u64, bytes: usize) {
+        self.update(seq, |call| call.response_bytes = bytes as u64);
+    }
+
+    /// Notes the state of the stream call `seq` opened.
+    pub(crate) fn streaming(&self, seq: u64, state: &'static str) {
+        self.update(seq, |call| call.stream = Some(state));
     }
 
     /// `{"count": N, "recent": [...]}`, oldest first.
@@ -153,13 +185,14 @@ impl ServiceControl {
         Ok(())
     }
 
-    /// Records a gRPC call and applies faults; every RPC handler calls this first.
+    /// Records a gRPC call and applies faults; every RPC handler calls this first. The answer is
+    /// the call's `seq`.
     pub async fn admit(
         &self,
         method_path: &str,
         metadata: &tonic::metadata::MetadataMap,
         fields: Vec<String>,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<u64, tonic::Status> {
         let mut headers = BTreeMap::new();
         for entry in metadata.iter() {
             if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
@@ -168,9 +201,9 @@ impl ServiceControl {
             }
         }
         let budget = headers.get("grpc-timeout").and_then(|t| parse_grpc_timeout(t));
-        self.record(RecordedCall { method: "POST".to_owned(), path: method_path.to_owned(), headers, fields });
+        let seq = self.record(RecordedCall::new("POST".to_owned(), method_path.to_owned(), headers, fields));
         match within(budget, self.apply_faults()).await {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => Ok(seq),
             Some(Err(())) => Err(tonic::Status::unavailable("injected fault")),
             None => Err(tonic::Status::deadline_exceeded("the caller's deadline passed")),
         }
@@ -241,17 +274,22 @@ pub(crate) async fn rest_middleware(
         .get(bff_upstream::headers::REQUEST_TIMEOUT_MS)
         .and_then(|ms| ms.parse::<u64>().ok())
         .map(Duration::from_millis);
-    control.record(RecordedCall {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
+    let seq = control.record(RecordedCall::new(
+        request.method().to_string(),
+        request.uri().path().to_owned(),
         headers,
-        fields: fields_param(query.get("fields").map(String::as_str)),
-    });
+        fields_param(query.get("fields").map(String::as_str)),
+    ));
     let work = async {
         if control.apply_faults().await.is_err() {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, "injected fault");
         }
-        next.run(request).await
+        let response = next.run(request).await;
+        // The services answer with whole JSON bodies, whose size is known up front.
+        if let Some(bytes) = axum::body::HttpBody::size_hint(response.body()).exact() {
+            control.answered(seq, usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
+        response
     };
     within(budget, work)
         .await

@@ -305,19 +305,28 @@ pub(crate) fn parse_seeded_order_id(id: &str) -> Option<(u64, u64)> {
 
 /// The user's recommendations, best first; a shorter limit yields a prefix of a longer one.
 pub(crate) fn recommendations(user: u64, limit: usize) -> Vec<Value> {
+    picks("rec.product", user, limit, None)
+}
+
+/// Products like `product` (never itself), best first.
+pub(crate) fn similar_products(product: u64, limit: usize) -> Vec<Value> {
+    picks("rec.similar", product, limit, Some(product))
+}
+
+fn picks(kind: &str, seed: u64, limit: usize, exclude: Option<u64>) -> Vec<Value> {
     let mut seen: Vec<u64> = Vec::with_capacity(limit);
     let mut attempt = 0;
     while seen.len() < limit && attempt < 1000 {
-        let product = 1 + hash("rec.product", user * 1024 + attempt) % PRODUCTS;
+        let product = 1 + hash(kind, seed * 1024 + attempt) % PRODUCTS;
         attempt += 1;
-        if !seen.contains(&product) {
+        if !seen.contains(&product) && exclude != Some(product) {
             seen.push(product);
         }
     }
     seen.into_iter()
         .enumerate()
         .map(|(rank, product)| {
-            let jitter = (hash("rec.score", user * 1024 + rank as u64) % 10) as f64 / 1000.0;
+            let jitter = (hash("rec.score", seed * 1024 + rank as u64) % 10) as f64 / 1000.0;
             let score = ((0.99 - rank as f64 * 0.018 - jitter) * 1000.0).round() / 1000.0;
             json!({
                 "product_id": format!("p-{product}"),

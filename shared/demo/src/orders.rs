@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bff_backends::proto::orders::v1 as pb;
 use futures::Stream;
+use prost::Message as _;
 use prost_types::{FieldMask, Timestamp};
 use tonic::{Request, Response, Status};
 
@@ -22,7 +23,8 @@ const DEFAULT_PAGE_SIZE: usize = 20;
 const MAX_PAGE_SIZE: i32 = 100;
 const MAX_LINES: usize = 100;
 const MAX_QUANTITY: i32 = 100;
-const WATCH_STEP: Duration = Duration::from_millis(200);
+/// Time between status changes of a watched order: long enough that a test can leave mid-watch.
+const WATCH_STEP: Duration = Duration::from_millis(500);
 const TOKEN_PREFIX: &str = "offset:";
 /// Owners are namespaced by the gateway (`user:`, `key:`, `client:`); the seeded orders belong
 /// to the seeded users.
@@ -109,6 +111,49 @@ fn mask_paths(mask: Option<&FieldMask>) -> Vec<String> {
     mask.map(|m| m.paths.clone()).unwrap_or_default()
 }
 
+/// The order with only the fields `paths` names (and its id); all of it when `paths` is empty.
+/// A cleared field is its zero value on the wire, as for any real service honouring a mask.
+fn apply_mask(mut order: pb::Order, paths: &[String]) -> pb::Order {
+    if paths.is_empty() {
+        return order;
+    }
+    let keep = |field: &str| paths.iter().any(|p| p == field);
+    if !keep("user_id") {
+        order.user_id.clear();
+    }
+    if !keep("status") {
+        order.status = 0;
+    }
+    if !keep("total_cents") {
+        order.total_cents = 0;
+    }
+    if !keep("currency") {
+        order.currency.clear();
+    }
+    if !keep("created_at") {
+        order.created_at = None;
+    }
+    if !keep("items") {
+        order.items.clear();
+    }
+    order
+}
+
+/// Marks a watch's call record when the stream goes, however it goes: `finished` after the
+/// final status, `cancelled` when dropped earlier because the client went away.
+struct StreamEnd {
+    control: Arc<ServiceControl>,
+    seq: u64,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        let finished = self.finished.load(std::sync::atomic::Ordering::Relaxed);
+        self.control.streaming(self.seq, if finished { "finished" } else { "cancelled" });
+    }
+}
+
 fn now() -> Timestamp {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
@@ -144,10 +189,14 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::OrderStatusChange, Statu
 impl pb::orders_service_server::OrdersService for OrdersService {
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
         let fields = mask_paths(request.get_ref().read_mask.as_ref());
-        self.control.admit("/shop.orders.v1.OrdersService/GetOrder", request.metadata(), fields).await?;
+        let seq =
+            self.control.admit("/shop.orders.v1.OrdersService/GetOrder", request.metadata(), fields.clone()).await?;
         let request = request.into_inner();
         let order = lock(&self.store).find(&request.id, &request.user_id);
-        order.map(Response::new).ok_or_else(|| Status::not_found(format!("no order '{}' for this owner", request.id)))
+        let order = order.ok_or_else(|| Status::not_found(format!("no order '{}' for this owner", request.id)))?;
+        let order = apply_mask(order, &fields);
+        self.control.answered(seq, order.encoded_len());
+        Ok(Response::new(order))
     }
 
     async fn list_orders(
@@ -155,7 +204,8 @@ impl pb::orders_service_server::OrdersService for OrdersService {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let fields = mask_paths(request.get_ref().read_mask.as_ref());
-        self.control.admit("/shop.orders.v1.OrdersService/ListOrders", request.metadata(), fields).await?;
+        let seq =
+            self.control.admit("/shop.orders.v1.OrdersService/ListOrders", request.metadata(), fields.clone()).await?;
         let request = request.into_inner();
         if request.user_id.is_empty() {
             return Err(Status::invalid_argument("user_id is required"));
@@ -192,9 +242,12 @@ impl pb::orders_service_server::OrdersService for OrdersService {
                     seeded_user.map(|user| store.seeded(user, k))
                 }
             })
+            .map(|order| apply_mask(order, &fields))
             .collect();
         let next_page_token = if end < total { encode_token(end) } else { String::new() };
-        Ok(Response::new(pb::ListOrdersResponse { orders, next_page_token }))
+        let response = pb::ListOrdersResponse { orders, next_page_token };
+        self.control.answered(seq, response.encoded_len());
+        Ok(Response::new(response))
     }
 
     async fn create_order(&self, request: Request<pb::CreateOrderRequest>) -> Result<Response<pb::Order>, Status> {
@@ -256,17 +309,40 @@ impl pb::orders_service_server::OrdersService for OrdersService {
         Ok(Response::new(order))
     }
 
+    async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        self.control.admit("/shop.orders.v1.OrdersService/CancelOrder", request.metadata(), Vec::new()).await?;
+        let request = request.into_inner();
+        let mut store = lock(&self.store);
+        let Some(order) = store.find(&request.id, &request.user_id) else {
+            return Err(Status::not_found(format!("no order '{}' for this owner", request.id)));
+        };
+        let cancellable = [pb::OrderStatus::Pending, pb::OrderStatus::Paid, pb::OrderStatus::Cancelled]
+            .map(|s| s as i32)
+            .contains(&order.status);
+        if !cancellable {
+            return Err(Status::failed_precondition(format!(
+                "order '{}' has shipped and can no longer be cancelled",
+                request.id
+            )));
+        }
+        store.set_status(&order.id, pb::OrderStatus::Cancelled as i32);
+        Ok(Response::new(pb::Order { status: pb::OrderStatus::Cancelled as i32, ..order }))
+    }
+
     type WatchOrderStream = WatchStream;
 
     async fn watch_order(
         &self,
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        self.control.admit("/shop.orders.v1.OrdersService/WatchOrder", request.metadata(), Vec::new()).await?;
+        let seq =
+            self.control.admit("/shop.orders.v1.OrdersService/WatchOrder", request.metadata(), Vec::new()).await?;
         let request = request.into_inner();
         let Some(order) = lock(&self.store).find(&request.id, &request.user_id) else {
             return Err(Status::not_found(format!("no order '{}' for this owner", request.id)));
         };
+        self.control.streaming(seq, "open");
+        let end = Arc::new(StreamEnd { control: Arc::clone(&self.control), seq, finished: Default::default() });
         let store = Arc::clone(&self.store);
         // State: the status to emit next and whether to wait first. Progress stops when the client
         // goes away, because the stream is only polled while someone listens.
@@ -274,8 +350,13 @@ impl pb::orders_service_server::OrdersService for OrdersService {
         let stream = futures::stream::unfold(start, move |state| {
             let store = Arc::clone(&store);
             let id = order.id.clone();
+            // The guard lives as long as the stream does.
+            let end = Arc::clone(&end);
             async move {
-                let (status, wait) = state?;
+                let Some((status, wait)) = state else {
+                    end.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                };
                 if wait {
                     tokio::time::sleep(WATCH_STEP).await;
                     lock(&store).set_status(&id, status);

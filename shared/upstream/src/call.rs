@@ -53,6 +53,24 @@ impl Call {
         }
     }
 
+    /// A request with a JSON body (`POST`, `PATCH`, ...). Not idempotent unless marked so.
+    pub fn send_json(
+        method: http::Method,
+        operation: &'static str,
+        path: impl IntoIterator<Item = impl Into<String>>,
+        body: &impl serde::Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        let path = path.into_iter().map(Into::into).collect();
+        let body = Some(Bytes::from(serde_json::to_vec(body)?));
+        Ok(Self {
+            operation,
+            target: Target::Rest { method, path, query: Vec::new(), body },
+            fields: Vec::new(),
+            idempotent: false,
+            cache: CachePolicy::NoStore,
+        })
+    }
+
     /// A unary RPC with an encoded request. Not idempotent unless marked so: the typed client
     /// knows which RPCs are reads.
     pub fn grpc(operation: &'static str, path: &'static str, message: &impl prost::Message) -> Self {

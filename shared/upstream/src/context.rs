@@ -43,6 +43,9 @@ pub struct Identity {
     pub client_id: String,
     pub credential: Credential,
     pub scopes: Vec<String>,
+    /// When the credential stops being valid (a token's `exp`); `None` for API keys. Long-lived
+    /// connections (subscriptions) end then.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 impl Identity {
@@ -178,10 +181,17 @@ impl fmt::Display for UpstreamCall {
 #[derive(Debug, Clone, Default)]
 pub struct CallRecorder(Arc<Mutex<Vec<UpstreamCall>>>);
 
+/// Most calls one recorder keeps: a long-lived connection (a subscription) must not grow it
+/// without bound; an ordinary request makes a handful.
+const MAX_RECORDED_CALLS: usize = 256;
+
 impl CallRecorder {
     fn push(&self, call: UpstreamCall) {
         // A poisoned lock only means another recording panicked; the list itself is still sound.
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).push(call);
+        let mut calls = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        if calls.len() < MAX_RECORDED_CALLS {
+            calls.push(call);
+        }
     }
 
     pub fn calls(&self) -> Vec<UpstreamCall> {

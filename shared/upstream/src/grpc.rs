@@ -55,6 +55,44 @@ impl GrpcTransport {
         self.timeout
     }
 
+    /// Opens a server-streaming RPC. Streams live as long as whoever reads them (a subscription),
+    /// so they do not go through the unary stack: no request deadline and no call timeout apply
+    /// to the stream, only to opening it (connecting and the backend's first response). Dropping
+    /// the stream resets the HTTP/2 stream, which cancels the RPC on the backend.
+    pub(crate) async fn server_streaming(
+        &self,
+        cx: &crate::CallContext,
+        path: &'static str,
+        message: Bytes,
+    ) -> Result<tonic::Streaming<Bytes>, UpstreamError> {
+        let (service, timeout) = (self.service, self.timeout);
+        let mut rpc = tonic::Request::new(message);
+        for (name, value) in cx.outbound_headers() {
+            let value = value.parse().map_err(|_| UpstreamError::Config {
+                service,
+                reason: format!("`{name}` is not representable as gRPC metadata"),
+            })?;
+            rpc.metadata_mut().insert(name, value);
+        }
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let open = async {
+            grpc.ready().await.map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })?;
+            let path = http::uri::PathAndQuery::from_static(path);
+            grpc.server_streaming(rpc, path, RawCodec)
+                .await
+                .map_err(|status| Self::status_error(service, &status, timeout, self.expose_errors))
+        };
+        let response = tokio::time::timeout(timeout, open)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout { service, after: timeout }))?;
+        Ok(response.into_inner())
+    }
+
+    /// The error a failed message of an open stream means.
+    pub(crate) fn stream_error(&self, status: &Status) -> UpstreamError {
+        Self::status_error(self.service, status, self.timeout, self.expose_errors)
+    }
+
     fn status_error(service: &'static str, status: &Status, budget: Duration, expose_errors: bool) -> UpstreamError {
         // A status with a source was made on this side, from a transport error; one without came
         // over the wire from the backend.

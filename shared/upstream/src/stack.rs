@@ -10,7 +10,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::context::{CallOutcome, UpstreamCall};
-use crate::{Call, CallContext, GrpcTransport, RestTransport, UpstreamConfig, UpstreamError, UpstreamRequest};
+use crate::{Call, CallContext, GrpcTransport, RestTransport, Target, UpstreamConfig, UpstreamError, UpstreamRequest};
 
 /// Any layer of a backend's stack, once composed.
 pub type UpstreamService = BoxCloneSyncService<UpstreamRequest, Bytes, UpstreamError>;
@@ -66,6 +66,39 @@ impl Upstream {
     pub async fn unary<T: prost::Message + Default>(&self, cx: &CallContext, call: Call) -> Result<T, UpstreamError> {
         let body = self.call(cx, call).await?;
         T::decode(body).map_err(|e| UpstreamError::BadBody { service: self.service, reason: e.to_string() })
+    }
+
+    /// A server-streaming RPC, decoded message by message. See
+    /// [`GrpcTransport`](crate::GrpcTransport) for why streams bypass the unary stack; opening
+    /// one is recorded like any call.
+    pub async fn server_stream<T: prost::Message + Default + 'static>(
+        &self,
+        cx: &CallContext,
+        call: Call,
+    ) -> Result<futures::stream::BoxStream<'static, Result<T, UpstreamError>>, UpstreamError> {
+        use futures::StreamExt as _;
+        let (Transport::Grpc(grpc), Target::Grpc { path, message }) = (&self.transport, call.target) else {
+            return Err(self.not_a("gRPC streaming"));
+        };
+        let started = Instant::now();
+        let opened = grpc.server_streaming(cx, path, message).await;
+        let outcome = match &opened {
+            Ok(_) => CallOutcome::Ok,
+            Err(e) => CallOutcome::Failed(e.kind()),
+        };
+        cx.record(UpstreamCall {
+            service: self.service,
+            operation: call.operation,
+            latency: started.elapsed(),
+            outcome,
+        });
+        let (grpc, service) = (grpc.clone(), self.service);
+        Ok(opened?
+            .map(move |message| match message {
+                Ok(bytes) => T::decode(bytes).map_err(|e| UpstreamError::BadBody { service, reason: e.to_string() }),
+                Err(status) => Err(grpc.stream_error(&status)),
+            })
+            .boxed())
     }
 
     /// Readiness of a REST backend: does `GET /segment/..` answer with a success status in time?
