@@ -18,7 +18,7 @@ async fn backend_calls(t: &TestStack) -> u64 {
     BACKENDS.iter().map(|service| calls[service]["count"].as_u64().unwrap_or(0)).sum()
 }
 
-async fn serve(router: Router) -> SocketAddr {
+pub async fn serve(router: Router) -> SocketAddr {
     let (addr, _server) =
         bff_platform::spawn_server(router, "127.0.0.1:0".parse().unwrap(), std::future::pending()).await.unwrap();
     addr
@@ -312,7 +312,7 @@ async fn spoofed_identity_headers_and_forwarded_addresses_are_ignored() {
             .header("x-user-id", "u-2")
             .header("x-client-id", "admin")
             .header("x-user-scopes", "admin")
-            .json(&json!({ "query": "{ home { user { id } } }" })),
+            .json(&json!({ "query": "{ home { user { id name } } }" })),
     )
     .await;
     assert_eq!(at(&reply.body, "/data/home/user/id"), "u-1");
@@ -438,7 +438,7 @@ async fn batches_errors_and_introspection_are_bounded() {
             .await;
     assert_eq!((reply.status.as_u16(), reply.error_codes()), (400, vec!["BATCH_TOO_LARGE".to_owned()]));
     // A small batch runs, each operation under the same limits.
-    let batch = json!([{ "query": "{ home { user { id } } }" }, { "query": "{ home { recentOrders(first: 100000) { id } } }" }]);
+    let batch = json!([{ "query": "{ home { user { id name } } }" }, { "query": "{ home { recentOrders(first: 100000) { id } } }" }]);
     let reply =
         TestStack::reply(t.http.post(TestStack::url(t.stack.mobile, "/graphql")).bearer_auth(&token).json(&batch))
             .await;
@@ -462,7 +462,8 @@ async fn batches_errors_and_introspection_are_bounded() {
     assert_eq!((reply.status.as_u16(), reply.error_codes()), (400, vec!["INTROSPECTION_DISABLED".to_owned()]));
     let reply = t.graphql(addr, Some(&token), "{ home { usr { id } } }", json!({})).await;
     assert!(!reply.body.to_string().contains("Did you mean"), "{:#}", reply.body);
-    assert_eq!(t.get(addr, "/graphql", &[]).await.status, 405);
+    // No GraphiQL: a browser's GET is a query like any other, and needs a token.
+    assert_eq!(t.get(addr, "/graphql", &[("accept", "text/html")]).await.status, 401);
     // The devstack's config has them on.
     let reply = t.graphql(t.stack.mobile, Some(&token), "{ __schema { queryType { name } } }", json!({})).await;
     assert_eq!(at(&reply.body, "/data/__schema/queryType/name"), "Query");

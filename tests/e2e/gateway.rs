@@ -227,7 +227,7 @@ async fn request_ids_are_kept_when_well_formed_and_forwarded() {
             .post(TestStack::url(t.stack.mobile, "/graphql"))
             .bearer_auth(&token)
             .header("x-request-id", id)
-            .json(&json!({ "query": "{ home { user { id } } }" }))
+            .json(&json!({ "query": "{ home { user { id name } } }" }))
     };
     let reply = TestStack::reply(send("trace-abc-123")).await;
     assert_eq!(reply.header("x-request-id"), Some("trace-abc-123"));
@@ -375,7 +375,7 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     let request = http
         .post(TestStack::url(stack.mobile, "/graphql"))
         .bearer_auth(token)
-        .json(&json!({ "query": "{ home { user { id } } }" }))
+        .json(&json!({ "query": "{ home { user { id name } } }" }))
         .send();
     let in_flight = tokio::spawn(request);
     // Shut down only once the request is inside: the users service has recorded it.

@@ -34,7 +34,7 @@ async fn past_the_concurrency_limit_requests_are_shed_at_once() {
     let addr = mobile_with(&t, |server| server.max_concurrent_requests = LIMIT).await;
     let token = t.token("u-1", "mobile");
     // Warm the JWKS so the burst measures the stack, not the first key fetch.
-    let warm = t.graphql(addr, Some(&token), "{ home { user { id } } }", json!({})).await;
+    let warm = t.graphql(addr, Some(&token), "{ home { user { id name } } }", json!({})).await;
     assert_eq!(warm.status, 200, "{:#}", warm.body);
     // Long enough that every request of the burst is in before the first served one finishes.
     const BACKEND_LATENCY: Duration = Duration::from_secs(2);
@@ -47,7 +47,7 @@ async fn past_the_concurrency_limit_requests_are_shed_at_once() {
             .http
             .post(TestStack::url(addr, "/graphql"))
             .bearer_auth(&token)
-            .json(&json!({ "query": "{ home { user { id } } }" }));
+            .json(&json!({ "query": "{ home { user { id name } } }" }));
         async move {
             let started = std::time::Instant::now();
             let reply = TestStack::reply(request).await;
@@ -197,7 +197,7 @@ async fn a_stage_of_the_shared_stack_is_seen_by_all_three_bffs() {
     let product = || {
         t.http.get(TestStack::url(partner, "/v1/products/p-1")).header("x-api-key", bff_platform::DEMO_PARTNER_API_KEY)
     };
-    let home = "{ home { user { id } } }";
+    let home = "{ home { user { id name } } }";
     for (bff, backend, first, second) in [
         ("mobile", "users", graphql(mobile, &mobile_token, home), graphql(mobile, &mobile_token, home)),
         ("web", "users", graphql(web, &web_token, "{ me { name } }"), graphql(web, &web_token, "{ me { name } }")),

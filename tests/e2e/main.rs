@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod attacks;
+mod browser;
 mod config;
 mod gateway;
 mod inbound;
@@ -13,5 +14,6 @@ mod partner;
 mod readme;
 mod schemas;
 mod support;
+mod surfaces;
 mod tls;
 mod web;

@@ -24,7 +24,8 @@ async fn home_answers_from_users_orders_and_recommendations() {
     let home = at(&reply.body, "/data/home");
     assert_eq!(home["user"]["id"], user_id);
     assert_eq!(home["user"]["name"], user["name"]);
-    assert_eq!(home["user"]["avatarUrl"], user["avatar_url"]);
+    // Sized for the device: 96 px unless the query says otherwise.
+    assert_eq!(home["user"]["avatarUrl"], format!("{}?w=96", user["avatar_url"].as_str().unwrap()));
 
     let page = t.orders_of(&user_id, 3).await;
     assert_eq!(page.orders.len(), 3);
@@ -34,7 +35,11 @@ async fn home_answers_from_users_orders_and_recommendations() {
 
     let recommendations = home["recommendations"].as_array().unwrap();
     assert_eq!(recommendations.len(), 5);
-    assert!(recommendations.iter().all(|r| r["priceCents"].as_i64().unwrap() > 0 && r["name"].is_string()));
+    assert!(
+        recommendations
+            .iter()
+            .all(|r| r["price"].as_str().unwrap().parse::<i64>().unwrap() > 0 && r["name"].is_string())
+    );
 }
 
 #[tokio::test]
@@ -61,7 +66,7 @@ async fn fields_come_back_in_the_order_asked_whatever_finishes_first() {
     let token = t.token("u-1", "mobile");
     // The first field asked for is the last to finish.
     t.set_faults("users", json!({ "latency_ms": 150 })).await;
-    let query = "query Ordered { home { user { name id } recommendations(first: 1) { priceCents id } \
+    let query = "query Ordered { home { user { name id } recommendations(first: 1) { price id } \
                  ...Orders } } fragment Orders on Home { latest: recentOrders(first: 1) { status id } }";
     let request = t
         .http
@@ -73,7 +78,7 @@ async fn fields_come_back_in_the_order_asked_whatever_finishes_first() {
     assert!(position("\"user\"") < position("\"recommendations\""), "{text}");
     assert!(position("\"recommendations\"") < position("\"latest\""), "{text}");
     assert!(position("\"name\"") < position("\"id\""), "{text}");
-    assert!(position("\"priceCents\"") < position("\"status\""), "{text}");
+    assert!(position("\"price\"") < position("\"status\""), "{text}");
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ async fn calls_are_recorded_by_operation_template() {
     .unwrap();
     let recorder = CallRecorder::default();
     let cx = CallContext::new("test").with_recorder(recorder.clone());
-    users.get(&cx, "u-42").await.unwrap();
+    users.get(&cx, "u-42", &[]).await.unwrap();
     let calls = recorder.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].operation, "GET /users/{id}");
@@ -76,7 +76,7 @@ async fn a_refused_connection_is_unavailable_and_retryable() {
     let (_reserved, dead) = crate::support::refusing_addr();
     let users =
         bff_backends::UsersClient::new(&UpstreamConfig::new(bff_demo::http_url(dead).parse().unwrap())).unwrap();
-    let error = users.get(&CallContext::new("test"), "u-1").await.unwrap_err();
+    let error = users.get(&CallContext::new("test"), "u-1", &[]).await.unwrap_err();
     assert_eq!(error.kind(), "unavailable", "{error}");
     assert!(error.is_retryable(false));
 
@@ -96,7 +96,7 @@ async fn a_backend_refusing_the_call_is_overloaded() {
     }
     let addr = |a| UpstreamConfig::new(bff_demo::http_url(a).parse().unwrap());
     let users = bff_backends::UsersClient::new(&addr(t.stack.demo.addrs.users)).unwrap();
-    let error = users.get(&CallContext::new("test"), "u-1").await.unwrap_err();
+    let error = users.get(&CallContext::new("test"), "u-1", &[]).await.unwrap_err();
     assert_eq!(error.kind(), "overloaded", "{error}");
     assert!(!error.is_retryable(false) && error.is_retryable(true));
     let orders = bff_backends::OrdersClient::new(&addr(t.stack.demo.addrs.orders)).unwrap();

@@ -18,6 +18,40 @@ fn mobile_schema_matches_the_snapshot() {
     check("mobile.graphql", mobile_bff::schema::sdl());
 }
 
+/// The mobile app's operations (`bffs/mobile/operations/*.graphql`) as the persisted query
+/// manifest the safelist reads, in Apollo's manifest format.
+#[test]
+fn mobile_persisted_query_manifest_matches_the_operations() {
+    check("mobile.persisted.json", mobile_manifest());
+}
+
+pub fn mobile_manifest() -> String {
+    use sha2::Digest as _;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bffs/mobile/operations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let operations: Vec<serde_json::Value> = files
+        .iter()
+        .map(|path| {
+            let body = std::fs::read_to_string(path).unwrap();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            let kind = if body.trim_start().starts_with("mutation") { "mutation" } else { "query" };
+            serde_json::json!({
+                "id": hex::encode(sha2::Sha256::digest(body.as_bytes())),
+                "name": name,
+                "type": kind,
+                "body": body,
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": operations,
+    });
+    serde_json::to_string_pretty(&manifest).unwrap() + "\n"
+}
+
 #[test]
 fn web_schema_matches_the_snapshot() {
     check("web.graphql", web_bff::schema::sdl());

@@ -87,12 +87,12 @@ async fn rest_calls_over_https_verify_the_server() {
     let addr = pki.serve(router).await;
 
     let users = bff_backends::UsersClient::new(&pki.upstream(addr, true)).unwrap();
-    let got = users.get(&CallContext::new("tls"), "u-7").await.unwrap();
-    assert_eq!(got.name, "Ada");
+    let got = users.get(&CallContext::new("tls"), "u-7", &[]).await.unwrap();
+    assert_eq!(got.name().unwrap(), "Ada");
 
     // Without the CA the same server is not trusted: verification is real.
     let untrusting = bff_backends::UsersClient::new(&pki.upstream(addr, false)).unwrap();
-    let error = untrusting.get(&CallContext::new("tls"), "u-7").await.unwrap_err();
+    let error = untrusting.get(&CallContext::new("tls"), "u-7", &[]).await.unwrap_err();
     assert_eq!(error.kind(), "unavailable", "{error}");
     assert!(error.to_string().contains("certificate"), "{error}");
 }
@@ -146,7 +146,7 @@ async fn a_bff_terminates_tls_when_configured() {
     let response = client
         .post(format!("https://localhost:{}/graphql", addr.port()))
         .bearer_auth(token)
-        .json(&serde_json::json!({ "query": "{ home { user { id } } }" }))
+        .json(&serde_json::json!({ "query": "{ home { user { id name } } }" }))
         .send()
         .await
         .unwrap();

@@ -1,14 +1,19 @@
 //! The mobile BFF: one GraphQL endpoint shaped for the mobile app's screens.
 //!
-//! - `POST /graphql`: the schema in [`schema`] (exported to `schemas/mobile.graphql`). Requires a
-//!   bearer JWT with audience `mobile`; each field names the scope it needs (`profile`,
-//!   `orders`). Documents are checked against `[graphql.limits]` before anything runs.
-//! - `GET /graphql`: GraphiQL, when `[graphql] graphiql = true`.
+//! - `POST /graphql`, and `GET /graphql` for queries (GraphQL over HTTP, `application/json` or
+//!   `application/graphql-response+json`): the schema in [`schema`] (exported to
+//!   `schemas/mobile.graphql`). Requires a bearer JWT with audience `mobile`; each field names
+//!   the scope it needs (`profile`, `orders`). Documents are checked against `[graphql.limits]`
+//!   before anything runs.
+//! - Persisted queries (`[graphql.persisted_queries]`): automatic (APQ, by hash, `GET`-able) or,
+//!   in production, a safelist: only the operations in `schemas/mobile.persisted.json` run.
+//! - `GET /graphql` from a browser: GraphiQL, when `[graphql] graphiql = true`.
 //! - `GET /healthz`, `GET /readyz`: liveness and readiness (signing keys loaded, not draining);
 //!   `GET /readyz?verbose` also shows each backend's last probe.
 //!
-//! Backends: users (REST), orders (gRPC), recommendations (REST). The home screen fans out to all
-//! three at once, so it answers in about the time of the slowest.
+//! Backends: users (REST), orders (gRPC), recommendations (REST), catalog (REST), inventory
+//! (gRPC). The home screen fans out to the first three at once, so it answers in about the time
+//! of the slowest; each backend is asked only for the fields the query selected.
 
 mod config;
 pub mod schema;
@@ -16,12 +21,9 @@ pub mod schema;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
-use bff_gateway::graphql::{self, GraphQlRequest};
+use bff_gateway::graphql::GraphQlService;
 use bff_gateway::stack::InboundStack;
-use bff_gateway::{Authenticator, BuildError, ErrorFormat, RequestContext};
+use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
 pub use config::{Config, Mobile};
 pub use schema::{Backends, MobileEndpoint, MobileSchema};
@@ -30,20 +32,21 @@ pub use schema::{Backends, MobileEndpoint, MobileSchema};
 pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
-    let endpoint = schema::endpoint(backends.clone(), &config.own.graphql)?;
-    let api = Router::new().route("/graphql", post(graphql_handler)).with_state(endpoint);
-    let public = graphql::public_routes(&config.own.graphql);
+    let graphql = &config.own.graphql;
+    let service = GraphQlService {
+        endpoint: schema::endpoint(backends.clone(), graphql)?,
+        prepare: Arc::new(|_, request| request.data(schema::Memo::default())),
+        graphiql: graphql.graphiql,
+        subscriptions: None,
+    };
+    let authenticates_itself = service.authenticates_itself();
+    let (api, public) = service.routes();
     Ok(InboundStack::new(&config.server, ErrorFormat::GraphQl, authenticator)
+        .authenticates_itself(authenticates_itself)
         .backend("users", Arc::new(backends.users))
         .backend("orders", Arc::new(backends.orders))
         .backend("recommendations", Arc::new(backends.recommendations))
+        .backend("catalog", Arc::new(backends.catalog))
+        .backend("inventory", Arc::new(backends.inventory))
         .build(api, public))
-}
-
-async fn graphql_handler(
-    State(endpoint): State<MobileEndpoint>,
-    cx: RequestContext,
-    request: GraphQlRequest,
-) -> Response {
-    endpoint.execute(cx, request, |request| request.data(schema::Memo::default())).await
 }

@@ -115,17 +115,17 @@ async fn get_product(
     let p = backends.catalog.get(cx.upstream(), id, PRODUCT_FIELDS).await?;
     Ok(axum::Json(ProductView {
         id: p.id,
-        sku: p.sku,
-        name: p.name,
-        description: p.description,
-        brand: p.brand,
-        category: p.category,
-        price_cents: p.price_cents,
-        currency: p.currency,
-        image_url: p.image_url,
-        rating: p.rating,
-        review_count: p.review_count,
-        tags: p.tags.unwrap_or_default(),
+        sku: p.sku.into_option(),
+        name: p.name.into_option(),
+        description: p.description.into_option(),
+        brand: p.brand.into_option(),
+        category: p.category.into_option(),
+        price_cents: p.price_cents.into_option(),
+        currency: p.currency.into_option(),
+        image_url: p.image_url.into_option(),
+        rating: p.rating.into_option(),
+        review_count: p.review_count.into_option(),
+        tags: p.tags.into_option().unwrap_or_default(),
     }))
 }
 
@@ -173,12 +173,13 @@ struct OrderItemView {
     unit_price_cents: i64,
 }
 
-impl From<bff_backends::Order> for OrderView {
-    fn from(order: bff_backends::Order) -> Self {
+impl OrderView {
+    /// Partners read whole orders (no read mask), so every member is there; one that is not is a
+    /// backend fault, not a default.
+    fn of(order: bff_backends::Order) -> Result<Self, bff_upstream::UpstreamError> {
         use bff_backends::OrderStatus as S;
-        Self {
-            id: order.id,
-            status: match order.status {
+        Ok(Self {
+            status: match order.status()? {
                 S::Pending => "pending",
                 S::Paid => "paid",
                 S::Shipped => "shipped",
@@ -186,19 +187,20 @@ impl From<bff_backends::Order> for OrderView {
                 S::Cancelled => "cancelled",
                 S::Unknown => "unknown",
             },
-            total_cents: order.total_cents,
-            currency: order.currency,
-            created_at: order.created_at,
+            total_cents: order.total_cents()?,
+            currency: order.currency()?.to_owned(),
+            created_at: order.created_at()?.to_owned(),
             items: order
-                .items
-                .into_iter()
+                .items()?
+                .iter()
                 .map(|i| OrderItemView {
-                    product_id: i.product_id,
+                    product_id: i.product_id.clone(),
                     quantity: i.quantity,
                     unit_price_cents: i.unit_price_cents,
                 })
                 .collect(),
-        }
+            id: order.id,
+        })
     }
 }
 
@@ -228,7 +230,7 @@ async fn list_orders(
     let cursor = params.cursor.as_deref().map(|c| token("cursor", c)).transpose()?;
     let page = backends.orders.list(cx.upstream(), &owner, limit, cursor, &[]).await?;
     Ok(axum::Json(OrderList {
-        items: page.orders.into_iter().map(OrderView::from).collect(),
+        items: page.orders.into_iter().map(OrderView::of).collect::<Result<_, _>>()?,
         next_cursor: page.next_page_token,
     }))
 }
@@ -241,7 +243,7 @@ async fn get_order(
     let owner = cx.owner()?;
     let id = token("order id", &id)?;
     let order = backends.orders.get(cx.upstream(), &owner, id, &[]).await?;
-    Ok(axum::Json(order.into()))
+    Ok(axum::Json(OrderView::of(order)?))
 }
 
 #[derive(Deserialize)]
@@ -291,7 +293,7 @@ async fn create_order(
     let order = backends.orders.create(cx.upstream(), &owner, lines, idempotency_key).await?;
     let location = HeaderValue::from_str(&format!("/v1/orders/{}", order.id))
         .map_err(|_| GatewayError::Internal("order id is not a valid header value".into()))?;
-    let mut response = (StatusCode::CREATED, axum::Json(OrderView::from(order))).into_response();
+    let mut response = (StatusCode::CREATED, axum::Json(OrderView::of(order)?)).into_response();
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
 }

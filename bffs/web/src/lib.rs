@@ -1,9 +1,14 @@
 //! The web BFF: one GraphQL endpoint shaped for the web app, with GraphiQL for its developers.
 //!
-//! - `POST /graphql`: the schema in [`schema`] (exported to `schemas/web.graphql`). Requires a
-//!   bearer JWT with audience `web`; each field names the scope it needs (`profile`, `orders`).
-//!   Documents are checked against `[graphql.limits]` before anything runs.
-//! - `GET /graphql`: GraphiQL (no data without a token), when `[graphql] graphiql = true`.
+//! - `POST /graphql`, and `GET /graphql` for queries (GraphQL over HTTP): the schema in
+//!   [`schema`] (exported to `schemas/web.graphql`): the profile and order history, and the
+//!   place-order, cancel-order and update-profile mutations. Requires a bearer JWT with audience
+//!   `web`; each field names the scope it needs (`profile`, `orders`). Documents are checked
+//!   against `[graphql.limits]` before anything runs.
+//! - `GET /graphql` with a WebSocket upgrade: subscriptions (`orderStatusChanged`) over
+//!   graphql-transport-ws, the token in `connection_init`'s `{"authorization": "Bearer ..."}`.
+//! - `GET /graphql` from a browser: GraphiQL, served from the binary (no CDN), when
+//!   `[graphql] graphiql = true`; it holds no data, its queries need a token.
 //! - `GET /healthz`, `GET /readyz`: liveness and readiness (signing keys loaded, not draining);
 //!   `GET /readyz?verbose` also shows each backend's last probe.
 //!
@@ -16,12 +21,10 @@ pub mod schema;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
-use bff_gateway::graphql::{self, GraphQlRequest};
+use bff_gateway::graphql::GraphQlService;
+use bff_gateway::graphql::ws::Subscriptions;
 use bff_gateway::stack::InboundStack;
-use bff_gateway::{Authenticator, BuildError, ErrorFormat, RequestContext};
+use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
 pub use config::{Config, Web};
 pub use schema::{Backends, WebEndpoint, WebSchema};
@@ -30,26 +33,24 @@ pub use schema::{Backends, WebEndpoint, WebSchema};
 pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
-    let endpoint = schema::endpoint(backends.clone(), &config.own.graphql)?;
-    let api = Router::new().route("/graphql", post(graphql_handler)).with_state((endpoint, backends.clone()));
-    let public = graphql::public_routes(&config.own.graphql);
+    let graphql = &config.own.graphql;
+    let loaders_for = backends.clone();
+    let service = GraphQlService {
+        endpoint: schema::endpoint(backends.clone(), graphql)?,
+        // Data loaders carry the request's context to the backends they batch for.
+        prepare: Arc::new(move |cx, request| {
+            request.data(schema::loaders(&loaders_for, cx.upstream())).data(schema::Memo::default())
+        }),
+        graphiql: graphql.graphiql,
+        subscriptions: Some(Subscriptions::new(authenticator.clone(), &graphql.subscriptions)),
+    };
+    let authenticates_itself = service.authenticates_itself();
+    let (api, public) = service.routes();
     Ok(InboundStack::new(&config.server, ErrorFormat::GraphQl, authenticator)
+        .authenticates_itself(authenticates_itself)
         .backend("users", Arc::new(backends.users))
         .backend("orders", Arc::new(backends.orders))
         .backend("catalog", Arc::new(backends.catalog))
         .backend("inventory", Arc::new(backends.inventory))
         .build(api, public))
-}
-
-async fn graphql_handler(
-    State((endpoint, backends)): State<(WebEndpoint, Backends)>,
-    cx: RequestContext,
-    request: GraphQlRequest,
-) -> Response {
-    let upstream = cx.upstream().clone();
-    endpoint
-        .execute(cx, request, |request| {
-            request.data(schema::loaders(&backends, &upstream)).data(schema::Memo::default())
-        })
-        .await
 }

@@ -12,18 +12,45 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Enum, ID, Object, Schema, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Schema, SimpleObject, Subscription};
 use bff_backends::{
-    CatalogClient, InventoryClient, OrdersClient, Product as CatalogProduct, StockLevel, User, UsersClient,
+    CatalogClient, InventoryClient, NewOrderLine, OrdersClient, Product as CatalogProduct, ProfileChange, StockLevel,
+    User, UsersClient,
 };
-use bff_gateway::graphql::{CostModel, Endpoint, GraphQlConfig, RequestMemo, RequireScope, page_size, request_context};
+use bff_gateway::graphql::scalars::MinorUnits;
+use bff_gateway::graphql::{
+    BackendFields, CostModel, Endpoint, FieldMap, GraphQlConfig, RequestMemo, RequireScope, page_size, request_context,
+};
 use bff_gateway::{BuildError, GatewayError};
-use bff_upstream::{CallContext, UpstreamError};
+use bff_upstream::{CallContext, UpstreamError, Upstreams};
+use futures::{Stream, StreamExt};
 
-use bff_upstream::Upstreams;
+pub type WebSchema = Schema<Query, Mutation, Subscription>;
+pub type WebEndpoint = Endpoint<Query, Mutation, Subscription>;
 
-pub type WebSchema = Schema<Query, EmptyMutation, EmptySubscription>;
-pub type WebEndpoint = Endpoint<Query, EmptyMutation, EmptySubscription>;
+/// Which users fields each `Me` field reads (the id comes from the token).
+pub const ME_FIELDS: FieldMap =
+    FieldMap::new("Me", &[("id", &[]), ("name", &["name"]), ("email", &["email"]), ("orders", &[])]);
+/// Which order fields (the read mask) each `Order` field reads.
+pub const ORDER_FIELDS: FieldMap = FieldMap::new(
+    "Order",
+    &[
+        ("id", &[]),
+        ("status", &["status"]),
+        ("total", &["total_cents"]),
+        ("currency", &["currency"]),
+        ("createdAt", &["created_at"]),
+        ("items", &["items"]),
+    ],
+);
+/// Which catalog fields each `Product` field reads; stock comes from inventory.
+pub const PRODUCT_FIELDS: FieldMap = FieldMap::new(
+    "Product",
+    &[("id", &[]), ("name", &["name"]), ("price", &["price_cents"]), ("currency", &["currency"]), ("stock", &[])],
+);
+const MAX_ORDER_LINES: usize = 20;
+const MAX_ID_LEN: usize = 64;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// What one backend call weighs in the cost model, beside the 1 of any object field.
 const BACKEND_CALL_COST: u64 = 5;
@@ -57,6 +84,10 @@ impl Backends {
 
 /// The schema with its backends, configured and costed as `config` says.
 pub fn endpoint(backends: Backends, config: &GraphQlConfig) -> Result<WebEndpoint, BuildError> {
+    let sdl = sdl();
+    for map in [&ME_FIELDS, &ORDER_FIELDS, &PRODUCT_FIELDS] {
+        map.check(&sdl)?;
+    }
     let schema = bff_gateway::graphql::configure(builder(), config).data(backends).finish();
     Ok(Endpoint::new(schema, config, cost_model()?))
 }
@@ -66,6 +97,10 @@ pub fn endpoint(backends: Backends, config: &GraphQlConfig) -> Result<WebEndpoin
 pub fn cost_model() -> Result<CostModel, GatewayError> {
     Ok(CostModel::from_sdl(&sdl())?
         .backend_field("Query.me", BACKEND_CALL_COST)
+        .backend_field("Mutation.placeOrder", BACKEND_CALL_COST)
+        .backend_field("Mutation.cancelOrder", BACKEND_CALL_COST)
+        .backend_field("Mutation.updateProfile", BACKEND_CALL_COST)
+        .backend_field("Subscription.orderStatusChanged", BACKEND_CALL_COST)
         .backend_field("Me.orders", BACKEND_CALL_COST)
         .backend_field("OrderItem.product", BATCHED_LOOKUP_COST)
         .backend_field("Product.stock", BATCHED_LOOKUP_COST)
@@ -79,15 +114,15 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-fn builder() -> async_graphql::SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query, Mutation, Subscription)
 }
 
-/// What this request has loaded: the profile, and each orders page by its arguments.
+/// What this request has loaded: the profile, and each orders page by its arguments and fields.
 #[derive(Default)]
 pub struct Memo {
-    profile: RequestMemo<(), Result<User, UpstreamError>>,
-    orders: RequestMemo<(u32, Option<String>), Result<bff_backends::OrdersPage, UpstreamError>>,
+    profile: RequestMemo<BackendFields, Result<User, UpstreamError>>,
+    orders: RequestMemo<(u32, Option<String>, BackendFields), Result<bff_backends::OrdersPage, UpstreamError>>,
 }
 
 fn memo<'a>(ctx: &Context<'a>) -> Result<&'a Memo, GatewayError> {
@@ -112,14 +147,28 @@ pub struct ProductLoader {
     cx: CallContext,
 }
 
-impl Loader<String> for ProductLoader {
+/// Keyed by product and the catalog fields its selection needs: one batch asks once, for every
+/// id and the union of the fields.
+impl Loader<(String, BackendFields)> for ProductLoader {
     type Value = CatalogProduct;
     type Error = UpstreamError;
 
-    async fn load(&self, ids: &[String]) -> Result<HashMap<String, CatalogProduct>, UpstreamError> {
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let products = self.catalog.get_many(&self.cx, &ids, &[]).await?;
-        Ok(products.into_iter().map(|p| (p.id.clone(), p)).collect())
+    async fn load(
+        &self,
+        keys: &[(String, BackendFields)],
+    ) -> Result<HashMap<(String, BackendFields), CatalogProduct>, UpstreamError> {
+        let mut ids: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let fields = BackendFields::union(keys.iter().map(|(_, fields)| fields));
+        let products: HashMap<String, CatalogProduct> = self
+            .catalog
+            .get_many(&self.cx, &ids, fields.as_slice())
+            .await?
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect();
+        Ok(keys.iter().filter_map(|key| Some((key.clone(), products.get(&key.0)?.clone()))).collect())
     }
 }
 
@@ -155,21 +204,22 @@ impl Query {
     #[graphql(guard = "RequireScope(\"profile\")")]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let user_id = request_context(ctx)?.user_id()?.to_owned();
-        Ok(Me { id: user_id })
+        Ok(Me { id: user_id, profile_fields: ME_FIELDS.select(ctx, ctx.field()) })
     }
 }
 
 /// The signed-in user. `id` comes from the verified token; the profile fields share one call to
-/// the users service per request, and the orders do not wait for it.
+/// the users service per request (for the fields `me` selects), and the orders do not wait for it.
 pub struct Me {
     id: String,
+    profile_fields: BackendFields,
 }
 
 impl Me {
     async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
-        let load = || backends.users.get(cx.upstream(), &self.id);
-        Ok(memo(ctx)?.profile.get_or_load((), load).await?)
+        let load = || backends.users.get(cx.upstream(), &self.id, self.profile_fields.as_slice());
+        Ok(memo(ctx)?.profile.get_or_load(self.profile_fields.clone(), load).await?)
     }
 }
 
@@ -181,12 +231,12 @@ impl Me {
 
     /// Null (with an error) when the users service fails.
     async fn name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
-        Ok(Some(self.profile(ctx).await?.name))
+        Ok(Some(self.profile(ctx).await?.name()?.to_owned()))
     }
 
     /// Null (with an error) when the users service fails.
     async fn email(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
-        Ok(Some(self.profile(ctx).await?.email))
+        Ok(Some(self.profile(ctx).await?.email()?.to_owned()))
     }
 
     /// The user's orders, newest first. `after` is the `endCursor` of the previous page.
@@ -206,8 +256,9 @@ impl Me {
         }
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
         let owner = cx.owner()?;
-        let load = || backends.orders.list(cx.upstream(), &owner, first, after.as_deref(), &[]);
-        let page = memo(ctx)?.orders.get_or_load((first, after.clone()), load).await?;
+        let fields = ORDER_FIELDS.select_at(ctx, ctx.field(), &["edges", "node"]);
+        let load = || backends.orders.list(cx.upstream(), &owner, first, after.as_deref(), fields.as_slice());
+        let page = memo(ctx)?.orders.get_or_load((first, after.clone(), fields.clone()), load).await?;
         Ok(Some(OrderConnection {
             page_info: PageInfo { has_next_page: page.next_page_token.is_some(), end_cursor: page.next_page_token },
             edges: page.orders.into_iter().map(|order| OrderEdge { node: Order(order) }).collect(),
@@ -241,25 +292,31 @@ impl Order {
         ID(self.0.id.clone())
     }
 
-    async fn status(&self) -> OrderStatus {
-        self.0.status.into()
+    async fn status(&self) -> async_graphql::Result<OrderStatus> {
+        Ok(self.0.status()?.into())
     }
 
-    async fn total_cents(&self) -> i64 {
-        self.0.total_cents
+    async fn total(&self) -> async_graphql::Result<MinorUnits> {
+        Ok(MinorUnits(self.0.total_cents()?))
+    }
+
+    /// ISO 4217.
+    async fn currency(&self) -> async_graphql::Result<&str> {
+        Ok(self.0.currency()?)
     }
 
     /// RFC 3339, UTC.
-    async fn created_at(&self) -> &str {
-        &self.0.created_at
+    async fn created_at(&self) -> async_graphql::Result<&str> {
+        Ok(self.0.created_at()?)
     }
 
-    async fn items(&self) -> Vec<OrderItem> {
-        self.0
-            .items
+    async fn items(&self) -> async_graphql::Result<Vec<OrderItem>> {
+        Ok(self
+            .0
+            .items()?
             .iter()
             .map(|item| OrderItem { product_id: item.product_id.clone(), quantity: item.quantity })
-            .collect()
+            .collect())
     }
 }
 
@@ -276,7 +333,11 @@ impl OrderItem {
 
     /// Null when the product no longer exists, or (with an error) when the catalog fails.
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Product>> {
-        let product = loaders_of(ctx)?.products.load_one(self.product_id.clone()).await?;
+        let fields = PRODUCT_FIELDS.select(ctx, ctx.field());
+        if !fields.needs_call() {
+            return Ok(Some(Product(CatalogProduct::bare(&self.product_id))));
+        }
+        let product = loaders_of(ctx)?.products.load_one((self.product_id.clone(), fields)).await?;
         Ok(product.map(Product))
     }
 }
@@ -289,12 +350,17 @@ impl Product {
         ID(self.0.id.clone())
     }
 
-    async fn name(&self) -> &str {
-        self.0.name.as_deref().unwrap_or_default()
+    async fn name(&self) -> async_graphql::Result<&str> {
+        Ok(self.0.name()?)
     }
 
-    async fn price_cents(&self) -> i64 {
-        self.0.price_cents.unwrap_or_default()
+    async fn price(&self) -> async_graphql::Result<MinorUnits> {
+        Ok(MinorUnits(self.0.price_cents()?))
+    }
+
+    /// ISO 4217.
+    async fn currency(&self) -> async_graphql::Result<&str> {
+        Ok(self.0.currency()?)
     }
 
     /// Null when inventory does not track the product, or (with an error) when it fails.
@@ -318,4 +384,127 @@ pub enum OrderStatus {
     Delivered,
     Cancelled,
     Unknown,
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Places an order for the signed-in user. Send the same `idempotencyKey` when retrying: the
+    /// order is placed once however often the request arrives.
+    #[graphql(guard = "RequireScope(\"orders\")")]
+    async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> async_graphql::Result<Order> {
+        let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
+        if input.lines.is_empty() || input.lines.len() > MAX_ORDER_LINES {
+            return Err(GatewayError::BadRequest(format!("an order has 1 to {MAX_ORDER_LINES} lines")).into());
+        }
+        let lines = input
+            .lines
+            .iter()
+            .map(|line| {
+                Ok(NewOrderLine {
+                    product_id: id_token("productId", &line.product_id)?.to_owned(),
+                    quantity: line.quantity,
+                })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        let key = input.idempotency_key.trim();
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(GatewayError::BadRequest(format!(
+                "`idempotencyKey` must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ))
+            .into());
+        }
+        let order = backends.orders.create(cx.upstream(), &cx.owner()?, lines, Some(key.to_owned())).await?;
+        Ok(Order(order))
+    }
+
+    /// Cancels one of the signed-in user's orders, unless it has shipped.
+    #[graphql(guard = "RequireScope(\"orders\")")]
+    async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
+        let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
+        let id = id_token("id", &id)?;
+        Ok(Order(backends.orders.cancel(cx.upstream(), &cx.owner()?, id).await?))
+    }
+
+    /// Changes the signed-in user's name or avatar; answers with the profile as it now is.
+    #[graphql(guard = "RequireScope(\"profile\")")]
+    async fn update_profile(&self, ctx: &Context<'_>, input: ProfileInput) -> async_graphql::Result<Me> {
+        let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
+        if input.name.is_none() && input.avatar_url.is_none() {
+            return Err(GatewayError::BadRequest("set `name`, `avatarUrl` or both".into()).into());
+        }
+        let user_id = cx.user_id()?;
+        let change = ProfileChange { name: input.name, avatar_url: input.avatar_url };
+        let user = backends.users.update(cx.upstream(), user_id, &change).await?;
+        // The answer is whole: the memo serves `me`'s fields from it without another call.
+        let fields = ME_FIELDS.select(ctx, ctx.field());
+        let _ = memo(ctx)?.profile.get_or_load(fields.clone(), || async { Ok(user) }).await;
+        Ok(Me { id: user_id.to_owned(), profile_fields: fields })
+    }
+}
+
+#[derive(InputObject)]
+pub struct PlaceOrderInput {
+    pub lines: Vec<OrderLineInput>,
+    /// Chosen by the client per order it places (a UUID, say), and sent again on every retry.
+    pub idempotency_key: String,
+}
+
+#[derive(InputObject)]
+pub struct OrderLineInput {
+    pub product_id: ID,
+    pub quantity: i32,
+}
+
+#[derive(InputObject)]
+pub struct ProfileInput {
+    pub name: Option<String>,
+    /// An `https://` URL.
+    pub avatar_url: Option<String>,
+}
+
+/// `value` as an id to send a backend: refused (with no call) unless it is a short token.
+fn id_token<'a>(argument: &str, value: &'a str) -> Result<&'a str, GatewayError> {
+    if value.is_empty()
+        || value.len() > MAX_ID_LEN
+        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(GatewayError::BadRequest(format!("`{argument}` is not an id this API issued")));
+    }
+    Ok(value)
+}
+
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Each status change of one of the signed-in user's orders, starting with its current
+    /// status, until it reaches a final one. Over WebSocket (graphql-transport-ws) only.
+    #[graphql(guard = "RequireScope(\"orders\")")]
+    async fn order_status_changed(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<OrderStatusEvent>> + use<>> {
+        let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
+        let id = id_token("orderId", &order_id)?;
+        let changes = backends.orders.watch(cx.upstream(), &cx.owner()?, id).await?;
+        Ok(changes.map(|change| {
+            let change = change.map_err(GatewayError::from)?;
+            Ok(OrderStatusEvent {
+                order_id: ID(change.order_id),
+                status: change.status.into(),
+                changed_at: change.changed_at,
+            })
+        }))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct OrderStatusEvent {
+    pub order_id: ID,
+    pub status: OrderStatus,
+    /// RFC 3339, UTC.
+    pub changed_at: String,
 }

@@ -200,6 +200,7 @@ impl ApiKeys {
             client_id: entry.client_id.clone(),
             credential: Credential::ApiKey,
             scopes: entry.scopes.clone(),
+            expires_at: None,
         })
     }
 }
@@ -215,6 +216,7 @@ pub struct JwtVerifier {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -266,13 +268,20 @@ impl JwtVerifier {
             }
         })?;
         let claims = data.claims;
+        let expires_at = Some(std::time::UNIX_EPOCH + Duration::from_secs(claims.exp));
         let scopes = claims.scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
         // A client-credentials token is issued to the client itself: its subject is the client.
         if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
-            return Ok(Principal { user_id: None, client_id: claims.sub, credential: Credential::OAuthClient, scopes });
+            return Ok(Principal {
+                user_id: None,
+                client_id: claims.sub,
+                credential: Credential::OAuthClient,
+                scopes,
+                expires_at,
+            });
         }
         let client_id = claims.client_id.or(claims.azp).unwrap_or_else(|| self.audience().to_owned());
-        Ok(Principal { user_id: Some(claims.sub), client_id, credential: Credential::User, scopes })
+        Ok(Principal { user_id: Some(claims.sub), client_id, credential: Credential::User, scopes, expires_at })
     }
 
     /// The token's header, checked before any key is looked up: RS256 only, no critical

@@ -70,6 +70,14 @@ impl RequestContext {
         }
     }
 
+    /// The context of a long-lived connection (a subscription socket): its id, the identity it
+    /// authenticated as, and no deadline (each stream lives as long as its subscriber).
+    pub fn for_connection(request_id: Arc<str>, identity: Arc<Identity>) -> Self {
+        let log = Arc::new(RequestLog::default());
+        let upstream = CallContext::new(request_id.clone()).with_recorder(log.upstream.clone()).with_identity(identity);
+        Self { request_id, log, upstream }
+    }
+
     /// The context of a request from its extensions, for middleware that runs before extractors.
     pub fn from_extensions(extensions: &http::Extensions) -> Result<Self, GatewayError> {
         let missing =

@@ -34,6 +34,12 @@ pub enum GatewayError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// `Accept` allows none of the media types this endpoint answers with.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// The body's `Content-Type` is not one this endpoint reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A GraphQL document or batch over one of the configured limits; `code` names the limit.
     #[error("{message}")]
     QueryRefused { code: &'static str, message: String },
@@ -64,6 +70,8 @@ impl GatewayError {
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::QueryRefused { code, .. } => code,
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
@@ -89,6 +97,8 @@ impl GatewayError {
             _ if matches!(self, Self::QueryRefused { .. }) => StatusCode::BAD_REQUEST,
             "NOT_FOUND" => StatusCode::NOT_FOUND,
             "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
+            "NOT_ACCEPTABLE" => StatusCode::NOT_ACCEPTABLE,
+            "UNSUPPORTED_MEDIA_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
             "REQUEST_TIMEOUT" | "UPSTREAM_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
             "UPSTREAM_UNAVAILABLE" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,

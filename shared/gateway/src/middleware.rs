@@ -367,7 +367,14 @@ impl Stage for EnforceDeadline {
 /// Verifies the request's credentials and attaches the verified [`Identity`]. It reads headers
 /// only: the body is still unread when a request without valid credentials is refused.
 #[derive(Clone)]
-pub struct Authenticate(pub Arc<Authenticator>);
+pub struct Authenticate {
+    pub authenticator: Arc<Authenticator>,
+    /// Requests that authenticate themselves (see [`InboundStack::authenticates_itself`](crate::stack::InboundStack::authenticates_itself)).
+    pub skip: Option<SelfAuthenticating>,
+}
+
+/// Picks out the requests a handler authenticates itself.
+pub type SelfAuthenticating = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
 impl Stage for Authenticate {
     async fn run<S>(&self, mut request: Request, next: Next<S>) -> Response
@@ -375,8 +382,11 @@ impl Stage for Authenticate {
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send,
     {
+        if self.skip.as_ref().is_some_and(|skip| skip(&request)) {
+            return next.run(request).await;
+        }
         let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
-        match self.0.authenticate(request.headers(), client).await {
+        match self.authenticator.authenticate(request.headers(), client).await {
             Ok(identity) => {
                 if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
                     let _ = log.principal.set(identity.to_string());

@@ -57,11 +57,19 @@ pub struct InboundStack {
     authenticator: Arc<Authenticator>,
     backends: Vec<ReadinessCheck>,
     bff_stages: Vec<BffStage>,
+    self_authenticating: Option<mw::SelfAuthenticating>,
 }
 
 impl InboundStack {
     pub fn new(server: &ServerConfig, format: ErrorFormat, authenticator: Arc<Authenticator>) -> Self {
-        Self { server: server.clone(), format, authenticator, backends: Vec::new(), bff_stages: Vec::new() }
+        Self {
+            server: server.clone(),
+            format,
+            authenticator,
+            backends: Vec::new(),
+            bff_stages: Vec::new(),
+            self_authenticating: None,
+        }
     }
 
     /// A backend whose probe `/readyz?verbose` reports, as information.
@@ -85,14 +93,29 @@ impl InboundStack {
         self
     }
 
+    /// API requests that `is_one` picks out skip authentication because their handler
+    /// authenticates them itself (a WebSocket upgrade authenticates in its first message) or
+    /// serves no data (the GraphiQL page). Narrow by construction: the handler must make the
+    /// same decision.
+    pub fn authenticates_itself(
+        mut self,
+        is_one: impl Fn(&axum::extract::Request) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.self_authenticating = Some(Arc::new(is_one));
+        self
+    }
+
     /// The whole BFF: `api` behind authentication, `public` (GraphiQL, say) and the probes open,
     /// everything inside the standard stack.
     pub fn build(self, api: Router, public: Router) -> Router {
-        let Self { server, format, authenticator, backends, bff_stages } = self;
+        let Self { server, format, authenticator, backends, bff_stages, self_authenticating } = self;
         // axum refuses a route layer on no routes; a BFF with nothing behind authentication is
         // odd but not wrong.
         let api = if api.has_routes() {
-            api.route_layer(StageLayer::new(mw::Authenticate(authenticator.clone())))
+            api.route_layer(StageLayer::new(mw::Authenticate {
+                authenticator: authenticator.clone(),
+                skip: self_authenticating,
+            }))
         } else {
             api
         };

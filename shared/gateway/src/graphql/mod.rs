@@ -3,23 +3,33 @@
 //! to resolvers, scope guards, request-scoped memoisation, and the mapping of resolver errors to
 //! stable codes.
 
+mod documents;
+pub mod graphiql;
 pub mod limits;
+pub mod over_http;
+pub mod scalars;
+pub mod trim;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ErrorExtensionValues, ObjectType, Schema, SchemaBuilder, ServerError, SubscriptionType, Value};
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use bff_upstream::UpstreamError;
 use http::StatusCode;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+pub use documents::{
+    DEFAULT_APQ_STORE_BYTES, DEFAULT_DOCUMENT_CACHE_BYTES, PersistedQueriesConfig, PersistedQueryMode,
+};
 pub use limits::{CostModel, QueryLimits};
+pub use over_http::{GraphQlHttpRequest, GraphQlRequest, ResponseMedia};
+pub use trim::{BackendFields, FieldMap};
+pub use ws::SubscriptionLimits;
 
 use crate::config::{Problems, Validate, join};
 use crate::{GatewayError, RequestContext};
@@ -31,18 +41,41 @@ const MAX_PARSER_RECURSION: usize = 64;
 /// `[graphql]`: what a GraphQL BFF exposes beyond its schema, and the limits on what it runs.
 /// Introspection, "did you mean" suggestions and GraphiQL help an attacker map the API as much
 /// as they help a developer, so all three are off unless the config turns them on.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphQlConfig {
     pub introspection: bool,
     pub suggestions: bool,
     pub graphiql: bool,
+    /// Ask backends only for the fields clients select (see [`trim`]); on unless turned off.
+    pub trim_fields: bool,
+    /// Bytes of document text the parse cache holds.
+    pub document_cache_bytes: u64,
     pub limits: QueryLimits,
+    pub persisted_queries: PersistedQueriesConfig,
+    pub subscriptions: SubscriptionLimits,
+}
+
+impl Default for GraphQlConfig {
+    fn default() -> Self {
+        Self {
+            introspection: false,
+            suggestions: false,
+            graphiql: false,
+            trim_fields: true,
+            document_cache_bytes: DEFAULT_DOCUMENT_CACHE_BYTES,
+            limits: QueryLimits::default(),
+            persisted_queries: PersistedQueriesConfig::default(),
+            subscriptions: SubscriptionLimits::default(),
+        }
+    }
 }
 
 impl Validate for GraphQlConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         self.limits.validate(&join(path, "limits"), problems);
+        self.persisted_queries.validate(&join(path, "persisted_queries"), problems);
+        self.subscriptions.validate(&join(path, "subscriptions"), problems);
     }
 }
 
@@ -61,10 +94,13 @@ impl Validate for GraphQlKeys {
 }
 
 /// Applies `config` to a schema under construction: introspection and suggestions as configured,
-/// the parser's recursion guard, and the directive limit (which async-graphql also checks).
+/// the parser's recursion guard, the directive limit (which async-graphql also checks), and
+/// whether resolvers trim.
 pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, config: &GraphQlConfig) -> SchemaBuilder<Q, M, S> {
-    let mut builder =
-        builder.limit_recursive_depth(MAX_PARSER_RECURSION).limit_directives(config.limits.max_directives_per_field);
+    let mut builder = builder
+        .limit_recursive_depth(MAX_PARSER_RECURSION)
+        .limit_directives(config.limits.max_directives_per_field)
+        .data(trim::Trimming(config.trim_fields));
     if !config.introspection {
         builder = builder.disable_introspection();
     }
@@ -74,45 +110,13 @@ pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, config: &GraphQlConfi
     builder
 }
 
-/// A GraphQL request body: one request (`{"query", "operationName", "variables"}`) or a batch
-/// (a JSON array of them).
-pub enum GraphQlRequest {
-    Single(Box<async_graphql::Request>),
-    Batch(Vec<async_graphql::Request>),
-}
-
-impl<S: Send + Sync> FromRequest<S> for GraphQlRequest {
-    type Rejection = GatewayError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            return Err(GatewayError::BadRequest(
-                "send the GraphQL request as `Content-Type: application/json`".into(),
-            ));
-        }
-        let limit = crate::rest::BodyLimit::of(&request);
-        let body = Bytes::from_request(request, state).await.map_err(|e| crate::rest::body_rejection(e, limit))?;
-        let not_a_request =
-            |e: serde_json::Error| GatewayError::BadRequest(format!("the body is not a GraphQL request: {e}"));
-        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            serde_json::from_slice(&body).map(Self::Batch).map_err(not_a_request)
-        } else {
-            serde_json::from_slice(&body).map(|request| Self::Single(Box::new(request))).map_err(not_a_request)
-        }
-    }
-}
-
 /// One GraphQL schema served with its limits and cost model.
 pub struct Endpoint<Q, M, S> {
     schema: Schema<Q, M, S>,
     model: Arc<CostModel>,
     limits: QueryLimits,
     introspection: bool,
+    documents: documents::Documents,
 }
 
 impl<Q, M, S> Clone for Endpoint<Q, M, S> {
@@ -122,7 +126,21 @@ impl<Q, M, S> Clone for Endpoint<Q, M, S> {
             model: self.model.clone(),
             limits: self.limits.clone(),
             introspection: self.introspection,
+            documents: self.documents.clone(),
         }
+    }
+}
+
+/// Why a request did not run: its code and message, and the status it has under
+/// `application/graphql-response+json`.
+struct NotRun {
+    refusal: limits::Refusal,
+    status: StatusCode,
+}
+
+impl From<limits::Refusal> for NotRun {
+    fn from(refusal: limits::Refusal) -> Self {
+        Self { refusal, status: StatusCode::BAD_REQUEST }
     }
 }
 
@@ -134,24 +152,47 @@ where
 {
     /// `schema` (built through [`configure`] with the same `config`), costed by `model`.
     pub fn new(schema: Schema<Q, M, S>, config: &GraphQlConfig, model: CostModel) -> Self {
-        Self { schema, model: Arc::new(model), limits: config.limits.clone(), introspection: config.introspection }
+        Self {
+            schema,
+            model: Arc::new(model),
+            limits: config.limits.clone(),
+            introspection: config.introspection,
+            documents: documents::Documents::new(&config.persisted_queries, config.document_cache_bytes),
+        }
+    }
+
+    pub fn schema(&self) -> &Schema<Q, M, S> {
+        &self.schema
     }
 
     /// Runs a request or a batch. Each operation is checked against the limits on its one parse
     /// before async-graphql validates or runs it; `prepare` adds per-operation data (data loaders,
-    /// memos) to each. A single request refused before it ran answers 400.
-    pub async fn execute(
-        &self,
-        cx: RequestContext,
-        request: GraphQlRequest,
-        prepare: impl Fn(async_graphql::Request) -> async_graphql::Request,
-    ) -> Response {
+    /// memos) to each. The status and media type follow GraphQL over HTTP ([`http`]).
+    pub async fn execute(&self, cx: RequestContext, http: GraphQlHttpRequest, prepare: &Prepare) -> Response {
+        let GraphQlHttpRequest { request, media, via_get } = http;
+        let respond = |status: StatusCode, body: Vec<u8>| {
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(http::header::CONTENT_TYPE, media.content_type());
+            response
+        };
         match request {
             GraphQlRequest::Single(request) => {
                 let _ = cx.log.operation.set(operation_label(request.operation_name.as_deref()).to_owned());
-                let (response, refused) = self.execute_one(&cx, *request, &prepare).await;
-                let status = if refused { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-                (status, axum::Json(response)).into_response()
+                let (response, not_run) = self.execute_one(&cx, *request, via_get, prepare).await;
+                let status = match not_run {
+                    Some(status) => media.refused_status(status),
+                    None => StatusCode::OK,
+                };
+                // A request that never ran has no `data` at all (not null), as the specification says.
+                let body = match not_run {
+                    Some(_) => serde_json::to_vec(&serde_json::json!({ "errors": response.errors })),
+                    None => serde_json::to_vec(&response),
+                };
+                let mut answer = respond(status, body.unwrap_or_default());
+                if status == StatusCode::METHOD_NOT_ALLOWED {
+                    answer.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+                }
+                answer
             }
             GraphQlRequest::Batch(requests) => {
                 let _ = cx.log.operation.set("(batch)".to_owned());
@@ -163,81 +204,137 @@ where
                     );
                     return GatewayError::QueryRefused { code: "BATCH_TOO_LARGE", message }.into_response();
                 }
-                let runs = requests.into_iter().map(|request| self.execute_one(&cx, request, &prepare));
+                let runs = requests.into_iter().map(|request| self.execute_one(&cx, request, via_get, prepare));
                 let responses: Vec<_> = futures::future::join_all(runs).await.into_iter().map(|(r, _)| r).collect();
-                axum::Json(responses).into_response()
+                respond(StatusCode::OK, serde_json::to_vec(&responses).unwrap_or_default())
             }
         }
     }
 
+    /// One operation; the status is set when it did not run.
     async fn execute_one(
         &self,
         cx: &RequestContext,
         mut request: async_graphql::Request,
-        prepare: &impl Fn(async_graphql::Request) -> async_graphql::Request,
-    ) -> (async_graphql::Response, bool) {
-        let document = match self.check(cx, &request) {
+        via_get: bool,
+        prepare: &Prepare,
+    ) -> (async_graphql::Response, Option<StatusCode>) {
+        let document = match self.check(cx, &mut request, via_get, false) {
             Ok(document) => document,
-            Err(refusal) => {
-                let mut error = ServerError::new(refusal.message, None);
-                error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", refusal.code);
-                set_request_id(&mut error, &cx.request_id);
-                return (async_graphql::Response::from_errors(vec![error]), true);
+            Err(NotRun { refusal, status }) => {
+                return (refused(refusal, &cx.request_id), Some(status));
             }
         };
         let operation_name = request.operation_name.clone();
-        request.set_parsed_query(document.clone());
-        let mut response = self.schema.execute(prepare(request.data(cx.clone()))).await;
+        request.set_parsed_query((*document).clone());
+        let mut response = self.schema.execute(prepare(cx, request.data(cx.clone()))).await;
+        // Errors without a path are about the document (validation, variables): it never ran.
+        let not_run = response.data == Value::Null
+            && !response.errors.is_empty()
+            && response.errors.iter().all(|e| e.path.is_empty());
         for error in &mut response.errors {
             brand(error, &cx.request_id);
             null_errored_field(&mut response.data, &error.path);
         }
         cap_errors(&mut response.errors, self.limits.max_errors, &cx.request_id);
         order::restore_selection_order(&mut response.data, &document, operation_name.as_deref());
-        (response, false)
+        (response, not_run.then_some(StatusCode::BAD_REQUEST))
     }
 
-    /// The size limits, then the one parse, then the shape and cost limits. Every refusal here
-    /// costs a bounded, small amount of CPU: nothing is expanded or executed.
+    /// A subscription (or any operation) sent over a socket: the same checks, then a stream of
+    /// responses, each branded like any other.
+    pub fn execute_stream(
+        &self,
+        cx: RequestContext,
+        mut request: async_graphql::Request,
+        prepare: Prepare,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        use futures::StreamExt as _;
+        let document = match self.check(&cx, &mut request, false, true) {
+            Ok(document) => document,
+            Err(NotRun { refusal, .. }) => {
+                return futures::stream::once(std::future::ready(refused(refusal, &cx.request_id))).boxed();
+            }
+        };
+        request.set_parsed_query((*document).clone());
+        let request_id = cx.request_id.clone();
+        let max_errors = self.limits.max_errors;
+        self.schema
+            .execute_stream(prepare(&cx, request.data(cx.clone())))
+            .map(move |mut response| {
+                for error in &mut response.errors {
+                    brand(error, &request_id);
+                    null_errored_field(&mut response.data, &error.path);
+                }
+                cap_errors(&mut response.errors, max_errors, &request_id);
+                response
+            })
+            .boxed()
+    }
+
+    /// The document (persisted or sent, parsed once per text), then the shape and cost limits.
+    /// Every refusal here costs a bounded, small amount of CPU: nothing is expanded or executed.
     fn check(
         &self,
         cx: &RequestContext,
-        request: &async_graphql::Request,
-    ) -> Result<ExecutableDocument, limits::Refusal> {
-        let limits = &self.limits;
-        let query = &request.query;
-        if query.len() > limits.max_document_bytes {
-            return Err(limits::Refusal {
-                code: "DOCUMENT_TOO_LARGE",
-                message: format!(
-                    "the document of {} bytes exceeds the limit of {} (graphql.limits.max_document_bytes)",
-                    query.len(),
-                    limits.max_document_bytes
-                ),
-            });
+        request: &mut async_graphql::Request,
+        via_get: bool,
+        streaming: bool,
+    ) -> Result<Arc<ExecutableDocument>, NotRun> {
+        let document = self.documents.resolve(request, &self.limits)?;
+        let refuse = |code: &'static str, message: &str, status| {
+            Err(NotRun { refusal: limits::Refusal { code, message: message.to_owned() }, status })
+        };
+        match operation_kind(&document, request.operation_name.as_deref()) {
+            Some(OperationType::Mutation | OperationType::Subscription) if via_get => {
+                return refuse(
+                    "METHOD_NOT_ALLOWED",
+                    "only queries may be sent with GET; send this with POST",
+                    StatusCode::METHOD_NOT_ALLOWED,
+                );
+            }
+            Some(OperationType::Subscription) if !streaming => {
+                return refuse(
+                    "SUBSCRIPTION_OVER_HTTP",
+                    "subscriptions run over WebSocket (graphql-transport-ws) on this path",
+                    StatusCode::BAD_REQUEST,
+                );
+            }
+            _ => {}
         }
-        let tokens = limits::count_tokens(query, limits.max_tokens);
-        if tokens > limits.max_tokens {
-            return Err(limits::Refusal {
-                code: "TOO_MANY_TOKENS",
-                message: format!("the document has more than {} tokens (graphql.limits.max_tokens)", limits.max_tokens),
-            });
-        }
-        let document = async_graphql::parser::parse_query(query).map_err(|e| limits::Refusal {
-            code: "GRAPHQL_PARSE_FAILED",
-            message: format!("the document does not parse: {e}"),
-        })?;
         let cost = limits::analyze(
             &document,
             request.operation_name.as_deref(),
             &request.variables,
             &self.model,
-            limits,
+            &self.limits,
             self.introspection,
         )?;
         cx.log.cost.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
         Ok(document)
     }
+}
+
+/// The kind of operation `name` selects in `document`; `None` when that is ambiguous (validation
+/// then says so).
+fn operation_kind(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+    use async_graphql::parser::types::DocumentOperations;
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name).map(|o| o.node.ty),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next().map(|o| o.node.ty)
+        }
+        _ => None,
+    }
+}
+
+/// A response with only the refusal's error, and no `data`.
+fn refused(refusal: limits::Refusal, request_id: &str) -> async_graphql::Response {
+    let mut error = ServerError::new(refusal.message, None);
+    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", refusal.code);
+    set_request_id(&mut error, request_id);
+    async_graphql::Response::from_errors(vec![error])
 }
 
 /// Keeps at most `max` errors: the first `max - 1` and one that counts the rest, so a document
@@ -458,19 +555,94 @@ fn set_request_id(error: &mut ServerError, request_id: &str) {
     error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("requestId", Value::from(request_id));
 }
 
-/// GraphiQL, pointed at `endpoint`.
-pub fn graphiql(endpoint: &str) -> Html<String> {
-    Html(async_graphql::http::GraphiQLSource::build().endpoint(endpoint).finish())
+/// Per-operation data a BFF adds to each operation it runs (data loaders, memos), given the
+/// request's context.
+pub type Prepare = Arc<dyn Fn(&RequestContext, async_graphql::Request) -> async_graphql::Request + Send + Sync>;
+
+/// What one GraphQL BFF serves on `/graphql`.
+pub struct GraphQlService<Q, M, S> {
+    pub endpoint: Endpoint<Q, M, S>,
+    pub prepare: Prepare,
+    pub graphiql: bool,
+    /// Subscriptions over WebSocket on the same path, when the schema has any.
+    pub subscriptions: Option<ws::Subscriptions>,
 }
 
-/// The routes a GraphQL BFF serves without credentials: GraphiQL on `GET /graphql` when
-/// `config` turns it on (it holds no data; its queries still need a token).
-pub fn public_routes(config: &GraphQlConfig) -> axum::Router {
-    let routes = axum::Router::new();
-    if config.graphiql {
-        routes.route("/graphql", axum::routing::get(|| async { graphiql("/graphql") }))
-    } else {
-        routes
+impl<Q, M, S> Clone for GraphQlService<Q, M, S> {
+    fn clone(&self) -> Self {
+        Self {
+            endpoint: self.endpoint.clone(),
+            prepare: self.prepare.clone(),
+            graphiql: self.graphiql,
+            subscriptions: self.subscriptions.clone(),
+        }
+    }
+}
+
+impl<Q, M, S> GraphQlService<Q, M, S>
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+    S: SubscriptionType + 'static,
+{
+    /// Whether a request to `/graphql` authenticates itself (a WebSocket upgrade, whose
+    /// credentials come in `connection_init`) or needs none (a browser loading GraphiQL, which
+    /// holds no data). Every other request on the path goes through authentication first.
+    pub fn authenticates_itself(&self) -> impl Fn(&axum::extract::Request) -> bool + Clone + Send + Sync + 'static {
+        let (graphiql, subscriptions) = (self.graphiql, self.subscriptions.is_some());
+        move |request| {
+            request.method() == http::Method::GET
+                && request.uri().path() == "/graphql"
+                && ((subscriptions && ws::is_upgrade(request.headers()))
+                    || (graphiql && over_http::wants_html(request.headers())))
+        }
+    }
+
+    /// `api`: `GET`/`POST /graphql` (queries, mutations, WebSocket upgrades, the GraphiQL page);
+    /// `public`: GraphiQL's files, when it is on.
+    pub fn routes(self) -> (axum::Router, axum::Router) {
+        let public = if self.graphiql {
+            axum::Router::new().route("/graphql/assets/{file}", axum::routing::get(graphiql::asset))
+        } else {
+            axum::Router::new()
+        };
+        let api =
+            axum::Router::new().route("/graphql", axum::routing::get(Self::handle).post(Self::handle)).with_state(self);
+        (api, public)
+    }
+
+    async fn handle(
+        axum::extract::State(service): axum::extract::State<Self>,
+        request: axum::extract::Request,
+    ) -> Response {
+        use axum::extract::{FromRequest, FromRequestParts};
+        let (mut parts, body) = request.into_parts();
+        let is_get = parts.method == http::Method::GET;
+        if is_get
+            && let Some(subscriptions) = &service.subscriptions
+            && ws::is_upgrade(&parts.headers)
+        {
+            let upgrade = match axum::extract::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+                Ok(upgrade) => upgrade,
+                Err(rejection) => return rejection.into_response(),
+            };
+            let request_id =
+                parts.extensions.get::<crate::RequestId>().map_or_else(|| Arc::from("-"), |id| id.0.clone());
+            let client = parts.extensions.get::<crate::middleware::ClientAddr>().map(|addr| addr.0);
+            return ws::upgrade(upgrade, service.endpoint, service.prepare, subscriptions.clone(), request_id, client);
+        }
+        if is_get && service.graphiql && over_http::wants_html(&parts.headers) {
+            return graphiql::page();
+        }
+        let cx = match RequestContext::from_request_parts(&mut parts, &()).await {
+            Ok(cx) => cx,
+            Err(error) => return error.into_response(),
+        };
+        let request = axum::extract::Request::from_parts(parts, body);
+        match GraphQlHttpRequest::from_request(request, &()).await {
+            Ok(graphql) => service.endpoint.execute(cx, graphql, &service.prepare).await,
+            Err(error) => error.into_response(),
+        }
     }
 }
 

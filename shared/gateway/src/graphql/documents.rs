@@ -1,0 +1,275 @@
+//! Where a request's document comes from, and its one parse.
+//!
+//! - **Parse cache.** Parsed documents are kept in a bounded cache keyed by the SHA-256 of their
+//!   text, so a repeated query (the usual case: apps send the same few operations) skips the
+//!   size, token and parse steps. The cost and shape limits still run on every request, because
+//!   they depend on the variables.
+//! - **Automatic persisted queries** (Apollo's APQ protocol): a request may carry
+//!   `extensions.persistedQuery.sha256Hash` instead of the query. A hash this replica has not
+//!   seen is `PERSISTED_QUERY_NOT_FOUND`, and the client sends hash and query together once; a
+//!   hash that is not its query's is refused. Hash-only requests are small enough for `GET`, so
+//!   HTTP caches can serve them.
+//! - **Safelist**: only the documents of a manifest (Apollo's persisted query manifest format)
+//!   run, by hash or by text; anything else is `OPERATION_NOT_IN_SAFELIST`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_graphql::Value;
+use async_graphql::parser::types::ExecutableDocument;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::limits::{self, QueryLimits, Refusal};
+use crate::config::{Problems, Validate, join};
+
+/// Bytes of document text the parse cache holds (parsed, a document takes several times that).
+pub const DEFAULT_DOCUMENT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes of query text the APQ store holds.
+pub const DEFAULT_APQ_STORE_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersistedQueryMode {
+    /// Every request carries its query.
+    #[default]
+    Off,
+    /// Apollo's automatic persisted queries: any document, registered by hash on first use.
+    Automatic,
+    /// Only the documents of `manifest` run.
+    Safelist,
+}
+
+/// `[graphql.persisted_queries]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistedQueriesConfig {
+    pub mode: PersistedQueryMode,
+    /// The persisted query manifest (`{"format": "apollo-persisted-query-manifest", "version": 1,
+    /// "operations": [{"id", "name", "type", "body"}]}`); required for `safelist`.
+    pub manifest: Option<PathBuf>,
+    /// Bytes of query text the automatic store keeps; least recently used go first.
+    pub store_bytes: u64,
+}
+
+impl Default for PersistedQueriesConfig {
+    fn default() -> Self {
+        Self { mode: PersistedQueryMode::Off, manifest: None, store_bytes: DEFAULT_APQ_STORE_BYTES }
+    }
+}
+
+impl Validate for PersistedQueriesConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.mode == PersistedQueryMode::Safelist && self.manifest.is_none() {
+            problems.push(join(path, "manifest"), "the safelist needs a manifest");
+        }
+        if let Some(manifest) = &self.manifest
+            && let Err(e) = Manifest::load(manifest)
+        {
+            problems.push(join(path, "manifest"), e);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    format: String,
+    version: u32,
+    operations: Vec<ManifestOperation>,
+}
+
+#[derive(Deserialize)]
+struct ManifestOperation {
+    id: String,
+    body: String,
+}
+
+impl Manifest {
+    fn load(path: &std::path::Path) -> Result<HashMap<[u8; 32], Arc<str>>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if manifest.format != "apollo-persisted-query-manifest" || manifest.version != 1 {
+            return Err(format!("{}: not an apollo-persisted-query-manifest, version 1", path.display()));
+        }
+        let mut operations = HashMap::new();
+        for operation in manifest.operations {
+            let hash = sha256(&operation.body);
+            if hex::encode(hash) != operation.id.to_ascii_lowercase() {
+                return Err(format!("{}: operation `{}` is not the SHA-256 of its body", path.display(), operation.id));
+            }
+            operations.insert(hash, Arc::from(operation.body));
+        }
+        Ok(operations)
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// A parsed document and the length of its text, which weighs it in the cache.
+#[derive(Clone)]
+struct Parsed {
+    document: Arc<ExecutableDocument>,
+    text_bytes: usize,
+}
+
+/// The parse cache and the persisted-query stores of one endpoint.
+#[derive(Clone)]
+pub(crate) struct Documents {
+    parsed: moka::sync::Cache<[u8; 32], Parsed>,
+    mode: PersistedQueryMode,
+    automatic: moka::sync::Cache<[u8; 32], Arc<str>>,
+    safelist: Arc<HashMap<[u8; 32], Arc<str>>>,
+}
+
+fn weigh(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
+}
+
+impl Documents {
+    /// The manifest was checked by validation; one that has become unreadable since is empty.
+    pub fn new(config: &PersistedQueriesConfig, cache_bytes: u64) -> Self {
+        let safelist = match &config.manifest {
+            Some(path) => Manifest::load(path).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "persisted query manifest unreadable; nothing is safelisted");
+                HashMap::new()
+            }),
+            None => HashMap::new(),
+        };
+        Self {
+            parsed: moka::sync::Cache::builder()
+                .max_capacity(cache_bytes)
+                // Weighed by text length, a fair proxy for the size of the parsed tree.
+                .weigher(|_, parsed: &Parsed| weigh(parsed.text_bytes))
+                .build(),
+            mode: config.mode,
+            automatic: moka::sync::Cache::builder()
+                .max_capacity(config.store_bytes)
+                .weigher(|_, query: &Arc<str>| weigh(query.len()))
+                .build(),
+            safelist: Arc::new(safelist),
+        }
+    }
+
+    /// The document `request` names (its query, or a persisted one), parsed once per text.
+    pub fn resolve(
+        &self,
+        request: &mut async_graphql::Request,
+        limits: &QueryLimits,
+    ) -> Result<Arc<ExecutableDocument>, Refusal> {
+        let (hash, register) = self.resolve_text(request)?;
+        let document = match self.parsed.get(&hash) {
+            Some(parsed) => parsed.document,
+            None => {
+                let document = Arc::new(parse(&request.query, limits)?);
+                let parsed = Parsed { document: document.clone(), text_bytes: request.query.len() };
+                self.parsed.insert(hash, parsed);
+                document
+            }
+        };
+        // Only documents that pass the size limits and parse are worth a place in the store.
+        if register {
+            self.automatic.insert(hash, Arc::from(request.query.as_str()));
+        }
+        Ok(document)
+    }
+
+    /// Fills in `request.query` from the persisted-query stores when needed; answers the hash of
+    /// the text, and whether to register it as an automatic persisted query.
+    fn resolve_text(&self, request: &mut async_graphql::Request) -> Result<([u8; 32], bool), Refusal> {
+        let announced = persisted_hash(request)?;
+        let refuse = |code: &'static str, message: &str| Refusal { code, message: message.to_owned() };
+        match (self.mode, announced) {
+            (PersistedQueryMode::Off, Some(_)) if request.query.is_empty() => {
+                Err(refuse("PERSISTED_QUERY_NOT_SUPPORTED", "persisted queries are not enabled here"))
+            }
+            (PersistedQueryMode::Off, _) | (PersistedQueryMode::Automatic, None) => {
+                if request.query.is_empty() {
+                    return Err(missing_query());
+                }
+                Ok((sha256(&request.query), false))
+            }
+            (PersistedQueryMode::Automatic, Some(hash)) => {
+                if request.query.is_empty() {
+                    let query = self
+                        .automatic
+                        .get(&hash)
+                        .ok_or_else(|| refuse("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"))?;
+                    request.query = query.to_string();
+                    return Ok((hash, false));
+                }
+                if sha256(&request.query) != hash {
+                    return Err(refuse(
+                        "PERSISTED_QUERY_HASH_MISMATCH",
+                        "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query",
+                    ));
+                }
+                Ok((hash, true))
+            }
+            (PersistedQueryMode::Safelist, announced) => {
+                let hash = match announced {
+                    Some(hash) => hash,
+                    None if request.query.is_empty() => return Err(missing_query()),
+                    None => sha256(&request.query),
+                };
+                let body = self.safelist.get(&hash).ok_or_else(|| {
+                    refuse("OPERATION_NOT_IN_SAFELIST", "only the operations of the persisted query manifest run here")
+                })?;
+                if !request.query.is_empty() && sha256(&request.query) != hash {
+                    return Err(refuse(
+                        "PERSISTED_QUERY_HASH_MISMATCH",
+                        "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query",
+                    ));
+                }
+                request.query = body.to_string();
+                Ok((hash, false))
+            }
+        }
+    }
+}
+
+fn missing_query() -> Refusal {
+    Refusal { code: "BAD_REQUEST", message: "the request has no `query`".into() }
+}
+
+/// `extensions.persistedQuery.sha256Hash` (version 1), when the request carries one.
+fn persisted_hash(request: &async_graphql::Request) -> Result<Option<[u8; 32]>, Refusal> {
+    let Some(persisted) = request.extensions.get("persistedQuery") else { return Ok(None) };
+    let bad = || Refusal {
+        code: "BAD_REQUEST",
+        message: "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<64 hex digits>\"}".into(),
+    };
+    let Value::Object(fields) = persisted else { return Err(bad()) };
+    if fields.get("version") != Some(&Value::from(1)) {
+        return Err(bad());
+    }
+    let Some(Value::String(hash)) = fields.get("sha256Hash") else { return Err(bad()) };
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hash, &mut bytes).map_err(|_| bad())?;
+    Ok(Some(bytes))
+}
+
+/// The size limits, then the parse: what a document costs before it is cached.
+fn parse(query: &str, limits: &QueryLimits) -> Result<ExecutableDocument, Refusal> {
+    if query.len() > limits.max_document_bytes {
+        return Err(Refusal {
+            code: "DOCUMENT_TOO_LARGE",
+            message: format!(
+                "the document of {} bytes exceeds the limit of {} (graphql.limits.max_document_bytes)",
+                query.len(),
+                limits.max_document_bytes
+            ),
+        });
+    }
+    let tokens = limits::count_tokens(query, limits.max_tokens);
+    if tokens > limits.max_tokens {
+        return Err(Refusal {
+            code: "TOO_MANY_TOKENS",
+            message: format!("the document has more than {} tokens (graphql.limits.max_tokens)", limits.max_tokens),
+        });
+    }
+    async_graphql::parser::parse_query(query)
+        .map_err(|e| Refusal { code: "GRAPHQL_PARSE_FAILED", message: format!("the document does not parse: {e}") })
+}
