@@ -19,7 +19,8 @@ use bff_backends::{
 };
 use bff_gateway::graphql::scalars::MinorUnits;
 use bff_gateway::graphql::{
-    BackendFields, CostModel, Endpoint, FieldMap, GraphQlConfig, RequestMemo, RequireScope, page_size, request_context,
+    BackendFields, CostModel, Endpoint, FieldMap, GraphQlConfig, RequestMemo, RequireScope, id_argument,
+    idempotency_key, page_size, request_context,
 };
 use bff_gateway::{BuildError, GatewayError};
 use bff_upstream::{UpstreamError, Upstreams};
@@ -34,9 +35,6 @@ const MAX_RECOMMENDATIONS: u32 = 20;
 const MAX_ORDER_LINES: usize = 20;
 /// Image widths the image service renders, in device pixels.
 const IMAGE_WIDTHS: std::ops::RangeInclusive<i32> = 32..=2048;
-/// Ids are opaque tokens of this shape; anything else is refused without a backend call.
-const MAX_ID_LEN: usize = 64;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// Which users fields each `User` field reads (the id comes from the token).
 pub const USER_FIELDS: FieldMap =
@@ -153,7 +151,7 @@ impl Query {
     /// such product.
     #[graphql(guard = "RequireScope(\"profile\")")]
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
-        let id = token("id", &id)?;
+        let id = id_argument("id", &id)?;
         let fields = PRODUCT_FIELDS.select(ctx, ctx.field());
         if !fields.needs_call() {
             return Ok(Some(Product(CatalogProduct::bare(id))));
@@ -170,7 +168,7 @@ impl Query {
     /// The order screen. Null when the signed-in user has no such order.
     #[graphql(guard = "RequireScope(\"orders\")")]
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
-        let id = token("id", &id)?;
+        let id = id_argument("id", &id)?;
         let fields = ORDER_FIELDS.select(ctx, ctx.field());
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
         let owner = cx.owner()?;
@@ -193,13 +191,7 @@ impl Mutation {
     async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> async_graphql::Result<Order> {
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
         let lines = order_lines(&input.lines)?;
-        let key = input.idempotency_key.trim();
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(GatewayError::BadRequest(format!(
-                "`idempotencyKey` must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
-            ))
-            .into());
-        }
+        let key = idempotency_key(&input.idempotency_key)?;
         let order = backends.orders.create(cx.upstream(), &cx.owner()?, lines, Some(key.to_owned())).await?;
         Ok(Order(order))
     }
@@ -213,7 +205,10 @@ pub fn order_lines(lines: &[OrderLineInput]) -> Result<Vec<NewOrderLine>, Gatewa
     lines
         .iter()
         .map(|line| {
-            Ok(NewOrderLine { product_id: token("productId", &line.product_id)?.to_owned(), quantity: line.quantity })
+            Ok(NewOrderLine {
+                product_id: id_argument("productId", &line.product_id)?.to_owned(),
+                quantity: line.quantity,
+            })
         })
         .collect()
 }
@@ -289,17 +284,6 @@ fn memo<'a>(ctx: &Context<'a>) -> Result<&'a Memo, GatewayError> {
 
 fn backends<'a>(ctx: &Context<'a>) -> Result<&'a Backends, GatewayError> {
     ctx.data::<Backends>().map_err(|e| GatewayError::Internal(e.message))
-}
-
-/// `value` as an id to send a backend: refused (with no call) unless it is a short token.
-fn token<'a>(argument: &str, value: &'a str) -> Result<&'a str, GatewayError> {
-    if value.is_empty()
-        || value.len() > MAX_ID_LEN
-        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(GatewayError::BadRequest(format!("`{argument}` is not an id this API issued")));
-    }
-    Ok(value)
 }
 
 /// `url` asking the image service for `width` device pixels.

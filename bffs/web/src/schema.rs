@@ -19,7 +19,8 @@ use bff_backends::{
 };
 use bff_gateway::graphql::scalars::MinorUnits;
 use bff_gateway::graphql::{
-    BackendFields, CostModel, Endpoint, FieldMap, GraphQlConfig, RequestMemo, RequireScope, page_size, request_context,
+    BackendFields, CostModel, Endpoint, FieldMap, GraphQlConfig, RequestMemo, RequireScope, id_argument,
+    idempotency_key, page_size, request_context,
 };
 use bff_gateway::{BuildError, GatewayError};
 use bff_upstream::{CallContext, UpstreamError, Upstreams};
@@ -49,8 +50,6 @@ pub const PRODUCT_FIELDS: FieldMap = FieldMap::new(
     &[("id", &[]), ("name", &["name"]), ("price", &["price_cents"]), ("currency", &["currency"]), ("stock", &[])],
 );
 const MAX_ORDER_LINES: usize = 20;
-const MAX_ID_LEN: usize = 64;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// What one backend call weighs in the cost model, beside the 1 of any object field.
 const BACKEND_CALL_COST: u64 = 5;
@@ -403,18 +402,12 @@ impl Mutation {
             .iter()
             .map(|line| {
                 Ok(NewOrderLine {
-                    product_id: id_token("productId", &line.product_id)?.to_owned(),
+                    product_id: id_argument("productId", &line.product_id)?.to_owned(),
                     quantity: line.quantity,
                 })
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
-        let key = input.idempotency_key.trim();
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(GatewayError::BadRequest(format!(
-                "`idempotencyKey` must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
-            ))
-            .into());
-        }
+        let key = idempotency_key(&input.idempotency_key)?;
         let order = backends.orders.create(cx.upstream(), &cx.owner()?, lines, Some(key.to_owned())).await?;
         Ok(Order(order))
     }
@@ -423,7 +416,7 @@ impl Mutation {
     #[graphql(guard = "RequireScope(\"orders\")")]
     async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
-        let id = id_token("id", &id)?;
+        let id = id_argument("id", &id)?;
         Ok(Order(backends.orders.cancel(cx.upstream(), &cx.owner()?, id).await?))
     }
 
@@ -464,17 +457,6 @@ pub struct ProfileInput {
     pub avatar_url: Option<String>,
 }
 
-/// `value` as an id to send a backend: refused (with no call) unless it is a short token.
-fn id_token<'a>(argument: &str, value: &'a str) -> Result<&'a str, GatewayError> {
-    if value.is_empty()
-        || value.len() > MAX_ID_LEN
-        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(GatewayError::BadRequest(format!("`{argument}` is not an id this API issued")));
-    }
-    Ok(value)
-}
-
 pub struct Subscription;
 
 #[Subscription]
@@ -488,7 +470,7 @@ impl Subscription {
         order_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<OrderStatusEvent>> + use<>> {
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
-        let id = id_token("orderId", &order_id)?;
+        let id = id_argument("orderId", &order_id)?;
         let changes = backends.orders.watch(cx.upstream(), &cx.owner()?, id).await?;
         Ok(changes.map(|change| {
             let change = change.map_err(GatewayError::from)?;

@@ -66,14 +66,7 @@ impl GrpcTransport {
         message: Bytes,
     ) -> Result<tonic::Streaming<Bytes>, UpstreamError> {
         let (service, timeout) = (self.service, self.timeout);
-        let mut rpc = tonic::Request::new(message);
-        for (name, value) in cx.outbound_headers() {
-            let value = value.parse().map_err(|_| UpstreamError::Config {
-                service,
-                reason: format!("`{name}` is not representable as gRPC metadata"),
-            })?;
-            rpc.metadata_mut().insert(name, value);
-        }
+        let rpc = request_with_metadata(service, cx, message)?;
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         let open = async {
             grpc.ready().await.map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })?;
@@ -146,16 +139,8 @@ impl Service<UpstreamRequest> for GrpcTransport {
                 return Err(UpstreamError::Config { service, reason: "a REST call sent to gRPC".into() });
             };
             let path = http::uri::PathAndQuery::from_static(path);
-            let mut rpc = tonic::Request::new(message);
+            let mut rpc = request_with_metadata(service, &request.cx, message)?;
             rpc.set_timeout(budget);
-            for (name, value) in request.cx.outbound_headers() {
-                // As for REST: never send the call with an identity value missing.
-                let value = value.parse().map_err(|_| UpstreamError::Config {
-                    service,
-                    reason: format!("`{name}` is not representable as gRPC metadata"),
-                })?;
-                rpc.metadata_mut().insert(name, value);
-            }
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })?;
             match grpc.unary(rpc, path, RawCodec).await {
@@ -164,6 +149,24 @@ impl Service<UpstreamRequest> for GrpcTransport {
             }
         })
     }
+}
+
+/// An RPC carrying `message` and the request id and verified identity as metadata. As for REST,
+/// a value that cannot be sent fails the call: never send it with an identity value missing.
+fn request_with_metadata(
+    service: &'static str,
+    cx: &crate::CallContext,
+    message: Bytes,
+) -> Result<tonic::Request<Bytes>, UpstreamError> {
+    let mut rpc = tonic::Request::new(message);
+    for (name, value) in cx.outbound_headers() {
+        let value = value.parse().map_err(|_| UpstreamError::Config {
+            service,
+            reason: format!("`{name}` is not representable as gRPC metadata"),
+        })?;
+        rpc.metadata_mut().insert(name, value);
+    }
+    Ok(rpc)
 }
 
 /// Passes already encoded protobuf messages through tonic's framing untouched.

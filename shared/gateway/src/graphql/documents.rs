@@ -201,10 +201,7 @@ impl Documents {
                     return Ok((hash, false));
                 }
                 if sha256(&request.query) != hash {
-                    return Err(refuse(
-                        "PERSISTED_QUERY_HASH_MISMATCH",
-                        "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query",
-                    ));
+                    return Err(hash_mismatch());
                 }
                 Ok((hash, true))
             }
@@ -218,15 +215,19 @@ impl Documents {
                     refuse("OPERATION_NOT_IN_SAFELIST", "only the operations of the persisted query manifest run here")
                 })?;
                 if !request.query.is_empty() && sha256(&request.query) != hash {
-                    return Err(refuse(
-                        "PERSISTED_QUERY_HASH_MISMATCH",
-                        "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query",
-                    ));
+                    return Err(hash_mismatch());
                 }
                 request.query = body.to_string();
                 Ok((hash, false))
             }
         }
+    }
+}
+
+fn hash_mismatch() -> Refusal {
+    Refusal {
+        code: "PERSISTED_QUERY_HASH_MISMATCH",
+        message: "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query".into(),
     }
 }
 

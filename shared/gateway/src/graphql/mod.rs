@@ -651,6 +651,36 @@ pub fn request_context<'a>(ctx: &async_graphql::Context<'a>) -> Result<&'a Reque
     ctx.data::<RequestContext>().map_err(|e| GatewayError::Internal(e.message))
 }
 
+/// Longest id argument sent on to a backend.
+const MAX_ID_ARGUMENT_LEN: usize = 64;
+/// Longest idempotency key a client may choose.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// `value` as an id to send a backend: refused (before any backend call) unless it is a short
+/// token of letters, digits, `-` and `_`, the shape every id this platform issues has.
+pub fn id_argument<'a>(argument: &str, value: &'a str) -> Result<&'a str, GatewayError> {
+    let well_formed = !value.is_empty()
+        && value.len() <= MAX_ID_ARGUMENT_LEN
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if well_formed {
+        Ok(value)
+    } else {
+        Err(GatewayError::BadRequest(format!("`{argument}` is not an id this API issued")))
+    }
+}
+
+/// `value` as an idempotency key chosen by the client: 1 to 128 visible ASCII characters,
+/// surrounding whitespace ignored.
+pub fn idempotency_key(value: &str) -> Result<&str, GatewayError> {
+    let key = value.trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(GatewayError::BadRequest(format!(
+            "`idempotencyKey` must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(key)
+}
+
 /// `value` as a page size, refused (before any backend call) when outside `1..=max`.
 pub fn page_size(argument: &str, value: i32, max: u32) -> Result<u32, GatewayError> {
     u32::try_from(value)

@@ -247,32 +247,33 @@ async fn serve<Q, M, S>(
         })
     });
 
-    // What `connection_init` decided: the credential's expiry, or the close code of a refusal.
-    let (decided, decision) = tokio::sync::oneshot::channel::<Result<Option<SystemTime>, u16>>();
+    // When an accepted `connection_init`'s credential expires (`None`: never).
+    let (accepted, acceptance) = tokio::sync::oneshot::channel::<Option<SystemTime>>();
     let init_timeout = subscriptions.limits.connection_init_timeout;
     let on_init = {
         let connection = connection.clone();
         move |payload: serde_json::Value| async move {
-            let (verdict, result) = authenticate(&subscriptions, &payload, client, request_id).await;
-            if let Err(code) = verdict {
-                connection.refused_with.store(code, Ordering::Relaxed);
+            match authenticate(&subscriptions, &payload, client, request_id).await {
+                Ok((context, slot)) => {
+                    let _ = accepted.send(context.principal().ok().and_then(|identity| identity.expires_at));
+                    let _ = connection.context.set(context);
+                    let mut data = Data::default();
+                    // The slot lives as long as the socket's session data: the whole connection.
+                    data.insert(Arc::new(slot));
+                    Ok(data)
+                }
+                Err((code, message)) => {
+                    connection.refused_with.store(code, Ordering::Relaxed);
+                    Err(async_graphql::Error::new(message))
+                }
             }
-            let result = result.map(|(context, slot)| {
-                let _ = connection.context.set(context);
-                let mut data = Data::default();
-                // The slot lives as long as the socket's session data: the whole connection.
-                data.insert(Arc::new(slot));
-                data
-            });
-            let _ = decided.send(verdict);
-            result
         }
     };
     let mut messages = GraphQlWebSocket::new(executor, input, async_graphql::http::WebSocketProtocols::GraphQLWS)
         .on_connection_init(on_init)
         .boxed();
 
-    let mut decision = decision.fuse();
+    let mut acceptance = acceptance.fuse();
     let mut deadline = Box::pin(tokio::time::sleep(init_timeout));
     let mut initialised = false;
     loop {
@@ -295,10 +296,10 @@ async fn serve<Q, M, S>(
                     break;
                 }
             }
-            verdict = &mut decision, if !initialised => {
+            expiry = &mut acceptance, if !initialised => {
                 initialised = true;
-                // A refusal closes the socket through the protocol stream; nothing to time.
-                if let Ok(Ok(expiry)) = verdict {
+                // A refusal drops the sender and closes the socket through the protocol stream.
+                if let Ok(expiry) = expiry {
                     let left = expiry
                         .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
                         .unwrap_or(Duration::MAX);
@@ -331,36 +332,33 @@ fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: reason.chars().take(100).collect::<String>().into() }))
 }
 
-type Verdict = Result<Option<SystemTime>, u16>;
-
 /// The `connection_init` payload's credentials, verified, and a place among the principal's
-/// connections.
+/// connections; or the close code and message of the refusal.
 async fn authenticate(
     subscriptions: &Subscriptions,
     payload: &serde_json::Value,
     client: Option<IpAddr>,
     request_id: Arc<str>,
-) -> (Verdict, async_graphql::Result<(RequestContext, ConnectionSlot)>) {
-    let refuse = |code: u16, message: &str| (Err(code), Err(async_graphql::Error::new(message)));
-    let Some(authorization) = payload.get("authorization").and_then(serde_json::Value::as_str) else {
-        return refuse(FORBIDDEN, "connection_init needs {\"authorization\": \"Bearer <token>\"}");
-    };
+) -> Result<(RequestContext, ConnectionSlot), (u16, String)> {
+    let authorization = payload
+        .get("authorization")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| (FORBIDDEN, "connection_init needs {\"authorization\": \"Bearer <token>\"}".to_owned()))?;
+    let value =
+        authorization.parse().map_err(|_| (FORBIDDEN, "the authorization is not a valid header value".to_owned()))?;
     let mut headers = HeaderMap::new();
-    let Ok(value) = authorization.parse() else {
-        return refuse(FORBIDDEN, "the authorization is not a valid header value");
-    };
     headers.insert(http::header::AUTHORIZATION, value);
-    let identity = match subscriptions.authenticator.authenticate(&headers, client).await {
-        Ok(identity) => identity,
-        Err(error) => return refuse(FORBIDDEN, &error.public_message()),
-    };
-    let Some(slot) = subscriptions.enter(identity.to_string()) else {
-        let message = format!(
-            "at most {} subscription connections per caller (graphql.subscriptions.max_connections_per_principal)",
-            subscriptions.limits.max_connections_per_principal
-        );
-        return refuse(TOO_MANY_CONNECTIONS, &message);
-    };
-    let expiry = identity.expires_at;
-    (Ok(expiry), Ok((RequestContext::for_connection(request_id, Arc::new(identity)), slot)))
+    let identity = subscriptions
+        .authenticator
+        .authenticate(&headers, client)
+        .await
+        .map_err(|error| (FORBIDDEN, error.public_message()))?;
+    let slot = subscriptions.enter(identity.to_string()).ok_or_else(|| {
+        let max = subscriptions.limits.max_connections_per_principal;
+        (
+            TOO_MANY_CONNECTIONS,
+            format!("at most {max} subscription connections per caller (graphql.subscriptions.max_connections_per_principal)"),
+        )
+    })?;
+    Ok((RequestContext::for_connection(request_id, Arc::new(identity)), slot))
 }
