@@ -93,6 +93,29 @@ async fn graphql_over_http_status_codes_media_types_and_get() {
     let reply = TestStack::reply(post("text/csv", "{ home { user { id } } }")).await;
     assert_eq!((reply.status.as_u16(), reply.error_codes()), (406, vec!["NOT_ACCEPTABLE".to_owned()]));
 
+    // Refusals raised by the gateway before GraphQL runs answer in the media type asked for too.
+    let accept_new = ("accept", "application/graphql-response+json");
+    let unauthenticated =
+        t.http.post(&url).header(accept_new.0, accept_new.1).json(&json!({ "query": "{ home { user { id } } }" }));
+    let not_json = t
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header(accept_new.0, accept_new.1)
+        .header("content-type", "application/json")
+        .body("{");
+    let batch: Vec<Value> = (0..11).map(|_| json!({ "query": "{ __typename }" })).collect();
+    let too_big = t.http.post(&url).bearer_auth(&token).header(accept_new.0, accept_new.1).json(&batch);
+    for (request, status, code) in
+        [(unauthenticated, 401, "UNAUTHENTICATED"), (not_json, 400, "BAD_REQUEST"), (too_big, 400, "BATCH_TOO_LARGE")]
+    {
+        let reply = TestStack::reply(request).await;
+        assert_eq!((reply.status.as_u16(), reply.error_codes()), (status, vec![code.to_owned()]), "{:#}", reply.body);
+        assert!(reply.header("content-type").unwrap().starts_with("application/graphql-response+json"), "{code}");
+        assert!(reply.body.get("data").is_none(), "{:#}", reply.body);
+        assert!(at(&reply.body, "/errors/0/extensions/requestId").is_string());
+    }
+
     // GET for queries, with variables in the query string; never for mutations.
     let get = |params: &[(&str, &str)]| t.http.get(&url).bearer_auth(&token).query(params);
     let reply = TestStack::reply(get(&[
@@ -285,6 +308,35 @@ async fn a_subscription_streams_status_changes_and_cancels_its_grpc_stream_when_
         assert!(attempt < 100 && watch["stream"] == "open", "{watch:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_draining_replica_closes_its_sockets_as_going_away() {
+    let t = TestStack::start().await;
+    let token = t.token("u-21", "web");
+    let place =
+        r#"mutation { placeOrder(input: {lines: [{productId: "p-4", quantity: 1}], idempotencyKey: "d-1"}) { id } }"#;
+    let reply = t.graphql(t.stack.web, Some(&token), place, json!({})).await;
+    let id = at(&reply.body, "/data/placeOrder/id").as_str().unwrap().to_owned();
+    let mut socket = subscribe(&t, &token).await;
+    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+    let query = format!(r#"subscription {{ orderStatusChanged(orderId: "{id}") {{ status }} }}"#);
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+    socket.send(Message::text(subscribe.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "next");
+
+    let shutdown = tokio::spawn(t.stack.shutdown());
+    // Whatever was already on its way may arrive first; then 1001, well before the grace period.
+    let mut close = Value::Null;
+    for _ in 0..10 {
+        let message = next_json(&mut socket).await;
+        if message.get("close").is_some() {
+            close = message["close"].clone();
+            break;
+        }
+    }
+    assert_eq!(close, 1001, "the socket was not closed as going away");
+    tokio::time::timeout(Duration::from_secs(5), shutdown).await.expect("the replica stopped").unwrap();
 }
 
 #[tokio::test]

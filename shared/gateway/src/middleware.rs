@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 
 use crate::config::{CorsConfig, IpBlock};
 use crate::error::PendingError;
+use crate::graphql::ResponseMedia;
 use crate::server::PeerAddr;
 use crate::{Authenticator, Deadline, ErrorFormat, GatewayError, RequestId, RequestLog};
 
@@ -271,6 +272,12 @@ impl Stage for RenderErrors {
     {
         let request_id =
             request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_else(|| Arc::from("-"));
+        // A GraphQL client that asked for `application/graphql-response+json` gets its errors in
+        // that type too, whichever stage refused it (only the headers are kept: the request goes on).
+        let accept: Vec<HeaderValue> = match self.0 {
+            ErrorFormat::GraphQl => request.headers().get_all(http::header::ACCEPT).iter().cloned().collect(),
+            ErrorFormat::Problem => Vec::new(),
+        };
         let response = next.run(request).await;
         let Some(PendingError(error)) = response.extensions().get::<PendingError>().cloned() else {
             return response;
@@ -279,6 +286,14 @@ impl Stage for RenderErrors {
             tracing::error!(request_id = &*request_id, detail, "internal error");
         }
         let mut rendered = error.render(self.0, &request_id);
+        if self.0 == ErrorFormat::GraphQl {
+            let mut headers = http::HeaderMap::new();
+            for value in accept {
+                headers.append(http::header::ACCEPT, value);
+            }
+            let media = ResponseMedia::negotiate(&headers).unwrap_or(ResponseMedia::Json);
+            rendered.headers_mut().insert(http::header::CONTENT_TYPE, media.content_type());
+        }
         // Keep the error visible to stages above (the access log reports its code).
         rendered.extensions_mut().insert(PendingError(error));
         rendered

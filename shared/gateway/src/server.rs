@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,17 +28,29 @@ use crate::config::ServerConfig;
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Set once the server has stopped accepting: the replica is going away, so it is not ready.
-#[derive(Debug, Clone, Default)]
-pub struct Draining(Arc<AtomicBool>);
+/// Set once the shutdown signal arrives: the replica is going away, so it is not ready, and
+/// long-lived connections (subscriptions) are told to reconnect elsewhere.
+#[derive(Debug, Clone)]
+pub struct Draining(Arc<watch::Sender<bool>>);
+
+impl Default for Draining {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+}
 
 impl Draining {
     pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        *self.0.borrow()
+    }
+
+    /// Completes once draining has started.
+    pub async fn started(&self) {
+        let _ = self.0.subscribe().wait_for(|draining| *draining).await;
     }
 
     fn start(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.send_replace(true);
     }
 }
 

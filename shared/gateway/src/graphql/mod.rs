@@ -629,7 +629,9 @@ where
             let request_id =
                 parts.extensions.get::<crate::RequestId>().map_or_else(|| Arc::from("-"), |id| id.0.clone());
             let client = parts.extensions.get::<crate::middleware::ClientAddr>().map(|addr| addr.0);
-            return ws::upgrade(upgrade, service.endpoint, service.prepare, subscriptions.clone(), request_id, client);
+            let draining = parts.extensions.get::<crate::server::Draining>().cloned();
+            let socket = ws::Socket { request_id, client, draining };
+            return ws::upgrade(upgrade, service.endpoint, service.prepare, subscriptions.clone(), socket);
         }
         if is_get && service.graphiql && over_http::wants_html(&parts.headers) {
             return graphiql::page();

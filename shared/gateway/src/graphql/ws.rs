@@ -10,6 +10,8 @@
 //!   connections per principal (4429 past it), and a deadline for `connection_init` (4408).
 //! - **No request deadline**: each stream lives as long as its subscriber. When the client goes,
 //!   the streams drop, and with them the backend streams they read (a gRPC stream is cancelled).
+//! - **Shutdown**: when the replica starts draining, every socket closes with 1001 (going away),
+//!   so clients reconnect to a replica that stays.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 
 use super::{Endpoint, Prepare};
 use crate::config::{Problems, Validate, join};
+use crate::server::Draining;
 use crate::{Authenticator, RequestContext};
 
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -39,6 +42,8 @@ pub const DEFAULT_CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 const FORBIDDEN: u16 = 4403;
 const INIT_TIMEOUT: u16 = 4408;
 const TOO_MANY_CONNECTIONS: u16 = 4429;
+/// RFC 6455's "going away": the server is shutting down.
+const GOING_AWAY: u16 = 1001;
 
 /// `[graphql.subscriptions]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -200,14 +205,24 @@ where
     }
 }
 
+/// What the upgrade request tells about the socket it opens.
+pub struct Socket {
+    pub request_id: Arc<str>,
+    /// The address failed `connection_init`s are counted against.
+    pub client: Option<IpAddr>,
+    /// The server's shutdown: a socket outlives any request's grace period, so it is closed with
+    /// 1001 (going away) when draining starts and the client reconnects to another replica.
+    /// `None` when the router runs outside [`crate::server::serve`].
+    pub draining: Option<Draining>,
+}
+
 /// Answers an upgrade request on the GraphQL path: the socket speaks graphql-transport-ws.
 pub fn upgrade<Q, M, S>(
     upgrade: WebSocketUpgrade,
     endpoint: Endpoint<Q, M, S>,
     prepare: Prepare,
     subscriptions: Subscriptions,
-    request_id: Arc<str>,
-    client: Option<IpAddr>,
+    socket: Socket,
 ) -> Response
 where
     Q: ObjectType + 'static,
@@ -216,7 +231,7 @@ where
 {
     upgrade
         .protocols([PROTOCOL])
-        .on_upgrade(move |socket| serve(socket, endpoint, prepare, subscriptions, request_id, client))
+        .on_upgrade(move |websocket| serve(websocket, endpoint, prepare, subscriptions, socket))
 }
 
 async fn serve<Q, M, S>(
@@ -224,8 +239,7 @@ async fn serve<Q, M, S>(
     endpoint: Endpoint<Q, M, S>,
     prepare: Prepare,
     subscriptions: Subscriptions,
-    request_id: Arc<str>,
-    client: Option<IpAddr>,
+    Socket { request_id, client, draining }: Socket,
 ) where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
@@ -276,6 +290,13 @@ async fn serve<Q, M, S>(
     let mut acceptance = acceptance.fuse();
     let mut deadline = Box::pin(tokio::time::sleep(init_timeout));
     let mut initialised = false;
+    let shutdown = async move {
+        match draining {
+            Some(draining) => draining.started().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             message = messages.next() => {
@@ -306,6 +327,10 @@ async fn serve<Q, M, S>(
                     let until = tokio::time::Instant::now().checked_add(left);
                     deadline = Box::pin(tokio::time::sleep_until(until.unwrap_or_else(far_future)));
                 }
+            }
+            () = &mut shutdown => {
+                let _ = sink.send(close(GOING_AWAY, "server shutting down")).await;
+                break;
             }
             () = &mut deadline => {
                 let (code, reason) = if initialised {
