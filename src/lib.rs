@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use bff_demo::{Demo, DemoConfig};
+use bff_demo::{Demo, DemoAddrs, DemoConfig};
 use std::path::Path;
 
 use bff_gateway::auth::ApiKeys;
@@ -188,7 +188,10 @@ const PARTNER_EXAMPLE: &str = include_str!("../bffs/partner/config.example.toml"
 
 /// Where the demo serves backend `name`.
 pub fn backend_addr(demo: &Demo, name: &str) -> Option<SocketAddr> {
-    let a = &demo.addrs;
+    backend_addr_in(&demo.addrs, name)
+}
+
+fn backend_addr_in(a: &DemoAddrs, name: &str) -> Option<SocketAddr> {
     Some(match name {
         "identity" => a.identity,
         "users" => a.users,
@@ -204,19 +207,21 @@ pub fn backend_addr(demo: &Demo, name: &str) -> Option<SocketAddr> {
 /// overrides in the environment's syntax (`SECTION__KEY`, values read as TOML).
 fn from_example<B: Bff>(
     example: &str,
-    demo: &Demo,
+    demo: &DemoAddrs,
     listen: SocketAddr,
     upstream_timeout: Duration,
     extra: &[(&str, String)],
 ) -> Config<B::Own> {
     let key = |path: &str| format!("{}__{path}", B::ENV_PREFIX);
+    // The demo's issuer is its identity service's base URL (see `Demo::issuer`).
+    let issuer = bff_demo::http_url(demo.identity);
     let mut overrides = vec![
         (key("SERVER__LISTEN"), listen.to_string()),
-        (key("AUTH__JWT__ISSUER"), demo.issuer()),
-        (key("AUTH__JWT__JWKS_URL"), demo.jwks_url()),
+        (key("AUTH__JWT__JWKS_URL"), format!("{issuer}/.well-known/jwks.json")),
+        (key("AUTH__JWT__ISSUER"), issuer),
     ];
     for backend in B::BACKENDS {
-        let addr = backend_addr(demo, backend).unwrap_or_else(|| panic!("the demo serves no `{backend}`"));
+        let addr = backend_addr_in(demo, backend).unwrap_or_else(|| panic!("the demo serves no `{backend}`"));
         let upper = backend.to_ascii_uppercase();
         overrides.push((key(&format!("UPSTREAMS__{upper}__URL")), bff_demo::http_url(addr)));
         overrides.push((
@@ -238,17 +243,41 @@ fn graphql_dev_tools() -> [(&'static str, String); 3] {
 
 /// The mobile BFF's config against `demo`, with the GraphQL developer tools on.
 pub fn mobile_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> mobile_bff::Config {
-    from_example::<mobile_bff::Mobile>(MOBILE_EXAMPLE, demo, listen, upstream_timeout, &graphql_dev_tools())
+    from_example::<mobile_bff::Mobile>(MOBILE_EXAMPLE, &demo.addrs, listen, upstream_timeout, &graphql_dev_tools())
 }
 
 /// The web BFF's config against `demo`, with the GraphQL developer tools on.
 pub fn web_config(demo: &Demo, listen: SocketAddr, upstream_timeout: Duration) -> web_bff::Config {
-    from_example::<web_bff::Web>(WEB_EXAMPLE, demo, listen, upstream_timeout, &graphql_dev_tools())
+    from_example::<web_bff::Web>(WEB_EXAMPLE, &demo.addrs, listen, upstream_timeout, &graphql_dev_tools())
+}
+
+/// The shipped example configs exactly as production would run them (no developer tools), against
+/// demo backends at `demo`, which may live in another process: for the benchmark harness.
+pub fn production_configs(
+    demo: &DemoAddrs,
+    listen: SocketAddr,
+    upstream_timeout: Duration,
+    partner_api_key: &str,
+) -> (mobile_bff::Config, web_bff::Config, partner_bff::Config) {
+    (
+        from_example::<mobile_bff::Mobile>(MOBILE_EXAMPLE, demo, listen, upstream_timeout, &[]),
+        from_example::<web_bff::Web>(WEB_EXAMPLE, demo, listen, upstream_timeout, &[]),
+        partner_config_at(demo, listen, upstream_timeout, partner_api_key),
+    )
 }
 
 /// The partner BFF's config against `demo`, accepting `api_key` for the demo partner.
 pub fn partner_config(
     demo: &Demo,
+    listen: SocketAddr,
+    upstream_timeout: Duration,
+    api_key: &str,
+) -> partner_bff::Config {
+    partner_config_at(&demo.addrs, listen, upstream_timeout, api_key)
+}
+
+fn partner_config_at(
+    demo: &DemoAddrs,
     listen: SocketAddr,
     upstream_timeout: Duration,
     api_key: &str,

@@ -1,0 +1,143 @@
+//! `bff-bench`: a BFF under load beside a baseline that makes the same backend calls with none of
+//! the gateway, in one run. See `bff-bench --help` and the README's Performance section.
+//!
+//! Three processes besides this one, each this binary re-run with a hidden subcommand: the demo
+//! backends, the BFF under test and the baseline, so each one's CPU and memory are its own.
+
+mod baseline;
+mod children;
+mod load;
+mod report;
+mod scenario;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::scenario::{Bff, Scenario};
+
+const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--concurrency 32] [--rate N] \
+[--latency 0ms] [--soak 10m] [--connections 1000] [--results PATH|none]
+
+  --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
+                  large-document
+  --duration      each measured phase: the closed loop, then the open loop, for the BFF and the baseline
+  --concurrency   connections of the closed loop (and of the open loop)
+  --rate          the open loop's rate in requests/s (default: half the BFF's closed-loop throughput)
+  --latency       fixed latency the demo backends add to every call (0ms: CPU-bound)
+  --soak          run the BFF alone under the closed loop this long, printing its RSS over time
+  --connections   hold this many idle keep-alive connections to the BFF and report its RSS
+  --results       markdown file the run's figures are appended to (default bench/results.md)";
+
+/// What a run was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: Scenario,
+    pub duration: Duration,
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub latency: Duration,
+    pub soak: Option<Duration>,
+    pub connections: Option<usize>,
+    pub results: Option<PathBuf>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        scenario: Scenario::MobileHome,
+        duration: Duration::from_secs(30),
+        concurrency: 32,
+        rate: None,
+        latency: Duration::ZERO,
+        soak: None,
+        connections: None,
+        results: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results.md"))),
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.to_owned());
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let duration = || humantime::parse_duration(value).map_err(|e| format!("{flag} {value}: {e}"));
+        let number = || value.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("{flag}: `{value}`"));
+        match flag.as_str() {
+            "--scenario" => {
+                options.scenario =
+                    Scenario::parse(value).ok_or_else(|| format!("unknown scenario `{value}`\n{USAGE}"))?;
+            }
+            "--duration" => options.duration = duration()?,
+            "--concurrency" => options.concurrency = number()?,
+            "--rate" => options.rate = Some(value.parse().map_err(|_| format!("--rate: `{value}`"))?),
+            "--latency" => options.latency = duration()?,
+            "--soak" => options.soak = Some(duration()?),
+            "--connections" => options.connections = Some(number()?),
+            "--results" => options.results = (value != "none").then(|| PathBuf::from(value)),
+            _ => return Err(format!("unknown argument `{flag}`\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+/// Prints the line a parent waits for: this child serves, and what it needs to know.
+pub fn announce(payload: &str) {
+    eprintln!("{}{payload}", children::READY);
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> anyhow::Result<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .ok_or_else(|| anyhow!("{name} is required"))
+}
+
+/// The hidden subcommands the harness runs its children with.
+fn child(command: &str, args: &[String]) -> anyhow::Result<()> {
+    children::exit_with_parent();
+    match command {
+        "serve-demo" => {
+            let latency = humantime::parse_duration(flag(args, "--latency").unwrap_or("0ms"))?;
+            serve::demo(latency)
+        }
+        "serve-bff" => {
+            let bff = Bff::parse(flag(args, "--bff")?).context("--bff: mobile, web or partner")?;
+            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?)
+        }
+        "serve-baseline" => {
+            let scenario = Scenario::parse(flag(args, "--scenario")?).context("--scenario: unknown")?;
+            baseline::serve(scenario, serve::decode_addrs(flag(args, "--demo")?)?)
+        }
+        other => bail!("unknown subcommand {other}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(command) = args.first().filter(|a| a.starts_with("serve-")) {
+        return match child(command, &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bff-bench {command}: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let options = match parse_options(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match report::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bff-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The scenarios: which BFF, which request, and what a correct answer is.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+
+/// The user every GraphQL scenario acts as. The demo's data is seeded deterministically; this
+/// user has at least ten orders, so the web page is full.
+pub const USER: &str = "u-3";
+/// The product the partner scenario reads.
+pub const PRODUCT: &str = "p-7";
+
+const HOME: &str = include_str!("../../bffs/mobile/operations/Home.graphql");
+/// The web order history: a page of 10 orders with their items, each item's product and its stock.
+pub const ORDERS_PAGE: &str = "query OrdersPage { me { name orders(first: 10) { edges { node { id status createdAt \
+items { quantity product { id name price stock { available } } } } } } } }";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    MobileHome,
+    WebOrdersPage,
+    PartnerProduct,
+    AuthReject,
+    LargeToken,
+    LargeDocument,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bff {
+    Mobile,
+    Web,
+    Partner,
+}
+
+impl Bff {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bff::Mobile => "mobile",
+            Bff::Web => "web",
+            Bff::Partner => "partner",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Bff::Mobile, Bff::Web, Bff::Partner].into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// Tokens minted by the demo identity service (in the demo's process) for the scenarios.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    pub mobile: String,
+    pub web: String,
+    /// A mobile token near the gateway's 8 KiB limit: many group claims.
+    pub large: String,
+    /// A correctly signed mobile token that expired two minutes ago (past the 30 s leeway).
+    pub expired: String,
+}
+
+/// One request, as the load generator sends it over and over.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub expect: StatusCode,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::MobileHome,
+        Scenario::WebOrdersPage,
+        Scenario::PartnerProduct,
+        Scenario::AuthReject,
+        Scenario::LargeToken,
+        Scenario::LargeDocument,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::MobileHome => "mobile-home",
+            Scenario::WebOrdersPage => "web-orders-page",
+            Scenario::PartnerProduct => "partner-product",
+            Scenario::AuthReject => "auth-reject",
+            Scenario::LargeToken => "large-token",
+            Scenario::LargeDocument => "large-document",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn bff(self) -> Bff {
+        match self {
+            Scenario::WebOrdersPage => Bff::Web,
+            Scenario::PartnerProduct => Bff::Partner,
+            _ => Bff::Mobile,
+        }
+    }
+
+    pub fn request(self, tokens: &Tokens) -> RequestSpec {
+        let bearer = |token: &str| (header::AUTHORIZATION, header_value(&format!("Bearer {token}")));
+        let json = (header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let graphql = |query: &str| Bytes::from(serde_json::json!({ "query": query }).to_string());
+        let post = |token: &str, body: Bytes, expect: StatusCode| RequestSpec {
+            method: Method::POST,
+            path: "/graphql".to_owned(),
+            headers: vec![bearer(token), json.clone()],
+            body,
+            expect,
+        };
+        match self {
+            Scenario::MobileHome => post(&tokens.mobile, graphql(HOME), StatusCode::OK),
+            Scenario::LargeToken => post(&tokens.large, graphql(HOME), StatusCode::OK),
+            Scenario::LargeDocument => post(&tokens.mobile, graphql(&large_document()), StatusCode::OK),
+            Scenario::AuthReject => post(&tokens.expired, graphql(HOME), StatusCode::UNAUTHORIZED),
+            Scenario::WebOrdersPage => post(&tokens.web, graphql(ORDERS_PAGE), StatusCode::OK),
+            Scenario::PartnerProduct => RequestSpec {
+                method: Method::GET,
+                path: format!("/v1/products/{PRODUCT}"),
+                headers: vec![(
+                    HeaderName::from_static("x-api-key"),
+                    HeaderValue::from_static(bff_platform::DEMO_PARTNER_API_KEY),
+                )],
+                body: Bytes::new(),
+                expect: StatusCode::OK,
+            },
+        }
+    }
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    // Tokens are base64url and dots: always a valid header value.
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The home screen asked for with long aliases, close to the mobile BFF's 16 KiB document limit
+/// and inside its token, alias and cost limits: what parsing and validation cost at size.
+pub fn large_document() -> String {
+    let pad = "x".repeat(440);
+    let aliases: Vec<String> = (0..30).map(|i| format!("{pad}{i:02}: name")).collect();
+    format!(
+        "query LargeHome {{ home {{ user {{ id {} avatarUrl(width: 96) }} recentOrders(first: 3) {{ id status total currency }} \
+recommendations(first: 5) {{ id name price }} }} }}",
+        aliases.join(" ")
+    )
+}

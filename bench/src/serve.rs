@@ -1,0 +1,154 @@
+//! The children: the demo backends, and the BFF under test with its production stack.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow};
+use bff_demo::{Demo, DemoAddrs, DemoConfig};
+use bff_gateway::config::Config;
+use serde_json::json;
+
+use crate::scenario::{Bff, Tokens, USER};
+
+const SCOPES: &str = "profile orders";
+/// Services whose calls the scenarios make (identity only serves the JWKS).
+pub const BACKENDS: [&str; 5] = ["users", "catalog", "orders", "inventory", "recommendations"];
+
+pub fn encode_addrs(a: &DemoAddrs) -> String {
+    format!(
+        "identity={},users={},catalog={},orders={},inventory={},recommendations={},control={}",
+        a.identity, a.users, a.catalog, a.orders, a.inventory, a.recommendations, a.control
+    )
+}
+
+pub fn decode_addrs(encoded: &str) -> anyhow::Result<DemoAddrs> {
+    let addr = |name: &str| -> anyhow::Result<SocketAddr> {
+        let value = encoded
+            .split(',')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .ok_or_else(|| anyhow!("no {name} address in `{encoded}`"))?;
+        value.parse().with_context(|| format!("{name} address `{value}`"))
+    };
+    Ok(DemoAddrs {
+        identity: addr("identity")?,
+        users: addr("users")?,
+        catalog: addr("catalog")?,
+        orders: addr("orders")?,
+        inventory: addr("inventory")?,
+        recommendations: addr("recommendations")?,
+        control: addr("control")?,
+    })
+}
+
+/// The demo's ready line: its addresses, then the scenarios' tokens as `name=token`.
+pub fn parse_demo_ready(ready: &str) -> anyhow::Result<(DemoAddrs, Tokens)> {
+    let mut parts = ready.split_whitespace();
+    let addrs = decode_addrs(parts.next().context("empty ready line")?)?;
+    let mut tokens = Tokens::default();
+    for part in parts {
+        let (name, token) = part.split_once('=').context("odd token")?;
+        let slot = match name {
+            "mobile" => &mut tokens.mobile,
+            "web" => &mut tokens.web,
+            "large" => &mut tokens.large,
+            "expired" => &mut tokens.expired,
+            _ => continue,
+        };
+        *slot = token.to_owned();
+    }
+    Ok((addrs, tokens))
+}
+
+/// Serves the demo backends, each call delayed by `latency`, until the parent goes away.
+pub fn demo(latency: Duration) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        bff_upstream::tls::install_default_provider();
+        let demo = Demo::start(DemoConfig::ephemeral()).await.context("starting the demo backends")?;
+        if !latency.is_zero() {
+            let http = reqwest::Client::new();
+            let faults = json!({ "latency_ms": u64::try_from(latency.as_millis()).unwrap_or(u64::MAX) });
+            for service in BACKENDS {
+                let url = format!("{}/faults/{service}", demo.control_url());
+                http.put(url).json(&faults).send().await?.error_for_status()?;
+            }
+        }
+        let tokens = Tokens {
+            mobile: demo.mint_token(USER, "mobile", SCOPES, 3600),
+            web: demo.mint_token(USER, "web", SCOPES, 3600),
+            large: large_token(&demo),
+            expired: demo.mint_token(USER, "mobile", SCOPES, -120),
+        };
+        crate::announce(&format!(
+            "{} mobile={} web={} large={} expired={}",
+            encode_addrs(&demo.addrs),
+            tokens.mobile,
+            tokens.web,
+            tokens.large,
+            tokens.expired
+        ));
+        std::future::pending::<()>().await;
+        anyhow::Ok(())
+    })
+}
+
+/// A valid mobile token of about 7.5 KiB, under the gateway's 8 KiB limit: an identity provider
+/// that puts a user's groups in the token.
+fn large_token(demo: &Demo) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let groups: Vec<String> = (0..170).map(|i| format!("group-{i:04}")).collect();
+    let claims = json!({
+        "iss": demo.issuer(), "sub": USER, "aud": "mobile", "scope": SCOPES,
+        "iat": now, "exp": now + 3600, "groups": groups,
+    });
+    let header = json!({ "alg": "RS256", "typ": "JWT", "kid": bff_demo::KID });
+    demo.sign_raw(&header, &claims, bff_demo::KID)
+}
+
+/// Production settings with quotas the load cannot reach: the harness measures cost, not limits.
+fn high_limits<O>(config: &mut Config<O>) {
+    config.server.max_concurrent_requests = 100_000;
+    config.server.max_connections = 100_000;
+    config.auth.max_failures_per_minute = u32::MAX;
+}
+
+/// Serves BFF `bff` with its shipped production config against the demo at `demo`, as its own
+/// binary would (JSON access log on stdout at the production filter), until the parent goes away.
+pub fn bff(bff: Bff, demo: DemoAddrs) -> anyhow::Result<()> {
+    bff_upstream::tls::install_default_provider();
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let (mut mobile, mut web, mut partner) = bff_platform::production_configs(
+        &demo,
+        listen,
+        bff_platform::DEVSTACK_UPSTREAM_TIMEOUT,
+        bff_platform::DEMO_PARTNER_API_KEY,
+    );
+    bff_gateway::telemetry::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Building an app creates lazily connecting gRPC channels, which need the runtime at hand.
+    let _context = runtime.enter();
+    let app_error = |e: &dyn std::fmt::Display| anyhow!("building the {} BFF: {e}", bff.name());
+    let (router, server) = match bff {
+        Bff::Mobile => {
+            high_limits(&mut mobile);
+            let server = mobile.server.clone();
+            (mobile_bff::app(mobile).map_err(|e| app_error(&e))?, server)
+        }
+        Bff::Web => {
+            high_limits(&mut web);
+            let server = web.server.clone();
+            (web_bff::app(web).map_err(|e| app_error(&e))?, server)
+        }
+        Bff::Partner => {
+            high_limits(&mut partner);
+            let server = partner.server.clone();
+            (partner_bff::app(partner).map_err(|e| app_error(&e))?, server)
+        }
+    };
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(server.listen).await?;
+        crate::announce(&listener.local_addr()?.to_string());
+        bff_gateway::server::serve(listener, router, &server, std::future::pending()).await?;
+        anyhow::Ok(())
+    })
+}

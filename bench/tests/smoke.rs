@@ -1,0 +1,117 @@
+//! The harness runs every scenario and mode for a moment, so it cannot rot. No timing is asserted:
+//! only that each figure is printed and recorded, and the backend calls each request makes, which
+//! do not depend on speed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_bff-bench")).args(args).output().expect("bff-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "bff-bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The BFF's and the baseline's figures on the row starting with `name`.
+fn row(output: &str, name: &str) -> (String, String) {
+    let line = output.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no `{name}` row in\n{output}"));
+    let mut figures = line[name.len()..].split_whitespace().rev();
+    let baseline = figures.next().expect("a baseline figure").to_owned();
+    let bff = figures.next().expect("a BFF figure").to_owned();
+    (bff, baseline)
+}
+
+fn number(figure: &str) -> f64 {
+    figure.parse().unwrap_or_else(|_| panic!("`{figure}` is not a number"))
+}
+
+fn results_file(scenario: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-results-{scenario}.md"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn smoke(scenario: &str, calls_per_request: f64) {
+    let results = results_file(scenario);
+    let results_arg = results.to_str().expect("a UTF-8 path");
+    let out = bench(&["--scenario", scenario, "--duration", "1s", "--concurrency", "4", "--results", results_arg]);
+
+    for name in [
+        "requests/s (closed loop",
+        "closed-loop latency p50 ms",
+        "closed-loop latency p99.9 ms",
+        "CPU per request ms",
+        "peak RSS MiB",
+    ] {
+        let (bff, baseline) = row(&out, name);
+        assert!(number(&bff) > 0.0 && number(&baseline) > 0.0, "{name}: {bff} {baseline}\n{out}");
+    }
+    for name in ["open loop at", "errors (closed loop)"] {
+        row(&out, name);
+    }
+    let (bff_calls, baseline_calls) = row(&out, "backend calls per request");
+    assert_eq!(number(&bff_calls), calls_per_request, "{out}");
+    assert_eq!(number(&baseline_calls), calls_per_request, "{out}");
+    // The production access log is on: one line per request.
+    let (access, _) = row(&out, "access-log lines per request");
+    assert!(number(&access) > 0.0, "{out}");
+
+    let ratios: Vec<&str> = out.lines().filter(|l| l.contains("ratio")).collect();
+    assert!(ratios.iter().any(|l| l.starts_with("throughput ratio BFF/baseline: ")), "{out}");
+    assert!(ratios.iter().any(|l| l.starts_with("CPU-per-request ratio BFF/baseline: ")), "{out}");
+    assert!(out.contains("gateway-added latency at"), "{out}");
+
+    let recorded = std::fs::read_to_string(&results).expect("the results file was written");
+    assert!(recorded.contains(&format!("### {scenario} ")), "{recorded}");
+    assert!(recorded.contains("CPU-per-request ratio"), "{recorded}");
+}
+
+#[test]
+fn mobile_home() {
+    smoke("mobile-home", 3.0);
+}
+
+#[test]
+fn web_orders_page() {
+    // A page of 10 orders of up to 8 items: users, orders, one catalog batch, one inventory batch.
+    smoke("web-orders-page", 4.0);
+}
+
+#[test]
+fn partner_product() {
+    smoke("partner-product", 1.0);
+}
+
+#[test]
+fn auth_reject() {
+    smoke("auth-reject", 0.0);
+}
+
+#[test]
+fn large_token() {
+    smoke("large-token", 3.0);
+}
+
+#[test]
+fn large_document() {
+    smoke("large-document", 3.0);
+}
+
+#[test]
+fn soak_prints_rss_over_time() {
+    let out = bench(&["--soak", "3s", "--concurrency", "4", "--results", "none"]);
+    let samples = out.lines().filter(|l| l.starts_with("soak t=") && l.contains(" MiB")).count();
+    assert!(samples >= 2, "{out}");
+    assert!(out.contains("soak rss after warm-up"), "{out}");
+}
+
+#[test]
+fn holds_idle_connections() {
+    let out = bench(&["--connections", "50", "--results", "none"]);
+    assert!(out.contains("50 idle keep-alive connections held (0 failed)"), "{out}");
+    assert!(out.contains("with the connections"), "{out}");
+}
