@@ -16,4 +16,5 @@ mod schemas;
 mod support;
 mod surfaces;
 mod tls;
+mod versions;
 mod web;

@@ -100,18 +100,38 @@ async fn invalid_orders_are_refused_with_problems() {
     let t = TestStack::start().await;
     let post =
         |body: Value| t.http.post(TestStack::url(t.stack.partner, "/v1/orders")).header(KEY.0, KEY.1).json(&body);
-    for body in [
-        json!({ "items": [] }),
-        json!({ "items": [{ "product_id": "p-1", "quantity": 0 }] }),
-        json!({ "items": [{ "product_id": "p-1", "quantity": 1, "discount": 100 }] }),
-        json!({ "lines": [] }),
+    // Each violation of the published schema is named by its JSON pointer, all at once.
+    for (body, pointers) in [
+        (json!({ "items": [] }), vec!["/items"]),
+        (json!({ "items": [{ "product_id": "p-1", "quantity": 0 }] }), vec!["/items/0/quantity"]),
+        (json!({ "items": [{ "product_id": "p-1", "quantity": 1, "discount": 100 }] }), vec!["/items/0"]),
+        (json!({ "lines": [] }), vec!["", ""]),
+        (
+            json!({ "items": [{ "product_id": "../x", "quantity": 0 }, { "quantity": 101 }] }),
+            vec!["/items/0/product_id", "/items/0/quantity", "/items/1", "/items/1/quantity"],
+        ),
     ] {
         let reply = TestStack::reply(post(body.clone())).await;
-        assert_eq!(reply.status, 400, "{body}: {:#}", reply.body);
-        assert_eq!(reply.body["code"], "BAD_REQUEST");
+        assert_eq!(reply.status, 422, "{body}: {:#}", reply.body);
+        assert_eq!(reply.body["code"], "VALIDATION_FAILED");
+        assert!(reply.body["request_id"].is_string());
+        let mut found: Vec<&str> =
+            reply.body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+        found.sort_unstable();
+        assert_eq!(found, pointers, "{body}: {:#}", reply.body);
     }
-    assert_eq!(t.call_count("orders").await, 0);
-    // The orders service's own validation (an unknown product) comes back as a 400 too.
+    // Not JSON at all: 400.
+    let reply = TestStack::reply(
+        t.http
+            .post(TestStack::url(t.stack.partner, "/v1/orders"))
+            .header(KEY.0, KEY.1)
+            .header("content-type", "application/json")
+            .body("{\"items\": ["),
+    )
+    .await;
+    assert_eq!((reply.status.as_u16(), reply.body["code"].as_str()), (400, Some("BAD_REQUEST")), "{:#}", reply.body);
+    assert_eq!(t.call_count("orders").await, 0, "a refused body reached the backend");
+    // The orders service's own validation (an unknown product) comes back as a 400.
     let reply = TestStack::reply(post(json!({ "items": [{ "product_id": "p-999999", "quantity": 1 }] }))).await;
     assert_eq!(reply.status, 400, "{:#}", reply.body);
     assert_eq!(reply.body["code"], "BAD_REQUEST");

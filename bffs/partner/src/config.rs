@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use bff_gateway::config::{Bff, Problems, Validate, join};
+use bff_gateway::idempotency::IdempotencyConfig;
 use serde::Deserialize;
 
 /// The partner BFF as the core sees it; `config.example.toml` beside `Cargo.toml` documents each
@@ -29,6 +30,9 @@ pub struct PartnerOptions {
     /// client id -> plan name.
     #[serde(default)]
     pub client_plans: BTreeMap<String, String>,
+    /// `Idempotency-Key` records for `POST /v*/orders`.
+    #[serde(default)]
+    pub idempotency: IdempotencyConfig,
 }
 
 /// A plan: the API versions its clients may call and, optionally, only some of their routes.
@@ -53,6 +57,7 @@ impl PartnerOptions {
 
 impl Validate for PartnerOptions {
     fn validate(&self, _path: &str, problems: &mut Problems) {
+        self.idempotency.validate("idempotency", problems);
         for (name, plan) in &self.plans {
             let path = join("plans", name);
             for version in &plan.versions {
@@ -64,7 +69,7 @@ impl Validate for PartnerOptions {
                 );
             }
             for route in plan.routes.iter().flatten() {
-                let known = crate::v1::ROUTES.iter().any(|r| r.name() == *route);
+                let known = crate::routes::ROUTES.iter().any(|r| crate::VERSIONS.iter().any(|v| r.name(v) == *route));
                 problems.check(&path, "routes", known, &format!("`{route}` is not a route of the route table"));
             }
         }

@@ -1,29 +1,33 @@
 //! The partner BFF: a versioned REST API for third-party partners.
 //!
-//! Every route under `/v1` needs one credential: an `X-API-Key` (stored hashed in config) or an
-//! OAuth2 client-credentials bearer token from the identity service (audience `partner`); user
-//! tokens are refused. The partner acts for itself: its orders are the orders it placed, owned by
+//! Every API route needs one credential: an `X-API-Key` (stored hashed in config) or an OAuth2
+//! client-credentials bearer token from the identity service (audience `partner`); user tokens
+//! are refused. The partner acts for itself: its orders are the orders it placed, owned by
 //! `key:{client_id}` (API key) or `client:{client_id}` (OAuth client), namespaces no user id can
 //! fall into.
 //!
-//! Access is decided in one place, before any handler runs: the route's scope from the route table
-//! ([`v1::ROUTES`]), and the client's plan (`[plans]`, `[client_plans]`): which versions and
-//! routes it may call. A client with no plan is refused everything.
+//! **Versions.** `/v1` (deprecated: every response carries `Deprecation`, `Sunset` and a `Link`
+//! to the v2 document) and `/v2` are served side by side by one set of handlers
+//! ([`routes`]); each version is a representation of the same resources ([`model`], [`v1`],
+//! [`v2`]). The unversioned paths (`/products/{id}`, ...) pick the version from `Accept:
+//! application/vnd.shop.v2+json`; without one, the latest; a version this API does not serve is
+//! 406 with the supported media types. `/v1/openapi.json` and `/v2/openapi.json` publish each
+//! version's contract, need no credential, and are what requests are validated against.
 //!
-//! | route | scope | backend |
-//! |---|---|---|
-//! | `GET /v1/products/{id}` | `catalog:read` | catalog (REST) |
-//! | `GET /v1/products/{id}/stock` | `catalog:read` | inventory (gRPC) |
-//! | `GET /v1/orders?limit=&cursor=` | `orders:read` | orders (gRPC) |
-//! | `GET /v1/orders/{id}` | `orders:read` | orders (gRPC) |
-//! | `POST /v1/orders` | `orders:write` | orders (gRPC) |
+//! **Access** is decided in one place, before any handler runs: the route's scope from the route
+//! table ([`routes::ROUTES`]) and the client's plan (`[plans]`, `[client_plans]`): which
+//! versions and routes it may call. A client with no plan is refused everything.
 //!
-//! Bodies are JSON in snake_case; one resource is a bare object, a list is
-//! `{"items": [...], "next_cursor": ...}`; errors are RFC 9457 problem+json with the request id.
-//! `GET /healthz` and `GET /readyz` need no credential.
+//! Errors are RFC 9457 problem+json with a stable `code` and the request id; a body or a query
+//! that breaks the schema lists every violation in `errors`, by JSON pointer or parameter.
 
 mod config;
+pub mod model;
+pub mod openapi;
+pub mod routes;
 pub mod v1;
+pub mod v2;
+pub mod version;
 
 use std::sync::Arc;
 
@@ -31,28 +35,130 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, any, get, on};
+use bff_gateway::config::Bff;
+use bff_gateway::idempotency::Idempotency;
 use bff_gateway::stack::InboundStack;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat, GatewayError, RequestContext};
+use http::{HeaderValue, header};
+use tower::ServiceExt;
 
 pub use config::{Config, Partner, PartnerOptions, Plan};
-pub use v1::Backends;
+pub use routes::Backends;
+use routes::{Api, ROUTES};
+use v1::V1;
+use v2::V2;
+use version::Version;
 
-/// The API versions this BFF serves.
-pub const VERSIONS: &[&str] = &["v1"];
+/// The API versions this BFF serves, oldest first.
+pub const VERSIONS: &[&str] = &[V1::NAME, V2::NAME];
+/// What the unversioned paths serve when `Accept` names no version.
+pub const LATEST: &str = V2::NAME;
+const MEDIA_TYPES: &[&str] = &[V1::MEDIA_TYPE, V2::MEDIA_TYPE];
 
 /// The whole partner BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
+    let idempotency = Arc::new(Idempotency::new(Partner::NAME, &config.own.idempotency)?);
+    let token_url = format!("{}/oauth/token", config.auth.jwt.issuer.trim_end_matches('/'));
+    let v1 = Arc::new(Api::<V1>::new(backends.clone(), idempotency.clone(), &token_url)?);
+    let v2 = Arc::new(Api::<V2>::new(backends.clone(), idempotency, &token_url)?);
+    let documents = Router::new()
+        .route("/v1/openapi.json", get(document(v1.document())))
+        .route("/v2/openapi.json", get(document(v2.document())))
+        .route("/{version}/{*rest}", any(unknown_version));
+
     let access = Arc::new(config.own.clone());
-    let api = Router::new()
-        .nest("/v1", v1::routes(backends.clone()))
-        .route_layer(axum::middleware::from_fn_with_state(access, authorize));
+    let versioned = Router::new()
+        .nest("/v1", routes::routes(v1.clone()))
+        .nest("/v2", routes::routes(v2.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(access.clone(), authorize));
+    // The unversioned paths: each operation served by the version `Accept` selects.
+    let unversioned = routes::by_path(|operation| {
+        let (one, two) =
+            (routes::operation_service(v1.clone(), operation), routes::operation_service(v2.clone(), operation));
+        let method = ROUTES.iter().find(|route| route.operation == operation).map(|route| route.method.clone());
+        let filter = method.and_then(|m| MethodFilter::try_from(m).ok()).unwrap_or(MethodFilter::GET);
+        on(filter, move |request: Request| {
+            let service = match request.extensions().get::<SelectedVersion>() {
+                Some(SelectedVersion(V1::NAME)) => one.clone(),
+                _ => two.clone(),
+            };
+            async move {
+                match service.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        })
+    })
+    .route_layer(axum::middleware::from_fn_with_state(access, authorize))
+    .route_layer(axum::middleware::from_fn(select_version));
+    let api = versioned.merge(unversioned);
     Ok(InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
         .backend("catalog", Arc::new(backends.catalog))
         .backend("inventory", Arc::new(backends.inventory))
         .backend("orders", Arc::new(backends.orders))
-        .build(api, Router::new()))
+        .build(api, documents))
+}
+
+fn document(document: &serde_json::Value) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
+    let body = bytes::Bytes::from(serde_json::to_vec_pretty(document).unwrap_or_default());
+    move || {
+        let mut response = body.clone().into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        std::future::ready(response)
+    }
+}
+
+/// `/v9/...`: a version this API does not serve, said so with the ones it does.
+async fn unknown_version(axum::extract::Path((version, _)): axum::extract::Path<(String, String)>) -> GatewayError {
+    let looks_like_version = version.len() <= 4
+        && version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    match looks_like_version {
+        true => {
+            GatewayError::NotFound(format!("this API has no version `{version}`; it serves {}", VERSIONS.join(" and ")))
+        }
+        false => GatewayError::NotFound("no such route".into()),
+    }
+}
+
+/// The version `Accept` asks for: a vendor media type, or the latest when it names none.
+fn requested_version(headers: &http::HeaderMap) -> Result<&'static str, GatewayError> {
+    let mut unknown = false;
+    for range in headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
+        let media = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if let Some(version) = media.strip_prefix("application/vnd.shop.").and_then(|m| m.strip_suffix("+json")) {
+            match VERSIONS.iter().find(|v| **v == version) {
+                Some(known) => return Ok(known),
+                None => unknown = true,
+            }
+        }
+    }
+    match unknown {
+        true => Err(GatewayError::NotAcceptable(format!(
+            "`Accept` names a version this API does not serve; supported: {}",
+            MEDIA_TYPES.join(", ")
+        ))),
+        false => Ok(LATEST),
+    }
+}
+
+/// The version an unversioned request is served by, chosen from `Accept`.
+#[derive(Debug, Clone, Copy)]
+struct SelectedVersion(&'static str);
+
+async fn select_version(mut request: Request, next: Next) -> Response {
+    let mut response = match requested_version(request.headers()) {
+        Ok(version) => {
+            request.extensions_mut().insert(SelectedVersion(version));
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    };
+    response.headers_mut().append(header::VARY, HeaderValue::from_static("accept"));
+    response
 }
 
 /// The one access decision for every route: a partner credential (not a user token), the scope
@@ -62,18 +168,25 @@ async fn authorize(State(access): State<Arc<PartnerOptions>>, request: Request, 
     let decision = (|| {
         let parts = request.extensions();
         let path = parts.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
-        let route = v1::ROUTES.iter().find(|r| r.method == request.method() && r.path == path).ok_or_else(|| {
-            GatewayError::Internal(format!("{} {path} is missing from the route table", request.method()))
-        })?;
+        let (version, route_path) = match parts.get::<SelectedVersion>() {
+            Some(SelectedVersion(version)) => (*version, path.trim_start_matches('/')),
+            None => path.trim_start_matches('/').split_once('/').unwrap_or_default(),
+        };
+        let route = ROUTES
+            .iter()
+            .find(|r| r.method == request.method() && r.path.trim_start_matches('/') == route_path)
+            .ok_or_else(|| {
+                GatewayError::Internal(format!("{} {path} is missing from the route table", request.method()))
+            })?;
         let cx = RequestContext::from_extensions(parts)?;
         let principal = cx.principal()?;
         if principal.user_id.is_some() {
             return Err(GatewayError::Forbidden("the partner API takes client credentials, not user tokens".into()));
         }
         cx.require_scope(route.scope)?;
-        let version = path.trim_start_matches('/').split('/').next().unwrap_or_default();
-        if !access.allows(&principal.client_id, version, &route.name()) {
-            return Err(GatewayError::Forbidden(format!("your plan does not include {}", route.name())));
+        let name = route.name(version);
+        if !access.allows(&principal.client_id, version, &name) {
+            return Err(GatewayError::Forbidden(format!("your plan does not include {name}")));
         }
         Ok(())
     })();

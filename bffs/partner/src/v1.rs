@@ -1,308 +1,221 @@
-//! Version 1 of the partner API. Its JSON shapes are a contract with partners: change them only
-//! by adding optional fields; anything else is a `/v2`.
+//! Version 1 of the partner API, deprecated: snake_case members, money as `price_cents` and
+//! `currency`, lists as `{"items", "next_cursor"}`. Its shapes are a contract with partners that
+//! still call it; it is a representation of [`crate::model`] served by the same handlers as v2,
+//! so it keeps working unchanged until its sunset. Every response says so (`Deprecation`,
+//! `Sunset`, and a `Link` to the v2 document).
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use bff_backends::{CatalogClient, InventoryClient, NewOrderLine, OrdersClient};
-use bff_gateway::rest::{Json, Path, Query};
-use bff_gateway::{GatewayError, RequestContext};
-use bff_upstream::UpstreamError;
+use bff_gateway::graphql::FieldMap;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use bff_upstream::Upstreams;
+use crate::model;
+use crate::version::Version;
 
-const DEFAULT_PAGE_SIZE: u32 = 20;
-const MAX_PAGE_SIZE: u32 = 100;
-const MAX_ORDER_LINES: usize = 50;
-const MAX_QUANTITY: i32 = 100;
-/// Ids, cursors and idempotency keys are short tokens; anything else is refused at the edge.
-const MAX_TOKEN_LEN: usize = 128;
-const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub struct V1;
 
-/// The backend clients, shared by every request.
-#[derive(Clone)]
-pub struct Backends {
-    pub catalog: CatalogClient,
-    pub inventory: InventoryClient,
-    pub orders: OrdersClient,
+impl Version for V1 {
+    const NAME: &'static str = "v1";
+    const MEDIA_TYPE: &'static str = "application/vnd.shop.v1+json";
+    const HEADERS: &'static [(&'static str, &'static str)] = &[
+        // RFC 9745: deprecated since 2026-12-01 (a structured-field date).
+        ("deprecation", "@1796083200"),
+        // RFC 8594: gone after this.
+        ("sunset", "Wed, 01 Dec 2027 00:00:00 GMT"),
+        ("link", r#"</v2/openapi.json>; rel="deprecation successor-version"; type="application/json""#),
+    ];
+
+    type Product = Product;
+    type Stock = Stock;
+    type Order = Order;
+    type OrderList = OrderList;
+    type NewOrder = NewOrder;
+
+    const PRODUCT_FIELDS: FieldMap = FieldMap::new(
+        "Product",
+        &[
+            ("id", &[]),
+            ("sku", &["sku"]),
+            ("name", &["name"]),
+            ("description", &["description"]),
+            ("brand", &["brand"]),
+            ("category", &["category"]),
+            ("price_cents", &["price_cents", "currency"]),
+            ("currency", &["price_cents", "currency"]),
+            ("image_url", &["image_url"]),
+            ("rating", &["rating"]),
+            ("review_count", &["review_count"]),
+            ("tags", &["tags"]),
+        ],
+    );
+    const PRODUCT_STOCK: Option<&'static str> = None;
+    const ORDER_FIELDS: FieldMap = FieldMap::new(
+        "Order",
+        &[
+            ("id", &[]),
+            ("status", &["status"]),
+            ("total_cents", &["total_cents", "currency"]),
+            ("currency", &["total_cents", "currency"]),
+            ("created_at", &["created_at"]),
+            ("items", &["items", "currency"]),
+        ],
+    );
 }
 
-impl Backends {
-    pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
-        Ok(Self {
-            catalog: CatalogClient::new(upstreams.get("catalog")?)?,
-            inventory: InventoryClient::new(upstreams.get("inventory")?)?,
-            orders: OrdersClient::new(upstreams.get("orders")?)?,
-        })
-    }
-}
-
-/// One route of the API, as access control sees it: the scope it needs.
-pub struct Route {
-    pub method: Method,
-    /// The full route template, version included, as axum's `MatchedPath` reports it.
-    pub path: &'static str,
-    pub scope: &'static str,
-}
-
-impl Route {
-    /// `GET /v1/products/{id}`: how plans name the route.
-    pub fn name(&self) -> String {
-        format!("{} {}", self.method, self.path)
-    }
-}
-
-/// Every v1 route with the scope it needs: the one table access control reads. A route served
-/// but missing here is refused to everyone (see `authorize` in the crate root).
-pub const ROUTES: &[Route] = &[
-    Route { method: Method::GET, path: "/v1/products/{id}", scope: "catalog:read" },
-    Route { method: Method::GET, path: "/v1/products/{id}/stock", scope: "catalog:read" },
-    Route { method: Method::GET, path: "/v1/orders", scope: "orders:read" },
-    Route { method: Method::POST, path: "/v1/orders", scope: "orders:write" },
-    Route { method: Method::GET, path: "/v1/orders/{id}", scope: "orders:read" },
-];
-
-pub fn routes(backends: Backends) -> Router {
-    Router::new()
-        .route("/products/{id}", get(get_product))
-        .route("/products/{id}/stock", get(get_stock))
-        .route("/orders", get(list_orders).post(create_order))
-        .route("/orders/{id}", get(get_order))
-        .with_state(backends)
-}
-
-/// The catalog fields partners see; the catalog's internal fields are never asked for.
-const PRODUCT_FIELDS: &[&str] = &[
-    "id",
-    "sku",
-    "name",
-    "description",
-    "brand",
-    "category",
-    "price_cents",
-    "currency",
-    "image_url",
-    "rating",
-    "review_count",
-    "tags",
-];
-
-#[derive(Serialize)]
-struct ProductView {
+/// A product of the catalog.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Product)]
+pub struct Product {
+    #[schema(required = false)]
     id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sku: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     brand: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     category: Option<String>,
+    /// The price in the currency's minor units (cents).
+    #[serde(skip_serializing_if = "Option::is_none")]
     price_cents: Option<i64>,
+    /// ISO 4217 code.
+    #[serde(skip_serializing_if = "Option::is_none")]
     currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     image_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     rating: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     review_count: Option<i64>,
-    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<String>>,
 }
 
-async fn get_product(
-    State(backends): State<Backends>,
-    cx: RequestContext,
-    Path(id): Path<String>,
-) -> Result<axum::Json<ProductView>, GatewayError> {
-    let id = token("product id", &id)?;
-    let p = backends.catalog.get(cx.upstream(), id, PRODUCT_FIELDS).await?;
-    Ok(axum::Json(ProductView {
-        id: p.id,
-        sku: p.sku.into_option(),
-        name: p.name.into_option(),
-        description: p.description.into_option(),
-        brand: p.brand.into_option(),
-        category: p.category.into_option(),
-        price_cents: p.price_cents.into_option(),
-        currency: p.currency.into_option(),
-        image_url: p.image_url.into_option(),
-        rating: p.rating.into_option(),
-        review_count: p.review_count.into_option(),
-        tags: p.tags.into_option().unwrap_or_default(),
-    }))
+impl From<model::Product> for Product {
+    fn from(p: model::Product) -> Self {
+        let (price_cents, currency) = p.price.map(|m| (m.minor_units, m.currency)).unzip();
+        Self {
+            id: p.id,
+            sku: p.sku,
+            name: p.name,
+            description: p.description,
+            brand: p.brand,
+            category: p.category,
+            price_cents,
+            currency,
+            image_url: p.image_url,
+            rating: p.rating,
+            review_count: p.review_count,
+            tags: p.tags,
+        }
+    }
 }
 
-#[derive(Serialize)]
-struct StockView {
+/// A product's stock level.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Stock)]
+pub struct Stock {
     product_id: String,
     available: i64,
     in_stock: bool,
 }
 
-async fn get_stock(
-    State(backends): State<Backends>,
-    cx: RequestContext,
-    Path(id): Path<String>,
-) -> Result<axum::Json<StockView>, GatewayError> {
-    let id = token("product id", &id)?;
-    let level = backends
-        .inventory
-        .stock(cx.upstream(), &[id])
-        .await?
-        .into_iter()
-        .find(|level| level.product_id == id)
-        .ok_or_else(|| GatewayError::NotFound(format!("no stock is tracked for product `{id}`")))?;
-    Ok(axum::Json(StockView {
-        product_id: level.product_id,
-        available: level.available,
-        in_stock: level.available > 0,
-    }))
+impl From<model::Stock> for Stock {
+    fn from(s: model::Stock) -> Self {
+        Self { in_stock: s.available > 0, available: s.available, product_id: s.product_id }
+    }
 }
 
-#[derive(Serialize)]
-struct OrderView {
+/// An order the partner placed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Order)]
+pub struct Order {
+    #[schema(required = false)]
     id: String,
-    status: &'static str,
-    total_cents: i64,
-    currency: String,
-    created_at: String,
-    items: Vec<OrderItemView>,
+    /// `pending`, `paid`, `shipped`, `delivered`, `cancelled`, or `unknown` for a status newer
+    /// than this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_cents: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<Vec<OrderItem>>,
 }
 
-#[derive(Serialize)]
-struct OrderItemView {
+#[derive(Serialize, ToSchema)]
+#[schema(as = OrderItem)]
+pub struct OrderItem {
     product_id: String,
     quantity: i32,
     unit_price_cents: i64,
 }
 
-impl OrderView {
-    /// Partners read whole orders (no read mask), so every member is there; one that is not is a
-    /// backend fault, not a default.
-    fn of(order: bff_backends::Order) -> Result<Self, bff_upstream::UpstreamError> {
-        use bff_backends::OrderStatus as S;
-        Ok(Self {
-            status: match order.status()? {
-                S::Pending => "pending",
-                S::Paid => "paid",
-                S::Shipped => "shipped",
-                S::Delivered => "delivered",
-                S::Cancelled => "cancelled",
-                S::Unknown => "unknown",
-            },
-            total_cents: order.total_cents()?,
-            currency: order.currency()?.to_owned(),
-            created_at: order.created_at()?.to_owned(),
-            items: order
-                .items()?
-                .iter()
-                .map(|i| OrderItemView {
-                    product_id: i.product_id.clone(),
-                    quantity: i.quantity,
-                    unit_price_cents: i.unit_price_cents,
-                })
-                .collect(),
-            id: order.id,
-        })
+impl From<model::Order> for Order {
+    fn from(o: model::Order) -> Self {
+        let (total_cents, currency) = o.total.map(|m| (m.minor_units, m.currency)).unzip();
+        Self {
+            id: o.id,
+            status: o.status.map(model::Status::as_str),
+            total_cents,
+            currency,
+            created_at: o.created_at,
+            items: o.items.map(|items| {
+                items
+                    .into_iter()
+                    .map(|i| OrderItem {
+                        product_id: i.product_id,
+                        quantity: i.quantity,
+                        unit_price_cents: i.unit_price.minor_units,
+                    })
+                    .collect()
+            }),
+        }
     }
 }
 
-#[derive(Serialize)]
-struct OrderList {
-    items: Vec<OrderView>,
+/// A page of orders, newest first; `next_cursor` fetches the next (`null` on the last page).
+#[derive(Serialize, ToSchema)]
+#[schema(as = OrderList)]
+pub struct OrderList {
+    #[schema(value_type = Vec<Order>)]
+    items: Vec<serde_json::Value>,
     next_cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
-async fn list_orders(
-    State(backends): State<Backends>,
-    cx: RequestContext,
-    Query(params): Query<ListParams>,
-) -> Result<axum::Json<OrderList>, GatewayError> {
-    let owner = cx.owner()?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(GatewayError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE_SIZE}")));
+impl From<model::Page<serde_json::Value>> for OrderList {
+    fn from(page: model::Page<serde_json::Value>) -> Self {
+        Self { items: page.items, next_cursor: page.next_cursor }
     }
-    let cursor = params.cursor.as_deref().map(|c| token("cursor", c)).transpose()?;
-    let page = backends.orders.list(cx.upstream(), &owner, limit, cursor, &[]).await?;
-    Ok(axum::Json(OrderList {
-        items: page.orders.into_iter().map(OrderView::of).collect::<Result<_, _>>()?,
-        next_cursor: page.next_page_token,
-    }))
 }
 
-async fn get_order(
-    State(backends): State<Backends>,
-    cx: RequestContext,
-    Path(id): Path<String>,
-) -> Result<axum::Json<OrderView>, GatewayError> {
-    let owner = cx.owner()?;
-    let id = token("order id", &id)?;
-    let order = backends.orders.get(cx.upstream(), &owner, id, &[]).await?;
-    Ok(axum::Json(OrderView::of(order)?))
-}
-
-#[derive(Deserialize)]
+/// An order to place.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewOrder {
+#[schema(as = NewOrder)]
+pub struct NewOrder {
+    #[schema(min_items = 1, max_items = 50)]
     items: Vec<NewOrderItem>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewOrderItem {
+#[schema(as = NewOrderItem)]
+pub struct NewOrderItem {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,127}$")]
     product_id: String,
+    #[schema(minimum = 1, maximum = 100)]
     quantity: i32,
 }
 
-/// Places an order owned by the calling partner. An `Idempotency-Key` header makes retries safe:
-/// the same key returns the first order instead of placing another.
-async fn create_order(
-    State(backends): State<Backends>,
-    cx: RequestContext,
-    headers: HeaderMap,
-    Json(body): Json<NewOrder>,
-) -> Result<Response, GatewayError> {
-    let owner = cx.owner()?;
-    if body.items.is_empty() || body.items.len() > MAX_ORDER_LINES {
-        return Err(GatewayError::BadRequest(format!("`items` must have 1 to {MAX_ORDER_LINES} entries")));
+impl From<NewOrder> for model::NewOrder {
+    fn from(order: NewOrder) -> Self {
+        Self { lines: order.items.into_iter().map(|i| (i.product_id, i.quantity)).collect() }
     }
-    let mut lines = Vec::with_capacity(body.items.len());
-    for (i, item) in body.items.into_iter().enumerate() {
-        token(&format!("items[{i}].product_id"), &item.product_id)?;
-        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-            return Err(GatewayError::BadRequest(format!("items[{i}].quantity must be between 1 and {MAX_QUANTITY}")));
-        }
-        lines.push(NewOrderLine { product_id: item.product_id, quantity: item.quantity });
-    }
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|key| token("Idempotency-Key", key).ok())
-                .ok_or_else(|| GatewayError::BadRequest("`Idempotency-Key` must be a short printable token".into()))?
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let order = backends.orders.create(cx.upstream(), &owner, lines, idempotency_key).await?;
-    let location = HeaderValue::from_str(&format!("/v1/orders/{}", order.id))
-        .map_err(|_| GatewayError::Internal("order id is not a valid header value".into()))?;
-    let mut response = (StatusCode::CREATED, axum::Json(OrderView::of(order)?)).into_response();
-    response.headers_mut().insert(header::LOCATION, location);
-    Ok(response)
-}
-
-/// `value` if it is a plausible id or token (short, printable, no separators), else a 400 that
-/// names `what`; a malformed id never reaches a backend.
-fn token<'a>(what: &str, value: &'a str) -> Result<&'a str, GatewayError> {
-    let ok = value.len() <= MAX_TOKEN_LEN
-        && value.bytes().any(|b| b.is_ascii_alphanumeric())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=' | b':'));
-    if ok { Ok(value) } else { Err(GatewayError::BadRequest(format!("`{what}` is not a valid id"))) }
 }

@@ -40,6 +40,19 @@ pub enum GatewayError {
     /// The body's `Content-Type` is not one this endpoint reads.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A request whose body or parameters break the published schema: 400 for parameters,
+    /// 422 for a body that is JSON but not a valid one; every violation is listed.
+    #[error("{message}")]
+    Invalid { unprocessable: bool, message: String, violations: Vec<Violation> },
+    /// An `Idempotency-Key` whose first request is still running.
+    #[error("a request with this Idempotency-Key is still in progress; retry after it completes")]
+    IdempotencyKeyInUse,
+    /// An `Idempotency-Key` sent again with a different request.
+    #[error("this Idempotency-Key was used with a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    /// A store the gateway keeps state in (Redis) is unreachable; the detail is logged.
+    #[error("the {store} is unavailable")]
+    StoreUnavailable { store: &'static str, detail: String },
     /// A GraphQL document or batch over one of the configured limits; `code` names the limit.
     #[error("{message}")]
     QueryRefused { code: &'static str, message: String },
@@ -73,6 +86,11 @@ impl GatewayError {
             Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::QueryRefused { code, .. } => code,
+            Self::Invalid { unprocessable: true, .. } => "VALIDATION_FAILED",
+            Self::Invalid { unprocessable: false, .. } => "BAD_REQUEST",
+            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::StoreUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
             Self::Overloaded { .. } => "OVERLOADED",
@@ -97,6 +115,8 @@ impl GatewayError {
             _ if matches!(self, Self::QueryRefused { .. }) => StatusCode::BAD_REQUEST,
             "NOT_FOUND" => StatusCode::NOT_FOUND,
             "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
+            "VALIDATION_FAILED" | "IDEMPOTENCY_KEY_REUSED" => StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_IN_USE" => StatusCode::CONFLICT,
             "NOT_ACCEPTABLE" => StatusCode::NOT_ACCEPTABLE,
             "UNSUPPORTED_MEDIA_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,6 +152,15 @@ impl GatewayError {
             "code": self.code(),
             "request_id": request_id,
         });
+        let body = match self {
+            // RFC 9457's `errors` extension member: each violation by JSON pointer or parameter.
+            Self::Invalid { violations, .. } => {
+                let mut body = body;
+                body["errors"] = serde_json::to_value(violations).unwrap_or_default();
+                body
+            }
+            _ => body,
+        };
         self.respond(status, "application/problem+json", body)
     }
 
@@ -175,6 +204,17 @@ impl GatewayError {
             _ => None,
         }
     }
+}
+
+/// One way a request breaks its schema: where (a JSON pointer into the body, or a query
+/// parameter's name) and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    pub detail: String,
 }
 
 fn upstream_phrase(error: &UpstreamError) -> &'static str {

@@ -22,6 +22,7 @@ mod context;
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod idempotency;
 pub mod middleware;
 pub mod rest;
 pub mod server;

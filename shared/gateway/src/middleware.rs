@@ -282,8 +282,12 @@ impl Stage for RenderErrors {
         let Some(PendingError(error)) = response.extensions().get::<PendingError>().cloned() else {
             return response;
         };
-        if let GatewayError::Internal(detail) = &*error {
-            tracing::error!(request_id = &*request_id, detail, "internal error");
+        match &*error {
+            GatewayError::Internal(detail) => tracing::error!(request_id = &*request_id, detail, "internal error"),
+            GatewayError::StoreUnavailable { store, detail } => {
+                tracing::error!(request_id = &*request_id, store, detail, "store unavailable");
+            }
+            _ => {}
         }
         let mut rendered = error.render(self.0, &request_id);
         if self.0 == ErrorFormat::GraphQl {

@@ -74,3 +74,124 @@ pub(crate) fn body_rejection(rejection: BytesRejection, limit: usize) -> Gateway
         GatewayError::BadRequest(format!("could not read the request body: {}", rejection.body_text()))
     }
 }
+
+/// A JSON Schema (2020-12, the dialect of OpenAPI 3.1) that request bodies and parameters are
+/// checked against: the schema a REST BFF publishes is the one it enforces, so the document
+/// cannot promise what the code does not check. Every violation is reported, each by JSON
+/// pointer (bodies) or parameter name, as RFC 9457's `errors` member.
+pub struct JsonSchema {
+    validator: jsonschema::Validator,
+    /// Top-level properties of integer type: query values are text, read as numbers for these.
+    integers: Vec<String>,
+}
+
+impl std::fmt::Debug for JsonSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonSchema")
+    }
+}
+
+/// Most violations one refusal lists; a body can break a schema in unboundedly many places.
+const MAX_VIOLATIONS: usize = 20;
+
+impl JsonSchema {
+    /// `schema` with `$ref`s into `#/components/schemas/...` resolved against `components`
+    /// (an OpenAPI document's `components`).
+    pub fn new(schema: &serde_json::Value, components: &serde_json::Value) -> Result<Self, GatewayError> {
+        let mut root = schema.clone();
+        if let Some(object) = root.as_object_mut() {
+            object.insert("components".into(), components.clone());
+        }
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .map_err(|e| GatewayError::Internal(format!("schema does not compile: {e}")))?;
+        let integers = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, property)| {
+                property["type"] == "integer"
+                    || property["type"].as_array().is_some_and(|t| t.contains(&"integer".into()))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Self { validator, integers })
+    }
+
+    /// The body as JSON if it is valid: 400 when it is not JSON at all, 422 naming each
+    /// violation when it is JSON but not what the schema allows.
+    pub fn body(&self, body: &[u8]) -> Result<serde_json::Value, GatewayError> {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| GatewayError::Invalid {
+            unprocessable: false,
+            message: format!("the body is not JSON: {e}"),
+            violations: vec![],
+        })?;
+        let violations: Vec<crate::error::Violation> = self
+            .validator
+            .iter_errors(&value)
+            .take(MAX_VIOLATIONS)
+            .map(|error| crate::error::Violation {
+                pointer: Some(error.instance_path.to_string()),
+                parameter: None,
+                detail: error.to_string(),
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(value)
+        } else {
+            Err(GatewayError::Invalid {
+                unprocessable: true,
+                message: "the body does not match the schema; `errors` lists each problem".into(),
+                violations,
+            })
+        }
+    }
+
+    /// Query parameters (an object schema of `name -> schema`), each value read as the type its
+    /// schema names: 400 naming each bad or unknown parameter.
+    pub fn query(&self, query: Option<&str>) -> Result<serde_json::Value, GatewayError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query.unwrap_or_default()).map_err(|e| GatewayError::Invalid {
+                unprocessable: false,
+                message: format!("malformed query string: {e}"),
+                violations: vec![],
+            })?;
+        let mut object = serde_json::Map::new();
+        let mut violations = Vec::new();
+        for (name, raw) in pairs {
+            // A number where the schema wants one (text that is not a number stays text, for the
+            // schema to refuse by name).
+            let value = match self.integers.contains(&name) {
+                true => raw.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(raw)),
+                false => serde_json::Value::String(raw),
+            };
+            if object.insert(name.clone(), value).is_some() {
+                violations.push(crate::error::Violation {
+                    pointer: None,
+                    parameter: Some(name),
+                    detail: "given more than once".into(),
+                });
+            }
+        }
+        let value = serde_json::Value::Object(object);
+        for error in self.validator.iter_errors(&value).take(MAX_VIOLATIONS) {
+            let path = error.instance_path.to_string();
+            // An unknown parameter is reported at the root, its name in the message.
+            let parameter = match path.trim_start_matches('/') {
+                "" => None,
+                name => Some(name.split('/').next().unwrap_or(name).to_owned()),
+            };
+            violations.push(crate::error::Violation { pointer: None, parameter, detail: error.to_string() });
+        }
+        if violations.is_empty() {
+            Ok(value)
+        } else {
+            Err(GatewayError::Invalid {
+                unprocessable: false,
+                message: "the query parameters do not match the schema; `errors` lists each problem".into(),
+                violations,
+            })
+        }
+    }
+}

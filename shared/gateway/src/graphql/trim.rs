@@ -65,6 +65,17 @@ impl FieldMap {
         BackendFields::Only(needed)
     }
 
+    /// What a REST sparse fieldset (`?fields=a,b`, by the names this map's type uses) needs;
+    /// an unknown name is the error.
+    pub fn select_names<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Result<BackendFields, &'n str> {
+        let mut needed: Vec<&'static str> = Vec::new();
+        for name in names {
+            let (_, backend) = self.fields.iter().find(|(field, _)| *field == name).ok_or(name)?;
+            needed.extend_from_slice(backend);
+        }
+        Ok(BackendFields::Only(needed).with(&[]))
+    }
+
     /// Fails unless the map names exactly the fields `sdl` gives its type.
     pub fn check(&self, sdl: &str) -> Result<(), GatewayError> {
         let fail = |why: String| GatewayError::Internal(format!("field map of `{}`: {why}", self.type_name));

@@ -1,0 +1,287 @@
+//! Idempotent retries of unsafe requests (`Idempotency-Key`, as Stripe and the IETF draft
+//! `draft-ietf-httpapi-idempotency-key-header` describe it), handled by the gateway so a backend
+//! never sees a retried request twice.
+//!
+//! The first request with a key claims it (an in-flight record with a short lease) and runs;
+//! its response is stored under the key for `ttl`. Afterwards the same key with the same request
+//! (method, route and body, by fingerprint) gets the stored response again, marked
+//! `Idempotency-Replayed: true`; with a different request, 422 `IDEMPOTENCY_KEY_REUSED`; while
+//! the first is still running, 409 `IDEMPOTENCY_KEY_IN_USE`. A response that says the server
+//! failed (5xx) is not stored: the claim is released so the client may retry.
+//!
+//! Keys are scoped by the caller (the owner the gateway verified), so one partner's key can
+//! never replay another's response. Records live in Redis when `redis_url` is set, so every
+//! replica agrees; otherwise in this process, bounded by `max_entries`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::GatewayError;
+use crate::config::{Problems, Validate, join};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub const REPLAYED_HEADER: &str = "idempotency-replayed";
+/// How long a completed request's response is replayed.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a claim holds if its replica dies mid-request; past it the key may run again.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// Records kept in process memory when there is no Redis.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+/// Longest key accepted (the header is the client's; the store key is its digest).
+pub const MAX_KEY_LEN: usize = 255;
+const STORE: &str = "idempotency store";
+
+/// `[idempotency]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// `redis://host:port/db`: share records between replicas. Absent: this process only.
+    pub redis_url: Option<String>,
+    pub max_entries: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self { ttl: DEFAULT_TTL, lease: DEFAULT_LEASE, redis_url: None, max_entries: DEFAULT_MAX_ENTRIES }
+    }
+}
+
+impl Validate for IdempotencyConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(path, "ttl", !self.ttl.is_zero(), "must be more than 0s");
+        problems.check(path, "lease", !self.lease.is_zero(), "must be more than 0s");
+        problems.check(path, "max_entries", self.max_entries > 0, "must be at least 1");
+        if let Some(url) = &self.redis_url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            problems.push(join(path, "redis_url"), format!("not a Redis URL: {e}"));
+        }
+    }
+}
+
+/// A response as stored: enough to send it again byte for byte.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl StoredResponse {
+    pub fn into_response(self, replayed: bool) -> Response {
+        let mut response = (StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK), self.body).into_response();
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        if replayed {
+            response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Record {
+    InFlight { fingerprint: String },
+    Done { fingerprint: String, response: StoredResponse },
+}
+
+/// What a request with a key may do.
+#[derive(Debug)]
+pub enum Claim {
+    /// Run it, then [`Idempotency::complete`] or [`Idempotency::release`] the key.
+    Run(ClaimedKey),
+    /// It ran before: send this again.
+    Replay(StoredResponse),
+}
+
+/// A key this request holds.
+#[derive(Debug)]
+pub struct ClaimedKey {
+    store_key: String,
+    fingerprint: String,
+}
+
+enum Backend {
+    Memory(moka::sync::Cache<String, Arc<(Record, Instant)>>),
+    Redis { client: redis::Client, connection: OnceCell<redis::aio::ConnectionManager> },
+}
+
+/// The idempotency records of one BFF.
+pub struct Idempotency {
+    namespace: String,
+    ttl: Duration,
+    lease: Duration,
+    backend: Backend,
+}
+
+/// A memory record's own lifetime: the lease while in flight, the ttl once done.
+struct RecordExpiry;
+
+impl moka::Expiry<String, Arc<(Record, Instant)>> for RecordExpiry {
+    fn expire_after_create(&self, _: &String, value: &Arc<(Record, Instant)>, now: Instant) -> Option<Duration> {
+        Some(value.1.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &Arc<(Record, Instant)>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.1.saturating_duration_since(now))
+    }
+}
+
+impl Idempotency {
+    /// Records for BFF `namespace` (its name: replicas of one BFF share them, BFFs do not).
+    pub fn new(namespace: &str, config: &IdempotencyConfig) -> Result<Self, GatewayError> {
+        let backend = match &config.redis_url {
+            Some(url) => Backend::Redis {
+                client: redis::Client::open(url.as_str())
+                    .map_err(|e| GatewayError::Internal(format!("idempotency.redis_url: {e}")))?,
+                connection: OnceCell::new(),
+            },
+            None => Backend::Memory(
+                moka::sync::Cache::builder().max_capacity(config.max_entries).expire_after(RecordExpiry).build(),
+            ),
+        };
+        Ok(Self { namespace: namespace.to_owned(), ttl: config.ttl, lease: config.lease, backend })
+    }
+
+    /// Claims `key` for `owner`'s `request` (method, route and body, as the client sent them),
+    /// or says why not.
+    pub async fn claim(&self, owner: &str, key: &str, request: &[&[u8]]) -> Result<Claim, GatewayError> {
+        let mut digest = Sha256::new();
+        for part in request {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+        let fingerprint = hex::encode(digest.finalize());
+        let scoped = hex::encode(Sha256::digest(format!("{owner}\0{key}")));
+        let store_key = format!("bff:{}:idempotency:{scoped}", self.namespace);
+        let in_flight = Record::InFlight { fingerprint: fingerprint.clone() };
+        let existing = match &self.backend {
+            Backend::Memory(cache) => {
+                let entry = cache
+                    .entry(store_key.clone())
+                    .or_insert_with(|| Arc::new((in_flight, Instant::now() + self.lease)));
+                if entry.is_fresh() { None } else { Some(entry.into_value().0.clone()) }
+            }
+            Backend::Redis { .. } => {
+                let mut connection = self.redis().await?;
+                let claimed: Option<String> = redis::cmd("SET")
+                    .arg(&store_key)
+                    .arg(encode(&in_flight)?)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.lease))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+                if claimed.is_some() {
+                    None
+                } else {
+                    let record: Option<String> =
+                        redis::cmd("GET").arg(&store_key).query_async(&mut connection).await.map_err(unavailable)?;
+                    // Gone between the two commands (it expired): treat as a claim lost to a race.
+                    let record = record.ok_or(GatewayError::IdempotencyKeyInUse)?;
+                    Some(serde_json::from_str(&record).map_err(|e| unavailable_detail(e.to_string()))?)
+                }
+            }
+        };
+        match existing {
+            None => Ok(Claim::Run(ClaimedKey { store_key, fingerprint })),
+            Some(Record::InFlight { fingerprint: first }) if first == fingerprint => {
+                Err(GatewayError::IdempotencyKeyInUse)
+            }
+            Some(Record::Done { fingerprint: first, response }) if first == fingerprint => Ok(Claim::Replay(response)),
+            Some(_) => Err(GatewayError::IdempotencyKeyReused),
+        }
+    }
+
+    /// Stores the response of a claimed request, to be replayed for `ttl`.
+    pub async fn complete(&self, claimed: ClaimedKey, response: StoredResponse) -> Result<(), GatewayError> {
+        let record = Record::Done { fingerprint: claimed.fingerprint, response };
+        match &self.backend {
+            Backend::Memory(cache) => cache.insert(claimed.store_key, Arc::new((record, Instant::now() + self.ttl))),
+            Backend::Redis { .. } => {
+                let mut connection = self.redis().await?;
+                let () = redis::cmd("SET")
+                    .arg(&claimed.store_key)
+                    .arg(encode(&record)?)
+                    .arg("PX")
+                    .arg(millis(self.ttl))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up a claim without a response to keep (the request failed on our side): the key
+    /// may be used again at once.
+    pub async fn release(&self, claimed: ClaimedKey) -> Result<(), GatewayError> {
+        match &self.backend {
+            Backend::Memory(cache) => cache.invalidate(&claimed.store_key),
+            Backend::Redis { .. } => {
+                let mut connection = self.redis().await?;
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&claimed.store_key)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One multiplexed connection, made on first use (the BFF starts without Redis and reports
+    /// 503 for keyed requests while it is unreachable) and re-established by the manager.
+    async fn redis(&self) -> Result<redis::aio::ConnectionManager, GatewayError> {
+        let Backend::Redis { client, connection } = &self.backend else {
+            return Err(GatewayError::Internal("no Redis is configured".into()));
+        };
+        connection
+            .get_or_try_init(|| async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(1))
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)
+            })
+            .await
+            .cloned()
+    }
+}
+
+fn encode(record: &Record) -> Result<String, GatewayError> {
+    serde_json::to_string(record).map_err(|e| GatewayError::Internal(format!("idempotency record: {e}")))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn unavailable(error: redis::RedisError) -> GatewayError {
+    unavailable_detail(error.to_string())
+}
+
+fn unavailable_detail(detail: String) -> GatewayError {
+    GatewayError::StoreUnavailable { store: STORE, detail }
+}
