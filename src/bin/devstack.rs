@@ -67,7 +67,7 @@ BFF platform devstack is up.
 BFFs
   mobile   {mobile}/graphql  GraphQL; bearer JWT, audience `mobile`
   web      {web}/graphql  GraphQL; bearer JWT, audience `web`; GraphiQL in a browser
-  partner  {partner}/v1       REST; X-API-Key or OAuth2 client-credentials token
+  partner  {partner}/v2       REST (v1 deprecated); X-API-Key or OAuth2 client-credentials token; contract at {partner}/v2/openapi.json
   each also serves /healthz and /readyz
 
 Demo backends
@@ -86,10 +86,10 @@ Demo credentials (user {DEMO_USER}, valid 24h)
 
 Try
   curl -s {mobile}/graphql -H "authorization: Bearer $MOBILE_TOKEN" -H 'content-type: application/json' \
-    -d '{{"query":"{{ home {{ user {{ id name avatarUrl }} recentOrders(first: 3) {{ id status totalCents }} recommendations(first: 5) {{ id name priceCents }} }} }}"}}'
+    -d '{{"query":"{{ home {{ user {{ id name avatarUrl }} recentOrders(first: 3) {{ id status total currency }} recommendations(first: 5) {{ id name price }} }} }}"}}'
   curl -s {web}/graphql -H "authorization: Bearer $WEB_TOKEN" -H 'content-type: application/json' \
     -d '{{"query":"{{ me {{ id name email orders(first: 2) {{ edges {{ node {{ id status items {{ quantity product {{ name stock {{ available }} }} }} }} }} pageInfo {{ hasNextPage endCursor }} }} }} }}"}}'
-  curl -s {partner}/v1/products/p-42 -H "x-api-key: $PARTNER_API_KEY"
+  curl -s {partner}/v2/products/p-42 -H "x-api-key: $PARTNER_API_KEY"
   curl -s -X PUT {control}/faults/users -H 'content-type: application/json' -d '{{"latency_ms": 3000}}'   # then retry the mobile query
 
 Ctrl-C stops everything.
