@@ -114,7 +114,9 @@ async fn v1_and_v2_serve_the_same_data_in_their_own_shapes() {
     assert_eq!(v2.body["stock"]["available"], stock.body["available"]);
     assert_eq!(v2.body["stock"]["inStock"], stock.body["in_stock"]);
 
-    // v1 says it is going away; v2 does not.
+    // v1 says it is going away, on its refusals too; v2 does not.
+    let missing = p.get("v1", "/products/{id}", "/v1/products/p-999999").await;
+    assert_eq!((missing.status.as_u16(), missing.header("deprecation")), (404, Some("@1796083200")));
     assert_eq!(v1.header("deprecation"), Some("@1796083200"));
     assert_eq!(v1.header("sunset"), Some("Wed, 01 Dec 2027 00:00:00 GMT"));
     assert!(v1.header("link").unwrap().contains("</v2/openapi.json>"));
@@ -168,15 +170,15 @@ async fn the_version_can_be_chosen_by_media_type() {
     let refused = p
         .call(Method::GET, "v2", "/products/{id}", "/products/p-7", &accept("application/vnd.shop.v9+json"), None)
         .await;
-    assert_eq!((refused.status.as_u16(), refused.body["code"].as_str()), (406, Some("NOT_ACCEPTABLE")));
-    let detail = refused.body["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("application/vnd.shop.v1+json") && detail.contains("application/vnd.shop.v2+json"),
-        "{detail}"
-    );
+    assert_eq!((refused.status.as_u16(), refused.body["code"].as_str()), (406, Some("UNSUPPORTED_VERSION")));
+    assert_eq!(refused.body["supported"], json!(["application/vnd.shop.v1+json", "application/vnd.shop.v2+json"]));
     let missing = t.get(t.stack.partner, "/v9/products/p-7", &[KEY]).await;
     assert_eq!(missing.status, 404);
     assert!(missing.body["detail"].as_str().unwrap().contains("v1 and v2"), "{:#}", missing.body);
+    // A served version with a route it does not have is just not found.
+    let unknown_route = t.get(t.stack.partner, "/v2/nothing/here", &[KEY]).await;
+    assert_eq!(unknown_route.status, 404);
+    assert!(!unknown_route.body["detail"].as_str().unwrap().contains("no version"), "{:#}", unknown_route.body);
     assert_eq!(t.call_count("catalog").await, 0);
 }
 
@@ -302,6 +304,17 @@ async fn an_idempotent_post_replayed_concurrently_creates_one_order() {
     assert_eq!(replay.body, created[0].body);
     assert_eq!(replay.header("location"), created[0].header("location"));
     assert_eq!(replay.header("idempotency-replayed"), Some("true"));
+    // The same order written differently (member order, whitespace) is the same request.
+    let rewritten = t
+        .http
+        .post(TestStack::url(t.stack.partner, "/v2/orders"))
+        .header(KEY.0, KEY.1)
+        .header(key[0].0, key[0].1)
+        .header("content-type", "application/json")
+        .body(r#"{ "lines" : [ { "quantity": 3, "productId": "p-9" } ] }"#);
+    let rewritten = TestStack::reply(rewritten).await;
+    p.conforms(&rewritten, &Method::POST, "v2", "/orders");
+    assert_eq!((rewritten.status.as_u16(), rewritten.header("idempotency-replayed")), (201, Some("true")));
     // The same key with another order: 422, nothing placed.
     let changed = json!({ "lines": [{ "productId": "p-9", "quantity": 4 }] });
     let reused = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(changed)).await;
@@ -358,6 +371,40 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
         .await;
     assert_eq!(reused.status, 422);
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_refuses_keyed_orders_and_nothing_else() {
+    let t = TestStack::start().await;
+    let (_socket, refusing) = crate::support::refusing_addr();
+    let mut config = bff_platform::partner_config(
+        &t.stack.demo,
+        "127.0.0.1:0".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+        bff_platform::DEMO_PARTNER_API_KEY,
+    );
+    config.own.idempotency.redis_url = Some(format!("redis://{refusing}"));
+    let addr = serve(partner_bff::app(config).unwrap()).await;
+    let p = Partner::new(&t, addr).await;
+    let body = json!({ "lines": [{ "productId": "p-13", "quantity": 1 }] });
+    let started = std::time::Instant::now();
+    let keyed =
+        p.call(Method::POST, "v2", "/orders", "/v2/orders", &[("idempotency-key", "k-down")], Some(body.clone())).await;
+    assert_eq!(
+        (keyed.status.as_u16(), keyed.body["code"].as_str()),
+        (503, Some("UPSTREAM_UNAVAILABLE")),
+        "{:#}",
+        keyed.body
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "waited {:?} on an unreachable Redis",
+        started.elapsed()
+    );
+    assert_eq!(t.call_count("orders").await, 0, "an order was placed without its key being recorded");
+    // Requests that need no record are served as ever.
+    assert_eq!(p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(body)).await.status, 201);
+    assert_eq!(p.get("v2", "/products/{id}", "/v2/products/p-13").await.status, 200);
 }
 
 fn uuid_like() -> String {

@@ -115,6 +115,7 @@ fn document(document: &serde_json::Value) -> impl Fn() -> std::future::Ready<Res
 /// `/v9/...`: a version this API does not serve, said so with the ones it does.
 async fn unknown_version(axum::extract::Path((version, _)): axum::extract::Path<(String, String)>) -> GatewayError {
     let looks_like_version = version.len() <= 4
+        && !VERSIONS.contains(&version.as_str())
         && version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     match looks_like_version {
         true => {
@@ -137,10 +138,7 @@ fn requested_version(headers: &http::HeaderMap) -> Result<&'static str, GatewayE
         }
     }
     match unknown {
-        true => Err(GatewayError::NotAcceptable(format!(
-            "`Accept` names a version this API does not serve; supported: {}",
-            MEDIA_TYPES.join(", ")
-        ))),
+        true => Err(GatewayError::UnsupportedVersion { supported: MEDIA_TYPES }),
         false => Ok(LATEST),
     }
 }

@@ -172,7 +172,7 @@ fn operation<V: Version>(operation: Operation, scope: &str) -> Value {
         ("400", "A malformed request: `errors` names each bad parameter"),
         ("401", "No valid credential"),
         ("403", "The credential lacks the scope, or the plan does not include the route"),
-        ("406", "`Accept` names a version this API does not serve"),
+        ("406", "`Accept` names a version this API does not serve (`supported` lists those it does)"),
         ("429", "Too many failed authentication attempts"),
         ("502", "A backend failed"),
         ("503", "A backend or this service is unavailable"),
@@ -224,7 +224,10 @@ fn problem_schema() -> Value {
             "detail": { "type": "string" },
             "code": { "type": "string", "description": "Stable; switch on this." },
             "request_id": { "type": "string" },
-            "errors": { "type": "array", "items": schema_ref("Violation") },
+            "errors": { "type": "array", "items": schema_ref("Violation"),
+                        "description": "With VALIDATION_FAILED and BAD_REQUEST: each violation." },
+            "supported": { "type": "array", "items": { "type": "string" },
+                           "description": "With UNSUPPORTED_VERSION: the media types this API serves." },
         },
     })
 }

@@ -399,9 +399,7 @@ async fn create_order<V: Version>(
     };
     let Some(key) = key else { return place(&api, &cx, &owner, order, None).await.map(|r| r.into_response(false)) };
     let route = format!("POST /{}/orders", V::NAME);
-    // Keys and values of the canonical form are sorted, so the same order written twice
-    // fingerprints alike whatever its member order or whitespace.
-    let canonical = value.to_string();
+    let canonical = idempotency::canonical_json(&value);
     match api.idempotency.claim(&owner, &key, &[route.as_bytes(), canonical.as_bytes()]).await? {
         Claim::Replay(stored) => Ok(stored.into_response(true)),
         Claim::Run(claimed) => match place(&api, &cx, &owner, order, Some(key)).await {

@@ -37,6 +37,10 @@ pub enum GatewayError {
     /// `Accept` allows none of the media types this endpoint answers with.
     #[error("{0}")]
     NotAcceptable(String),
+    /// `Accept` names an API version this BFF does not serve; `supported` are the media types
+    /// it does.
+    #[error("`Accept` names a version this API does not serve; supported: {}", .supported.join(", "))]
+    UnsupportedVersion { supported: &'static [&'static str] },
     /// The body's `Content-Type` is not one this endpoint reads.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -84,6 +88,7 @@ impl GatewayError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
+            Self::UnsupportedVersion { .. } => "UNSUPPORTED_VERSION",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::QueryRefused { code, .. } => code,
             Self::Invalid { unprocessable: true, .. } => "VALIDATION_FAILED",
@@ -117,7 +122,7 @@ impl GatewayError {
             "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
             "VALIDATION_FAILED" | "IDEMPOTENCY_KEY_REUSED" => StatusCode::UNPROCESSABLE_ENTITY,
             "IDEMPOTENCY_KEY_IN_USE" => StatusCode::CONFLICT,
-            "NOT_ACCEPTABLE" => StatusCode::NOT_ACCEPTABLE,
+            "NOT_ACCEPTABLE" | "UNSUPPORTED_VERSION" => StatusCode::NOT_ACCEPTABLE,
             "UNSUPPORTED_MEDIA_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
             "REQUEST_TIMEOUT" | "UPSTREAM_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
@@ -157,6 +162,11 @@ impl GatewayError {
             Self::Invalid { violations, .. } => {
                 let mut body = body;
                 body["errors"] = serde_json::to_value(violations).unwrap_or_default();
+                body
+            }
+            Self::UnsupportedVersion { supported } => {
+                let mut body = body;
+                body["supported"] = json!(supported);
                 body
             }
             _ => body,

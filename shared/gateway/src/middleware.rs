@@ -290,6 +290,23 @@ impl Stage for RenderErrors {
             _ => {}
         }
         let mut rendered = error.render(self.0, &request_id);
+        // Headers the stages below set on the way up (a version's `Deprecation`, `Vary`, `Allow`)
+        // still apply to the rendered error; its own body headers win.
+        let inherited: Vec<http::HeaderName> = response
+            .headers()
+            .keys()
+            .filter(|name| {
+                !rendered.headers().contains_key(*name)
+                    && *name != http::header::CONTENT_TYPE
+                    && *name != http::header::CONTENT_LENGTH
+            })
+            .cloned()
+            .collect();
+        for name in inherited {
+            for value in response.headers().get_all(&name) {
+                rendered.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         if self.0 == ErrorFormat::GraphQl {
             let mut headers = http::HeaderMap::new();
             for value in accept {

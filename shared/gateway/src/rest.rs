@@ -93,6 +93,22 @@ impl std::fmt::Debug for JsonSchema {
 
 /// Most violations one refusal lists; a body can break a schema in unboundedly many places.
 const MAX_VIOLATIONS: usize = 20;
+/// Longest detail of one violation: a validator's message may quote the offending value, which
+/// is the client's and may be as large as the body limit.
+const MAX_DETAIL_CHARS: usize = 160;
+
+fn violation(
+    pointer: Option<String>,
+    parameter: Option<String>,
+    error: &jsonschema::ValidationError<'_>,
+) -> crate::error::Violation {
+    let mut detail = error.to_string();
+    if let Some((cut, _)) = detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        detail.truncate(cut);
+        detail.push('…');
+    }
+    crate::error::Violation { pointer, parameter, detail }
+}
 
 impl JsonSchema {
     /// `schema` with `$ref`s into `#/components/schemas/...` resolved against `components`
@@ -131,11 +147,7 @@ impl JsonSchema {
             .validator
             .iter_errors(&value)
             .take(MAX_VIOLATIONS)
-            .map(|error| crate::error::Violation {
-                pointer: Some(error.instance_path.to_string()),
-                parameter: None,
-                detail: error.to_string(),
-            })
+            .map(|error| violation(Some(error.instance_path.to_string()), None, &error))
             .collect();
         if violations.is_empty() {
             Ok(value)
@@ -182,7 +194,7 @@ impl JsonSchema {
                 "" => None,
                 name => Some(name.split('/').next().unwrap_or(name).to_owned()),
             };
-            violations.push(crate::error::Violation { pointer: None, parameter, detail: error.to_string() });
+            violations.push(violation(None, parameter, &error));
         }
         if violations.is_empty() {
             Ok(value)
