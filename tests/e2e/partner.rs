@@ -1,13 +1,19 @@
+//! The partner API's v1 contract as partners use it; every answer is also checked against the
+//! schema the published document gives its operation.
+
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{TestStack, at};
+use crate::versions::Partner;
 
 const KEY: (&str, &str) = ("x-api-key", bff_platform::DEMO_PARTNER_API_KEY);
 
 #[tokio::test]
 async fn product_and_stock() {
     let t = TestStack::start().await;
-    let reply = t.get(t.stack.partner, "/v1/products/p-42", &[KEY]).await;
+    let p = Partner::new(&t, t.stack.partner).await;
+    let reply = p.get("v1", "/products/{id}", "/v1/products/p-42").await;
     assert_eq!(reply.status, 200, "{:#}", reply.body);
     let raw: Value =
         reqwest::get(TestStack::url(t.stack.demo.addrs.catalog, "/products/p-42")).await.unwrap().json().await.unwrap();
@@ -19,7 +25,7 @@ async fn product_and_stock() {
     let fields: Vec<&str> = call["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
     assert!(fields.contains(&"price_cents") && !fields.iter().any(|f| f.starts_with("internal")), "{fields:?}");
 
-    let stock = t.get(t.stack.partner, "/v1/products/p-42/stock", &[KEY]).await;
+    let stock = p.get("v1", "/products/{id}/stock", "/v1/products/p-42/stock").await;
     assert_eq!(stock.status, 200, "{:#}", stock.body);
     assert_eq!(stock.body["product_id"], "p-42");
     assert!(stock.body["available"].is_i64());
@@ -29,7 +35,8 @@ async fn product_and_stock() {
 #[tokio::test]
 async fn unknown_and_malformed_ids_are_problems() {
     let t = TestStack::start().await;
-    let missing = t.get(t.stack.partner, "/v1/products/p-999999", &[KEY]).await;
+    let p = Partner::new(&t, t.stack.partner).await;
+    let missing = p.get("v1", "/products/{id}", "/v1/products/p-999999").await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header("content-type"), Some("application/problem+json"));
     assert_eq!(missing.body["code"], "NOT_FOUND");
@@ -37,7 +44,7 @@ async fn unknown_and_malformed_ids_are_problems() {
     assert_eq!(missing.body["request_id"].as_str(), missing.header("x-request-id"));
 
     let calls_before = t.call_count("catalog").await + t.call_count("inventory").await;
-    let malformed = t.get(t.stack.partner, "/v1/products/..%2F..%2Fadmin", &[KEY]).await;
+    let malformed = p.get("v1", "/products/{id}", "/v1/products/..%2F..%2Fadmin").await;
     assert_eq!(malformed.status, 400, "{:#}", malformed.body);
     assert_eq!(malformed.body["code"], "BAD_REQUEST");
     // HTTP clients normalise dot segments away, so these go over a raw connection.
@@ -52,8 +59,10 @@ async fn unknown_and_malformed_ids_are_problems() {
 #[tokio::test]
 async fn wrong_or_missing_api_key_is_401() {
     let t = TestStack::start().await;
+    let p = Partner::new(&t, t.stack.partner).await;
     for headers in [vec![("x-api-key", "wrong-key")], vec![]] {
         let reply = t.get(t.stack.partner, "/v1/orders", &headers).await;
+        p.conforms(&reply, &Method::GET, "v1", "/orders");
         assert_eq!(reply.status, 401, "{headers:?}");
         assert_eq!(reply.header("content-type"), Some("application/problem+json"));
         assert_eq!(reply.body["code"], "UNAUTHENTICATED");
@@ -73,7 +82,9 @@ async fn place_list_and_read_orders_idempotently() {
             .header("idempotency-key", "order-2026-0001")
             .json(&body)
     };
+    let p = Partner::new(&t, t.stack.partner).await;
     let created = TestStack::reply(place()).await;
+    p.conforms(&created, &Method::POST, "v1", "/orders");
     assert_eq!(created.status, 201, "{:#}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
     assert_eq!(created.header("location"), Some(format!("/v1/orders/{id}").as_str()));
@@ -81,16 +92,17 @@ async fn place_list_and_read_orders_idempotently() {
     assert_eq!(created.body["items"].as_array().unwrap().len(), 2);
 
     let again = TestStack::reply(place()).await;
+    p.conforms(&again, &Method::POST, "v1", "/orders");
     assert_eq!(again.body["id"], id.as_str(), "the idempotency key placed a second order");
 
-    let list = t.get(t.stack.partner, "/v1/orders", &[KEY]).await;
+    let list = p.get("v1", "/orders", "/v1/orders").await;
     assert_eq!(list.status, 200);
     let items = list.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{:#}", list.body);
     assert_eq!(items[0]["id"], id.as_str());
     assert!(list.body["next_cursor"].is_null());
 
-    let one = t.get(t.stack.partner, &format!("/v1/orders/{id}"), &[KEY]).await;
+    let one = p.get("v1", "/orders/{id}", &format!("/v1/orders/{id}")).await;
     assert_eq!(one.body["id"], id.as_str());
     assert_eq!(one.body["total_cents"], created.body["total_cents"]);
 }
@@ -98,6 +110,7 @@ async fn place_list_and_read_orders_idempotently() {
 #[tokio::test]
 async fn invalid_orders_are_refused_with_problems() {
     let t = TestStack::start().await;
+    let p = Partner::new(&t, t.stack.partner).await;
     let post =
         |body: Value| t.http.post(TestStack::url(t.stack.partner, "/v1/orders")).header(KEY.0, KEY.1).json(&body);
     // Each violation of the published schema is named by its JSON pointer, all at once.
@@ -112,6 +125,7 @@ async fn invalid_orders_are_refused_with_problems() {
         ),
     ] {
         let reply = TestStack::reply(post(body.clone())).await;
+        p.conforms(&reply, &Method::POST, "v1", "/orders");
         assert_eq!(reply.status, 422, "{body}: {:#}", reply.body);
         assert_eq!(reply.body["code"], "VALIDATION_FAILED");
         assert!(reply.body["request_id"].is_string());
@@ -156,6 +170,7 @@ async fn oauth2_client_credentials_tokens_work() {
         .unwrap();
     let bearer = format!("Bearer {}", at(&token, "/access_token").as_str().unwrap());
     let reply = t.get(t.stack.partner, "/v1/orders", &[("authorization", &bearer)]).await;
+    Partner::new(&t, t.stack.partner).await.conforms(&reply, &Method::GET, "v1", "/orders");
     assert_eq!(reply.status, 200, "{:#}", reply.body);
     let call = t.recent_calls("orders").await.pop().unwrap();
     assert_eq!(call["headers"]["x-client-id"], "demo-partner");

@@ -25,7 +25,7 @@ const MAX_LINES: usize = 100;
 const MAX_QUANTITY: i32 = 100;
 /// Time between status changes of a watched order: long enough that a test can leave mid-watch.
 const WATCH_STEP: Duration = Duration::from_millis(500);
-const TOKEN_PREFIX: &str = "offset:";
+const TOKEN_PREFIX: &str = "older:";
 /// Owners are namespaced by the gateway (`user:`, `key:`, `client:`); the seeded orders belong
 /// to the seeded users.
 const USER_OWNER_PREFIX: &str = "user:";
@@ -162,8 +162,8 @@ fn now() -> Timestamp {
     }
 }
 
-fn encode_token(offset: usize) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{offset}"))
+fn encode_token(older: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{older}"))
 }
 
 fn decode_token(token: &str) -> Option<usize> {
@@ -219,11 +219,16 @@ impl pb::orders_service_server::OrdersService for OrdersService {
                 )));
             }
         };
-        let offset = if request.page_token.is_empty() {
-            0
+        // A token counts the older orders still to come, not the ones shown: orders placed
+        // while a client pages arrive at the head, so counting from the tail keeps the pages
+        // stable (nothing shown twice, nothing skipped).
+        let still_to_come = if request.page_token.is_empty() {
+            None
         } else {
-            decode_token(&request.page_token)
-                .ok_or_else(|| Status::invalid_argument("page_token is not one this service issued"))?
+            Some(
+                decode_token(&request.page_token)
+                    .ok_or_else(|| Status::invalid_argument("page_token is not one this service issued"))?,
+            )
         };
 
         let store = lock(&self.store);
@@ -233,6 +238,7 @@ impl pb::orders_service_server::OrdersService for OrdersService {
         let seeded_user = seeded_user(&request.user_id);
         let seeded_count = seeded_user.map_or(0, data::order_count) as usize;
         let total = created.len() + seeded_count;
+        let offset = still_to_come.map_or(0, |left| total.saturating_sub(left));
         let end = offset.saturating_add(page_size).min(total);
         let orders = (offset.min(end)..end)
             .filter_map(|i| match created.get(i) {
@@ -244,7 +250,7 @@ impl pb::orders_service_server::OrdersService for OrdersService {
             })
             .map(|order| apply_mask(order, &fields))
             .collect();
-        let next_page_token = if end < total { encode_token(end) } else { String::new() };
+        let next_page_token = if end < total { encode_token(total - end) } else { String::new() };
         let response = pb::ListOrdersResponse { orders, next_page_token };
         self.control.answered(seq, response.encoded_len());
         Ok(Response::new(response))
