@@ -451,3 +451,23 @@ fn the_openapi_documents_match_the_snapshots_and_validate() {
         assert!(output.status.success(), "{name} is not a valid OpenAPI document:\n{printed}");
     }
 }
+
+/// A representation member without a field map entry (or the reverse) stops the BFF at build.
+#[test]
+fn field_maps_must_cover_exactly_the_published_members() {
+    use bff_gateway::graphql::FieldMap;
+    use partner_bff::version::Version as _;
+    let document = partner_bff::openapi::document::<partner_bff::v2::V2>(TOKEN_URL);
+    assert!(partner_bff::openapi::check_field_map(&document, "Product", &partner_bff::v2::V2::PRODUCT_FIELDS).is_ok());
+    let missing = FieldMap::new("Product", &[("id", &[]), ("name", &["name"])]);
+    let error = partner_bff::openapi::check_field_map(&document, "Product", &missing).unwrap_err();
+    let error = format!("{error:?}");
+    assert!(error.contains("not mapped"), "{error}");
+    let stale = FieldMap::new(
+        "Order",
+        &[("id", &[]), ("status", &["status"]), ("total", &[]), ("createdAt", &[]), ("items", &[]), ("gone", &[])],
+    );
+    let error = partner_bff::openapi::check_field_map(&document, "Order", &stale).unwrap_err();
+    let error = format!("{error:?}");
+    assert!(error.contains("`gone` is mapped but not in the schema"), "{error}");
+}

@@ -4,6 +4,8 @@
 //! validated against. Served at `/v1/openapi.json` and `/v2/openapi.json` and kept in `schemas/`
 //! by a drift test.
 
+use bff_gateway::GatewayError;
+use bff_gateway::graphql::FieldMap;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa::openapi::{RefOr, schema::Schema};
@@ -258,10 +260,20 @@ fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
     schema
 }
 
-/// The member names of component `schema`.
-pub fn members(document: &Value, schema: &str) -> Vec<String> {
-    let schema = resolve(document, &document["components"]["schemas"][schema]);
-    schema["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+/// Fails unless `map` names exactly the members component `schema` has: a member added to a
+/// representation cannot be served from a backend answer that never asked for it.
+pub fn check_field_map(document: &Value, schema: &str, map: &FieldMap) -> Result<(), GatewayError> {
+    let component = resolve(document, &document["components"]["schemas"][schema]);
+    let members: Vec<&str> =
+        component["properties"].as_object().into_iter().flatten().map(|(k, _)| k.as_str()).collect();
+    let fail = |why: String| Err(GatewayError::Internal(format!("field map of {schema}: {why}")));
+    if let Some(unmapped) = members.iter().find(|m| !map.names().any(|n| n == **m)) {
+        return fail(format!("`{unmapped}` is in the schema but not mapped to backend fields"));
+    }
+    if let Some(stale) = map.names().find(|n| !members.contains(n)) {
+        return fail(format!("`{stale}` is mapped but not in the schema"));
+    }
+    Ok(())
 }
 
 /// Whether `path` (`["stock", "available"]`) names a member of component `schema`.

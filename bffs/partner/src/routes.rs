@@ -102,6 +102,8 @@ pub struct Api<V> {
 impl<V: Version> Api<V> {
     pub fn new(backends: Backends, idempotency: Arc<Idempotency>, token_url: &str) -> Result<Self, GatewayError> {
         let document = openapi::document::<V>(token_url);
+        openapi::check_field_map(&document, "Product", &V::PRODUCT_FIELDS)?;
+        openapi::check_field_map(&document, "Order", &V::ORDER_FIELDS)?;
         let components = &document["components"];
         let new_order = JsonSchema::new(&openapi::body_schema::<V>(), components)?;
         let queries = ROUTES
@@ -199,10 +201,10 @@ impl Fieldset {
 
     /// The backend fields the selection needs (never none: a call with no field asks for all,
     /// so the id alone is asked for when nothing else is).
-    fn backend_fields(&self, map: &FieldMap, every_member: &[&str]) -> Vec<&'static str> {
+    fn backend_fields(&self, map: &FieldMap) -> Vec<&'static str> {
         let selected = match &self.paths {
             Some(paths) => map.select_names(paths.iter().map(|p| p[0].as_str())),
-            None => map.select_names(every_member.iter().copied()),
+            None => map.select_names(map.names()),
         };
         match selected {
             Ok(BackendFields::Only(fields)) if fields.is_empty() => vec!["id"],
@@ -267,9 +269,7 @@ async fn get_product<V: Version>(
     let id = token("product id", &id)?;
     let query = api.query(Operation::GetProduct, query.as_deref())?;
     let fields = Fieldset::parse(&query, &V::PRODUCT_FIELDS, &api.document, "Product")?;
-    let every_member = openapi::members(&api.document, "Product");
-    let catalog_fields =
-        fields.backend_fields(&V::PRODUCT_FIELDS, &every_member.iter().map(String::as_str).collect::<Vec<_>>());
+    let catalog_fields = fields.backend_fields(&V::PRODUCT_FIELDS);
     let wants_stock = V::PRODUCT_STOCK.is_some_and(|member| fields.selects(member));
     let catalog = api.backends.catalog.get(cx.upstream(), id, &catalog_fields);
     let stock = async {
@@ -311,8 +311,7 @@ async fn get_stock<V: Version>(
 
 fn order_fields<V: Version>(api: &Api<V>, query: &Value) -> Result<(Fieldset, Vec<&'static str>), GatewayError> {
     let fields = Fieldset::parse(query, &V::ORDER_FIELDS, &api.document, "Order")?;
-    let every_member = openapi::members(&api.document, "Order");
-    let backend = fields.backend_fields(&V::ORDER_FIELDS, &every_member.iter().map(String::as_str).collect::<Vec<_>>());
+    let backend = fields.backend_fields(&V::ORDER_FIELDS);
     Ok((fields, backend))
 }
 

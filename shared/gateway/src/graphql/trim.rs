@@ -65,6 +65,11 @@ impl FieldMap {
         BackendFields::Only(needed)
     }
 
+    /// The names of every field this map covers.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.fields.iter().map(|(name, _)| *name)
+    }
+
     /// What a REST sparse fieldset (`?fields=a,b`, by the names this map's type uses) needs;
     /// an unknown name is the error.
     pub fn select_names<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Result<BackendFields, &'n str> {
