@@ -116,6 +116,8 @@ pub struct Stack {
 impl Stack {
     pub async fn start(config: StackConfig) -> anyhow::Result<Self> {
         bff_upstream::tls::install_default_provider();
+        // Before the demo signs anything: jsonwebtoken's provider is fixed by its first use.
+        bff_gateway::auth::install_jwt_crypto();
         let demo = Demo::start(config.demo.clone()).await.context("starting the demo backends")?;
         let (shutdown, _) = watch::channel(false);
         let listen = |port| SocketAddr::new(config.host, port);

@@ -169,6 +169,24 @@ async fn keys_rotate_without_a_restart_and_removed_keys_stop_working() {
 }
 
 #[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let t = TestStack::start().await;
+    let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+    config.auth.jwt.leeway = Duration::ZERO;
+    let addr = serve(mobile_bff::app(config).unwrap()).await;
+    let token = t.stack.demo.mint_token("u-1", "mobile", "profile", 2);
+    // Verified, then served again from the verified-token cache.
+    for _ in 0..2 {
+        assert_eq!(t.graphql(addr, Some(&token), HOME_QUERY, json!({})).await.status, 200);
+    }
+    // `exp` has second granularity: three seconds are past it whatever the minting second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reply = t.graphql(addr, Some(&token), HOME_QUERY, json!({})).await;
+    assert_eq!(reply.status, 401, "{:#}", reply.body);
+    assert_eq!(reply.error_codes(), ["UNAUTHENTICATED"]);
+}
+
+#[tokio::test]
 async fn with_identity_down_valid_tokens_are_served_from_the_kept_keys_without_waiting() {
     let t = TestStack::start().await;
     let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));

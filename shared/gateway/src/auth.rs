@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,11 @@ const MAX_TRACKED_SOURCES: usize = 100_000;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// First wait after a failed JWKS fetch; it doubles up to the refresh interval.
 const JWKS_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// Verified tokens remembered at once: clients repeat their token on every request, and an RSA
+/// verification costs far more than a lookup. Bounded, so a flood of valid tokens cannot grow it.
+const VERIFIED_TOKENS: u64 = 10_000;
+/// Longest a verified token is trusted without verifying it again, however long it lives.
+const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// A verified caller: the platform's one identity type, shared with every backend call.
 pub type Principal = Identity;
@@ -57,6 +63,7 @@ impl Authenticator {
     /// Bearer JWTs always; API keys when any are configured. Starts fetching the signing keys at
     /// once when called inside a Tokio runtime (else on first use).
     pub fn from_config(config: &AuthConfig) -> Result<Self, GatewayError> {
+        install_jwt_crypto();
         let api_keys = (!config.api_keys.is_empty()).then(|| ApiKeys::new(&config.api_keys)).transpose()?;
         let jwt = JwtVerifier::new(&config.jwt)?;
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -206,11 +213,26 @@ impl ApiKeys {
 }
 
 /// Verifies RS256 JWTs against the identity provider's signing keys ([`SigningKeys`]).
+///
+/// Verified tokens are remembered by their SHA-256 (the way Envoy's jwt_authn caches them) until
+/// they expire (with the leeway verification allows), at most [`VERIFIED_TOKEN_TTL`], and only
+/// while the signing keys they were verified against are unchanged: any change to the key set
+/// (a rotation, a withdrawn key) makes every remembered token verify again. Refusals are never
+/// remembered.
 pub struct JwtVerifier {
     validation: Validation,
     /// The `typ` every token must carry, when the issuer sets one.
     required_typ: Option<String>,
     keys: Arc<SigningKeys>,
+    verified: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+}
+
+struct VerifiedToken {
+    principal: Principal,
+    /// The [`SigningKeys::generation`] it was verified under.
+    generation: u64,
+    /// Unix seconds after which verification would call it expired: `exp` plus the leeway.
+    valid_until: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +245,13 @@ struct Claims {
     client_id: Option<String>,
     #[serde(default)]
     azp: Option<String>,
+}
+
+/// The claims checked before the signature.
+#[derive(Debug, Deserialize)]
+struct TimeClaims {
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 /// The JOSE header as sent, with the members jsonwebtoken's own header type drops (`crit`).
@@ -245,7 +274,14 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = config.leeway.as_secs();
         validation.validate_nbf = true;
-        Ok(Self { validation, required_typ: config.required_typ.clone(), keys: Arc::new(SigningKeys::new(config)?) })
+        let verified =
+            moka::sync::Cache::builder().max_capacity(VERIFIED_TOKENS).time_to_live(VERIFIED_TOKEN_TTL).build();
+        Ok(Self {
+            validation,
+            required_typ: config.required_typ.clone(),
+            keys: Arc::new(SigningKeys::new(config)?),
+            verified,
+        })
     }
 
     pub async fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
@@ -253,7 +289,37 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("too long"));
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Read before the key is looked up: a rotation during verification then leaves an entry
+        // that is already stale, never a fresh-looking one verified against a withdrawn key.
+        let generation = self.keys.generation();
+        if let Some(hit) = self.verified.get(&digest) {
+            if hit.generation == generation && unix_now() <= hit.valid_until {
+                return Ok(hit.principal.clone());
+            }
+            self.verified.invalidate(&digest);
+        }
+        let principal = self.verify_uncached(token).await?;
+        let exp = principal.expires_at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok());
+        if let Some(exp) = exp {
+            let valid_until = exp.as_secs().saturating_add(self.validation.leeway);
+            self.verified
+                .insert(digest, Arc::new(VerifiedToken { principal: principal.clone(), generation, valid_until }));
+        }
+        Ok(principal)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Principal, GatewayError> {
+        let invalid = |why: &str| GatewayError::Unauthenticated(format!("invalid token: {why}"));
         let header = self.header(token)?;
+        // An expired token is refused before its signature is checked, as Envoy's jwt_authn does:
+        // the most common refusal then costs no RSA work. Trusting unverified claims only to
+        // refuse is safe; a token that passes here is fully verified below.
+        let times: TimeClaims =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| invalid("malformed"))?;
+        if times.exp.is_some_and(|exp| exp.saturating_add(self.validation.leeway) < unix_now()) {
+            return Err(invalid("expired"));
+        }
         let kid = header.kid.ok_or_else(|| invalid("no key id"))?;
         let key = self.keys.key(&kid).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
@@ -330,6 +396,11 @@ impl JwtVerifier {
 /// refetch it triggered, and is refused at once while the cooldown holds.
 pub struct SigningKeys {
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
+    /// Bumped whenever a fetch finds a key set different from the one held, so verified tokens
+    /// remembered under an older set are verified again.
+    generation: AtomicU64,
+    /// SHA-256 of the held key set (kids and key material), to tell a change from a refresh.
+    fingerprint: Mutex<[u8; 32]>,
     /// Counts finished fetch attempts, successful or not, so waiters know one has happened.
     attempts: watch::Sender<u64>,
     loaded: std::sync::atomic::AtomicBool,
@@ -353,6 +424,8 @@ impl SigningKeys {
         let jwks_path = config.jwks_url.path_segments().into_iter().flatten().map(str::to_owned).collect();
         Ok(Self {
             keys: RwLock::default(),
+            generation: AtomicU64::new(0),
+            fingerprint: Mutex::new([0; 32]),
             attempts: watch::Sender::new(0),
             loaded: std::sync::atomic::AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
@@ -367,7 +440,23 @@ impl SigningKeys {
     }
 
     fn loaded(&self) -> bool {
-        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Holds `keys`, fetched as `fingerprint`; a set different from the one held starts a new
+    /// generation (after the keys are in place, so nothing verified against the old set can be
+    /// remembered as of the new generation).
+    fn replace(&self, keys: HashMap<String, DecodingKey>, fingerprint: [u8; 32]) {
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        let mut held = self.fingerprint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *held != fingerprint {
+            *held = fingerprint;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Starts the refresh task if need be and waits (at most one fetch's timeout) until its first
@@ -427,17 +516,30 @@ impl SigningKeys {
 
     /// One fetch: the usable RS256 signing keys of the set. Keys marked for encryption, for
     /// another algorithm, or of another type are left out.
-    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, UpstreamError> {
+    /// Also the set's fingerprint: the SHA-256 of each usable key's id and parameters, in id order.
+    async fn fetch(&self) -> Result<(HashMap<String, DecodingKey>, [u8; 32]), UpstreamError> {
         let call = Call::get("GET jwks", self.jwks_path.iter().cloned());
         let set: JwkSet = self.jwks.json(&CallContext::new("jwks-refresh"), call).await?;
-        Ok(set
+        let mut usable: Vec<(String, &AlgorithmParameters, DecodingKey)> = set
             .keys
             .iter()
             .filter(|jwk| jwk.common.public_key_use.as_ref().is_none_or(|u| *u == PublicKeyUse::Signature))
             .filter(|jwk| jwk.common.key_algorithm.is_none_or(|alg| alg == KeyAlgorithm::RS256))
             .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
-            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
-            .collect())
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, &jwk.algorithm, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect();
+        usable.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut fingerprint = Sha256::new();
+        for (kid, params, _) in &usable {
+            if let AlgorithmParameters::RSA(rsa) = params {
+                for part in [kid.as_str(), rsa.n.as_str(), rsa.e.as_str()] {
+                    // Length-prefixed, so no two different sets hash the same bytes.
+                    fingerprint.update((part.len() as u64).to_be_bytes());
+                    fingerprint.update(part.as_bytes());
+                }
+            }
+        }
+        Ok((usable.into_iter().map(|(kid, _, key)| (kid, key)).collect(), fingerprint.finalize().into()))
     }
 }
 
@@ -447,10 +549,10 @@ async fn refresh(keys: Weak<SigningKeys>, wake: Arc<Notify>) {
     loop {
         let Some(store) = keys.upgrade() else { return };
         let next = match store.fetch().await {
-            Ok(fetched) => {
+            Ok((fetched, fingerprint)) => {
                 tracing::info!(keys = fetched.len(), "fetched the JWKS");
-                *store.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fetched);
-                store.loaded.store(true, std::sync::atomic::Ordering::Release);
+                store.replace(fetched, fingerprint);
+                store.loaded.store(true, Ordering::Release);
                 backoff = JWKS_RETRY_BACKOFF;
                 store.refresh_interval
             }
@@ -467,6 +569,79 @@ async fn refresh(keys: Weak<SigningKeys>, wake: Arc<Notify>) {
         tokio::select! {
             () = tokio::time::sleep(next) => {}
             () = wake.notified() => {}
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// Makes jsonwebtoken verify RS256 with ring: its pure-Rust `rust_crypto` backend rebuilds the
+/// key and runs big-integer code in Rust on every verification, a quarter of a BFF's CPU under
+/// load. Claim validation stays jsonwebtoken's; signing and every other algorithm stay with
+/// `rust_crypto`. jsonwebtoken's provider is per process and fixed by its first use, so this runs
+/// before a BFF verifies anything ([`Authenticator::from_config`]); a process that used
+/// jsonwebtoken earlier (a test that signed tokens first) keeps the slower, equally correct one.
+pub fn install_jwt_crypto() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        if ring_rs256::PROVIDER.install_default().is_err() {
+            tracing::debug!("jsonwebtoken's crypto provider was already chosen; RS256 stays on rust_crypto");
+        }
+    });
+}
+
+mod ring_rs256 {
+    use std::sync::LazyLock;
+
+    use jsonwebtoken::crypto::{CryptoProvider, JwtVerifier, rust_crypto};
+    use jsonwebtoken::signature::{Error, Verifier};
+    use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+    use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+
+    pub(super) static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
+        signer_factory: rust_crypto::DEFAULT_PROVIDER.signer_factory,
+        verifier_factory,
+        key_utils: rust_crypto::DEFAULT_PROVIDER.key_utils.clone(),
+    });
+
+    /// An RSA public key as ring takes it: big-endian, without leading zero bytes (a JWK's `n`
+    /// may carry one).
+    pub(super) struct Rs256 {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    }
+
+    fn minimal(bytes: &[u8]) -> Vec<u8> {
+        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        bytes[start..].to_vec()
+    }
+
+    pub(super) fn verifier_factory(
+        algorithm: &Algorithm,
+        key: &DecodingKey,
+    ) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
+        match (algorithm, key.kind()) {
+            (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => {
+                Ok(Box::new(Rs256 { n: minimal(n), e: minimal(e) }))
+            }
+            _ => (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(algorithm, key),
+        }
+    }
+
+    impl Verifier<Vec<u8>> for Rs256 {
+        fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), Error> {
+            // ring refuses moduli under 2048 bits, as NIST has since 2013.
+            RsaPublicKeyComponents { n: &self.n, e: &self.e }
+                .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
+                .map_err(|_| Error::new())
+        }
+    }
+
+    impl JwtVerifier for Rs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::RS256
         }
     }
 }
