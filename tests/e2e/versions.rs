@@ -321,11 +321,20 @@ async fn an_idempotent_post_replayed_concurrently_creates_one_order() {
     let rewritten = TestStack::reply(rewritten).await;
     p.conforms(&rewritten, &Method::POST, "v2", "/orders");
     assert_eq!((rewritten.status.as_u16(), rewritten.header("idempotency-replayed")), (201, Some("true")));
+    // A request that failed on our side (a 5xx) is not kept: its key may be retried at once.
+    t.set_faults("orders", json!({ "error_rate": 1.0 })).await;
+    let retry_key = [("idempotency-key", "after-a-failure")];
+    let failed = p.call(Method::POST, "v2", "/orders", "/v2/orders", &retry_key, Some(body.clone())).await;
+    assert!(failed.status.is_server_error(), "{:#}", failed.body);
+    t.set_faults("orders", json!({ "error_rate": 0.0 })).await;
+    let retried = p.call(Method::POST, "v2", "/orders", "/v2/orders", &retry_key, Some(body.clone())).await;
+    assert_eq!((retried.status.as_u16(), retried.header("idempotency-replayed")), (201, None), "{:#}", retried.body);
+    assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 3, "first order, the failure, the retry");
     // The same key with another order: 422, nothing placed.
     let changed = json!({ "lines": [{ "productId": "p-9", "quantity": 4 }] });
     let reused = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(changed)).await;
     assert_eq!((reused.status.as_u16(), reused.body["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")));
-    assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 1);
+    assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 3);
 }
 
 fn redis_url() -> String {
@@ -470,4 +479,29 @@ fn field_maps_must_cover_exactly_the_published_members() {
     let error = partner_bff::openapi::check_field_map(&document, "Order", &stale).unwrap_err();
     let error = format!("{error:?}");
     assert!(error.contains("`gone` is mapped but not in the schema"), "{error}");
+}
+
+/// A key is remembered for `[idempotency] ttl`, then it may place a new order.
+#[tokio::test]
+async fn idempotency_keys_expire_after_their_ttl() {
+    let t = TestStack::start().await;
+    let mut config = bff_platform::partner_config(
+        &t.stack.demo,
+        "127.0.0.1:0".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+        bff_platform::DEMO_PARTNER_API_KEY,
+    );
+    config.own.idempotency.ttl = std::time::Duration::from_millis(300);
+    let addr = serve(partner_bff::app(config).unwrap()).await;
+    let p = Partner::new(&t, addr).await;
+    let body = json!({ "lines": [{ "productId": "p-14", "quantity": 1 }] });
+    let key = [("idempotency-key", "short-lived")];
+    let first = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body.clone())).await;
+    let replay = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body.clone())).await;
+    assert_eq!((first.status.as_u16(), replay.header("idempotency-replayed")), (201, Some("true")));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let after = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body)).await;
+    assert_eq!((after.status.as_u16(), after.header("idempotency-replayed")), (201, None));
+    assert_ne!(after.body["id"], first.body["id"]);
+    assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 2);
 }

@@ -401,7 +401,7 @@ async fn create_order<V: Version>(
     let canonical = idempotency::canonical_json(&value);
     match api.idempotency.claim(&owner, &key, &[route.as_bytes(), canonical.as_bytes()]).await? {
         Claim::Replay(stored) => Ok(stored.into_response(true)),
-        Claim::Run(claimed) => match place(&api, &cx, &owner, order, Some(key)).await {
+        Claim::Run(claimed) => match place(&api, &cx, &owner, order, Some(claimed.backend_key(&key))).await {
             Ok(stored) => {
                 api.idempotency.complete(claimed, stored.clone()).await?;
                 Ok(stored.into_response(false))

@@ -7,7 +7,9 @@
 //! (method, route and body, by fingerprint) gets the stored response again, marked
 //! `Idempotency-Replayed: true`; with a different request, 422 `IDEMPOTENCY_KEY_REUSED`; while
 //! the first is still running, 409 `IDEMPOTENCY_KEY_IN_USE`. A response that says the server
-//! failed (5xx) is not stored: the claim is released so the client may retry.
+//! failed (5xx) is not stored: the claim is released so the client may retry, and the retry
+//! reaches the backend with the same backend key ([`ClaimedKey::backend_key`]), so a first
+//! attempt that got through before failing is not acted on twice.
 //!
 //! Keys are scoped by the caller (the owner the gateway verified), so one partner's key can
 //! never replay another's response. Records live in Redis when `redis_url` is set, so every
@@ -95,8 +97,20 @@ impl StoredResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Record {
-    InFlight { fingerprint: String },
-    Done { fingerprint: String, response: StoredResponse },
+    InFlight {
+        fingerprint: String,
+        generation: u64,
+    },
+    Done {
+        fingerprint: String,
+        response: StoredResponse,
+    },
+    /// The request failed on our side and may be retried; a retry keeps the generation, so the
+    /// backend sees the same key and does not act twice if the first attempt got through.
+    Released {
+        fingerprint: String,
+        generation: u64,
+    },
 }
 
 /// What a request with a key may do.
@@ -113,6 +127,16 @@ pub enum Claim {
 pub struct ClaimedKey {
     store_key: String,
     fingerprint: String,
+    generation: u64,
+}
+
+impl ClaimedKey {
+    /// The key to hand the backend, for its own deduplication: the client's key and this
+    /// record's generation, so a retry after a failure reaches the backend as the same request,
+    /// while the key used again after its record expired is a new one.
+    pub fn backend_key(&self, client_key: &str) -> String {
+        format!("{client_key}~{:x}", self.generation)
+    }
 }
 
 enum Backend {
@@ -174,7 +198,11 @@ impl Idempotency {
         let fingerprint = hex::encode(digest.finalize());
         let scoped = hex::encode(Sha256::digest(format!("{owner}\0{key}")));
         let store_key = format!("bff:{}:idempotency:{scoped}", self.namespace);
-        let in_flight = Record::InFlight { fingerprint: fingerprint.clone() };
+        // When the key was first claimed: unique enough to tell one life of a key from the next.
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX));
+        let in_flight = Record::InFlight { fingerprint: fingerprint.clone(), generation };
         let existing = match &self.backend {
             Backend::Memory(cache) => {
                 let entry = cache
@@ -205,44 +233,46 @@ impl Idempotency {
             }
         };
         match existing {
-            None => Ok(Claim::Run(ClaimedKey { store_key, fingerprint })),
-            Some(Record::InFlight { fingerprint: first }) if first == fingerprint => {
+            None => Ok(Claim::Run(ClaimedKey { store_key, fingerprint, generation })),
+            Some(Record::InFlight { fingerprint: first, .. }) if first == fingerprint => {
                 Err(GatewayError::IdempotencyKeyInUse)
             }
             Some(Record::Done { fingerprint: first, response }) if first == fingerprint => Ok(Claim::Replay(response)),
+            Some(Record::Released { fingerprint: first, generation }) if first == fingerprint => {
+                // Two retries racing here both run, with the same backend key: the backend
+                // deduplicates them.
+                let claimed = ClaimedKey { store_key, fingerprint, generation };
+                self.put(&claimed.store_key, &Record::InFlight { fingerprint: first, generation }, self.lease).await?;
+                Ok(Claim::Run(claimed))
+            }
             Some(_) => Err(GatewayError::IdempotencyKeyReused),
         }
     }
 
     /// Stores the response of a claimed request, to be replayed for `ttl`.
     pub async fn complete(&self, claimed: ClaimedKey, response: StoredResponse) -> Result<(), GatewayError> {
-        let record = Record::Done { fingerprint: claimed.fingerprint, response };
+        self.put(&claimed.store_key, &Record::Done { fingerprint: claimed.fingerprint, response }, self.ttl).await
+    }
+
+    /// Gives up a claim without a response to keep (the request failed on our side): the same
+    /// request may be retried with the key at once.
+    pub async fn release(&self, claimed: ClaimedKey) -> Result<(), GatewayError> {
+        let record = Record::Released { fingerprint: claimed.fingerprint, generation: claimed.generation };
+        self.put(&claimed.store_key, &record, self.ttl).await
+    }
+
+    async fn put(&self, store_key: &str, record: &Record, ttl: Duration) -> Result<(), GatewayError> {
         match &self.backend {
-            Backend::Memory(cache) => cache.insert(claimed.store_key, Arc::new((record, Instant::now() + self.ttl))),
+            Backend::Memory(cache) => {
+                cache.insert(store_key.to_owned(), Arc::new((record.clone(), Instant::now() + ttl)))
+            }
             Backend::Redis { .. } => {
                 let mut connection = self.redis().await?;
                 let () = redis::cmd("SET")
-                    .arg(&claimed.store_key)
-                    .arg(encode(&record)?)
+                    .arg(store_key)
+                    .arg(encode(record)?)
                     .arg("PX")
-                    .arg(millis(self.ttl))
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives up a claim without a response to keep (the request failed on our side): the key
-    /// may be used again at once.
-    pub async fn release(&self, claimed: ClaimedKey) -> Result<(), GatewayError> {
-        match &self.backend {
-            Backend::Memory(cache) => cache.invalidate(&claimed.store_key),
-            Backend::Redis { .. } => {
-                let mut connection = self.redis().await?;
-                let _: i64 = redis::cmd("DEL")
-                    .arg(&claimed.store_key)
+                    .arg(millis(ttl))
                     .query_async(&mut connection)
                     .await
                     .map_err(unavailable)?;
