@@ -481,6 +481,26 @@ fn field_maps_must_cover_exactly_the_published_members() {
     assert!(error.contains("`gone` is mapped but not in the schema"), "{error}");
 }
 
+/// However badly a body breaks the schema, the refusal is bounded: at most 20 violations, each
+/// detail short (a validator quotes the client's value), and no backend call.
+#[tokio::test]
+async fn a_refusal_lists_a_bounded_number_of_short_violations() {
+    let t = TestStack::start().await;
+    let p = Partner::new(&t, t.stack.partner).await;
+    let long_id = "x".repeat(2000);
+    let lines: Vec<Value> = (0..500).map(|_| json!({ "productId": long_id, "quantity": -1, "junk": true })).collect();
+    let reply = p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(json!({ "lines": lines }))).await;
+    assert_eq!(reply.status, 413, "the body limit (64 KiB in the example config) comes first: {:#}", reply.body);
+    let lines: Vec<Value> =
+        (0..60).map(|_| json!({ "productId": "x".repeat(300), "quantity": -1, "junk": true })).collect();
+    let reply = p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(json!({ "lines": lines }))).await;
+    assert_eq!(reply.status, 422, "{:#}", reply.body);
+    let errors = reply.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 20);
+    assert!(errors.iter().all(|e| e["detail"].as_str().unwrap().chars().count() <= 161), "{errors:#?}");
+    assert_eq!(t.call_count("orders").await, 0);
+}
+
 /// A key is remembered for `[idempotency] ttl`, then it may place a new order.
 #[tokio::test]
 async fn idempotency_keys_expire_after_their_ttl() {

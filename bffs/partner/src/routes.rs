@@ -213,14 +213,14 @@ impl Fieldset {
         }
     }
 
-    /// `value` with only the selected members. A selected member that is missing means a
-    /// backend did not return what it was asked for: a fault, never silently dropped.
-    fn apply(&self, mut value: Value) -> Result<Value, GatewayError> {
+    /// `value` with only the selected members. A selected member that is missing means
+    /// `service` did not return what it was asked for: a fault, never silently dropped.
+    fn apply(&self, mut value: Value, service: &'static str) -> Result<Value, GatewayError> {
         let Some(paths) = &self.paths else { return Ok(value) };
         let kept = prune(&mut value, paths, 0);
         if let Some(missing) = paths.iter().find(|p| !has_path(&kept, p)) {
             return Err(UpstreamError::BadBody {
-                service: "partner",
+                service,
                 reason: format!("`{}` was selected but not returned", missing.join(".")),
             }
             .into());
@@ -282,7 +282,7 @@ async fn get_product<V: Version>(
         futures::future::try_join(async { catalog.await.map_err(GatewayError::from) }, stock).await?;
     let mut product = model::Product::from_catalog(product)?;
     product.stock = stock;
-    let body = fields.apply(serialize(V::Product::from(product))?)?;
+    let body = fields.apply(serialize(V::Product::from(product))?, "catalog")?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -329,7 +329,7 @@ async fn list_orders<V: Version>(
     let items = page
         .orders
         .into_iter()
-        .map(|order| fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?))
+        .map(|order| fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?, "orders"))
         .collect::<Result<Vec<_>, GatewayError>>()?;
     let next_link = page.next_page_token.as_ref().map(|cursor| {
         let mut params = vec![("limit", limit.to_string()), ("cursor", cursor.clone())];
@@ -356,7 +356,7 @@ async fn get_order<V: Version>(
     let query = api.query(Operation::GetOrder, query.as_deref())?;
     let (fields, backend) = order_fields(&api, &query)?;
     let order = api.backends.orders.get(cx.upstream(), &owner, id, &backend).await?;
-    let body = fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?)?;
+    let body = fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?, "orders")?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
