@@ -139,6 +139,53 @@ fn persisted(hash: &str) -> String {
     json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } }).to_string()
 }
 
+/// With `[graphql.persisted_queries] redis_url`, a query registered on one replica is found by
+/// hash on another; with Redis unreachable, a hash-only request is a miss, not an error.
+#[tokio::test]
+async fn replicas_share_automatic_persisted_queries_through_redis() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let t = TestStack::start().await;
+    let replica = |redis_url: String| {
+        let mut config =
+            bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+        config.own.graphql.persisted_queries.redis_url = Some(redis_url);
+        crate::attacks::serve(mobile_bff::app(config).unwrap())
+    };
+    let (first, second) = (replica(url.clone()).await, replica(url.clone()).await);
+    let token = t.token("u-4", "mobile");
+    // A text of this run only: Redis outlives test runs.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let query = format!("query Shared {{ home {{ user {{ id }} }} }} # {nanos}");
+    let hash = hex::encode(sha2::Sha256::digest(query.as_bytes()));
+    let by_hash = |addr| {
+        let request = t.http.get(TestStack::url(addr, "/graphql")).bearer_auth(&token);
+        TestStack::reply(request.query(&[("extensions", persisted(&hash))]))
+    };
+    let reply = by_hash(second).await;
+    assert_eq!(reply.error_codes(), ["PERSISTED_QUERY_NOT_FOUND"], "{:#}", reply.body);
+    let register = json!({ "query": query, "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } });
+    let reply =
+        TestStack::reply(t.http.post(TestStack::url(first, "/graphql")).bearer_auth(&token).json(&register)).await;
+    assert_eq!(at(&reply.body, "/data/home/user/id"), "u-4", "{:#}", reply.body);
+    // The registration reaches Redis off the request path: the other replica finds it shortly.
+    let mut found = Value::Null;
+    for _ in 0..50 {
+        let reply = by_hash(second).await;
+        if reply.error_codes().is_empty() {
+            found = reply.body;
+            break;
+        }
+        assert_eq!(reply.error_codes(), ["PERSISTED_QUERY_NOT_FOUND"], "{:#}", reply.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(at(&found, "/data/home/user/id"), "u-4", "the second replica never found the query");
+
+    let (_socket, refusing) = crate::support::refusing_addr();
+    let unreachable = replica(format!("redis://{refusing}")).await;
+    let reply = by_hash(unreachable).await;
+    assert_eq!(reply.error_codes(), ["PERSISTED_QUERY_NOT_FOUND"], "{:#}", reply.body);
+}
+
 #[tokio::test]
 async fn automatic_persisted_queries_register_hit_miss_and_refuse_a_wrong_hash() {
     let t = TestStack::start().await;

@@ -22,10 +22,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use crate::GatewayError;
 use crate::config::{Problems, Validate, join};
+use crate::shared_state::Redis;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotency-replayed";
@@ -64,7 +64,7 @@ impl Validate for IdempotencyConfig {
         problems.check(path, "lease", !self.lease.is_zero(), "must be more than 0s");
         problems.check(path, "max_entries", self.max_entries > 0, "must be at least 1");
         if let Some(url) = &self.redis_url
-            && let Err(e) = redis::Client::open(url.as_str())
+            && let Err(e) = Redis::check_url(url)
         {
             problems.push(join(path, "redis_url"), format!("not a Redis URL: {e}"));
         }
@@ -141,7 +141,7 @@ impl ClaimedKey {
 
 enum Backend {
     Memory(moka::sync::Cache<String, Arc<(Record, Instant)>>),
-    Redis { client: redis::Client, connection: OnceCell<redis::aio::ConnectionManager> },
+    Redis(Redis),
 }
 
 /// The idempotency records of one BFF.
@@ -175,11 +175,7 @@ impl Idempotency {
     /// Records for BFF `namespace` (its name: replicas of one BFF share them, BFFs do not).
     pub fn new(namespace: &str, config: &IdempotencyConfig) -> Result<Self, GatewayError> {
         let backend = match &config.redis_url {
-            Some(url) => Backend::Redis {
-                client: redis::Client::open(url.as_str())
-                    .map_err(|e| GatewayError::Internal(format!("idempotency.redis_url: {e}")))?,
-                connection: OnceCell::new(),
-            },
+            Some(url) => Backend::Redis(Redis::new(STORE, url)?),
             None => Backend::Memory(
                 moka::sync::Cache::builder().max_capacity(config.max_entries).expire_after(RecordExpiry).build(),
             ),
@@ -210,25 +206,22 @@ impl Idempotency {
                     .or_insert_with(|| Arc::new((in_flight, Instant::now() + self.lease)));
                 if entry.is_fresh() { None } else { Some(entry.into_value().0.clone()) }
             }
-            Backend::Redis { .. } => {
-                let mut connection = self.redis().await?;
-                let claimed: Option<String> = redis::cmd("SET")
+            Backend::Redis(redis) => {
+                let set = redis::cmd("SET")
                     .arg(&store_key)
                     .arg(encode(&in_flight)?)
                     .arg("NX")
                     .arg("PX")
                     .arg(millis(self.lease))
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(unavailable)?;
+                    .clone();
+                let claimed: Option<String> = redis.query(&set).await?;
                 if claimed.is_some() {
                     None
                 } else {
-                    let record: Option<String> =
-                        redis::cmd("GET").arg(&store_key).query_async(&mut connection).await.map_err(unavailable)?;
+                    let record: Option<String> = redis.query(redis::cmd("GET").arg(&store_key)).await?;
                     // Gone between the two commands (it expired): treat as a claim lost to a race.
                     let record = record.ok_or(GatewayError::IdempotencyKeyInUse)?;
-                    Some(serde_json::from_str(&record).map_err(|e| unavailable_detail(e.to_string()))?)
+                    Some(serde_json::from_str(&record).map_err(|e| redis.unavailable(e.to_string()))?)
                 }
             }
         };
@@ -266,37 +259,13 @@ impl Idempotency {
             Backend::Memory(cache) => {
                 cache.insert(store_key.to_owned(), Arc::new((record.clone(), Instant::now() + ttl)))
             }
-            Backend::Redis { .. } => {
-                let mut connection = self.redis().await?;
-                let () = redis::cmd("SET")
-                    .arg(store_key)
-                    .arg(encode(record)?)
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(unavailable)?;
+            Backend::Redis(redis) => {
+                let () = redis
+                    .query(redis::cmd("SET").arg(store_key).arg(encode(record)?).arg("PX").arg(millis(ttl)))
+                    .await?;
             }
         }
         Ok(())
-    }
-
-    /// One multiplexed connection, made on first use (the BFF starts without Redis and reports
-    /// 503 for keyed requests while it is unreachable) and re-established by the manager.
-    async fn redis(&self) -> Result<redis::aio::ConnectionManager, GatewayError> {
-        let Backend::Redis { client, connection } = &self.backend else {
-            return Err(GatewayError::Internal("no Redis is configured".into()));
-        };
-        connection
-            .get_or_try_init(|| async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_response_timeout(Duration::from_secs(1))
-                    .set_number_of_retries(1);
-                redis::aio::ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)
-            })
-            .await
-            .cloned()
     }
 }
 
@@ -343,12 +312,4 @@ fn encode(record: &Record) -> Result<String, GatewayError> {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn unavailable(error: redis::RedisError) -> GatewayError {
-    unavailable_detail(error.to_string())
-}
-
-fn unavailable_detail(detail: String) -> GatewayError {
-    GatewayError::StoreUnavailable { store: STORE, detail }
 }

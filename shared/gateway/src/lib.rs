@@ -26,6 +26,7 @@ pub mod idempotency;
 pub mod middleware;
 pub mod rest;
 pub mod server;
+pub mod shared_state;
 pub mod stack;
 pub mod telemetry;
 pub mod tls;

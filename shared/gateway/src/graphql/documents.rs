@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::Value;
 use async_graphql::parser::types::ExecutableDocument;
@@ -23,11 +24,14 @@ use sha2::{Digest, Sha256};
 
 use super::limits::{self, QueryLimits, Refusal};
 use crate::config::{Problems, Validate, join};
+use crate::shared_state::Redis;
 
 /// Bytes of document text the parse cache holds (parsed, a document takes several times that).
 pub const DEFAULT_DOCUMENT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// Bytes of query text the APQ store holds.
 pub const DEFAULT_APQ_STORE_BYTES: u64 = 4 * 1024 * 1024;
+/// How long a registered query stays in the shared (Redis) tier after its last registration.
+pub const DEFAULT_APQ_SHARED_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,11 +55,23 @@ pub struct PersistedQueriesConfig {
     pub manifest: Option<PathBuf>,
     /// Bytes of query text the automatic store keeps; least recently used go first.
     pub store_bytes: u64,
+    /// `redis://...`: a second tier shared by every replica (and every BFF: a query is keyed by
+    /// the hash of its text), so a query registered on one replica is found on the others.
+    /// Absent: each replica keeps its own.
+    pub redis_url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub shared_ttl: Duration,
 }
 
 impl Default for PersistedQueriesConfig {
     fn default() -> Self {
-        Self { mode: PersistedQueryMode::Off, manifest: None, store_bytes: DEFAULT_APQ_STORE_BYTES }
+        Self {
+            mode: PersistedQueryMode::Off,
+            manifest: None,
+            store_bytes: DEFAULT_APQ_STORE_BYTES,
+            redis_url: None,
+            shared_ttl: DEFAULT_APQ_SHARED_TTL,
+        }
     }
 }
 
@@ -69,6 +85,12 @@ impl Validate for PersistedQueriesConfig {
         {
             problems.push(join(path, "manifest"), e);
         }
+        if let Some(url) = &self.redis_url
+            && let Err(e) = Redis::check_url(url)
+        {
+            problems.push(join(path, "redis_url"), format!("not a Redis URL: {e}"));
+        }
+        problems.check(path, "shared_ttl", !self.shared_ttl.is_zero(), "must be more than 0s");
     }
 }
 
@@ -121,7 +143,13 @@ pub(crate) struct Documents {
     parsed: moka::sync::Cache<[u8; 32], Parsed>,
     mode: PersistedQueryMode,
     automatic: moka::sync::Cache<[u8; 32], Arc<str>>,
+    /// The automatic store's tier in Redis, when configured.
+    shared: Option<Arc<(Redis, Duration)>>,
     safelist: Arc<HashMap<[u8; 32], Arc<str>>>,
+}
+
+fn shared_key(hash: &[u8; 32]) -> String {
+    format!("bff:apq:{}", hex::encode(hash))
 }
 
 fn weigh(bytes: usize) -> u32 {
@@ -131,6 +159,13 @@ fn weigh(bytes: usize) -> u32 {
 impl Documents {
     /// The manifest was checked by validation; one that has become unreadable since is empty.
     pub fn new(config: &PersistedQueriesConfig, cache_bytes: u64) -> Self {
+        let shared = config.redis_url.as_deref().and_then(|url| match Redis::new("persisted query store", url) {
+            Ok(redis) => Some(Arc::new((redis, config.shared_ttl))),
+            Err(e) => {
+                tracing::error!(error = %e, "persisted query store: Redis URL refused; this replica keeps its own");
+                None
+            }
+        });
         let safelist = match &config.manifest {
             Some(path) => Manifest::load(path).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "persisted query manifest unreadable; nothing is safelisted");
@@ -149,6 +184,7 @@ impl Documents {
                 .max_capacity(config.store_bytes)
                 .weigher(|_, query: &Arc<str>| weigh(query.len()))
                 .build(),
+            shared,
             safelist: Arc::new(safelist),
         }
     }
@@ -172,8 +208,43 @@ impl Documents {
         // Only documents that pass the size limits and parse are worth a place in the store.
         if register {
             self.automatic.insert(hash, Arc::from(request.query.as_str()));
+            if let Some(shared) = self.shared.clone() {
+                // Off the request path: the client has its answer whether or not Redis takes it.
+                let text = request.query.clone();
+                tokio::spawn(async move {
+                    let (redis, ttl) = &*shared;
+                    let set =
+                        redis::cmd("SET").arg(shared_key(&hash)).arg(text).arg("EX").arg(ttl.as_secs().max(1)).clone();
+                    if let Err(e) = redis.query::<()>(&set).await {
+                        tracing::warn!(error = %e, "persisted query not shared");
+                    }
+                });
+            }
         }
         Ok(document)
+    }
+
+    /// A hash-only request this replica has not seen: looks for its text in the shared tier,
+    /// and keeps it here when found. A shared tier that is down is a miss (the client sends the
+    /// query again), never an error; a text that is not its hash's is ignored.
+    pub async fn fill_from_shared(&self, request: &mut async_graphql::Request) {
+        let Some(shared) = &self.shared else { return };
+        if self.mode != PersistedQueryMode::Automatic || !request.query.is_empty() {
+            return;
+        }
+        let Ok(Some(hash)) = persisted_hash(request) else { return };
+        if self.automatic.contains_key(&hash) {
+            return;
+        }
+        let (redis, _) = &**shared;
+        match redis.query::<Option<String>>(redis::cmd("GET").arg(shared_key(&hash))).await {
+            Ok(Some(text)) if sha256(&text) == hash => {
+                self.automatic.insert(hash, Arc::from(text.as_str()));
+                request.query = text;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "persisted query store unreachable; answering as a miss"),
+        }
     }
 
     /// Fills in `request.query` from the persisted-query stores when needed; answers the hash of

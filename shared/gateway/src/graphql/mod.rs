@@ -219,6 +219,7 @@ where
         via_get: bool,
         prepare: &Prepare,
     ) -> (async_graphql::Response, Option<StatusCode>) {
+        self.documents.fill_from_shared(&mut request).await;
         let document = match self.check(cx, &mut request, via_get, false) {
             Ok(document) => document,
             Err(NotRun { refusal, status }) => {
