@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         print_banner(&stack, &api_key);
         bff_gateway::server::shutdown_signal().await;
         stack.shutdown().await;
+        bff_gateway::telemetry::flush();
         ExitCode::SUCCESS
     })
 }

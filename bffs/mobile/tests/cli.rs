@@ -96,4 +96,7 @@ fn the_binary_serves_and_stops_on_sigterm() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+    // Logs are written off the request path; what was logged up to the exit still reaches stdout.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|line| line.contains("draining")), "{rest:?}");
 }

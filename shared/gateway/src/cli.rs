@@ -81,6 +81,8 @@ pub fn main<B: Bff, E: Display>(app: impl FnOnce(Config<B::Own>) -> Result<Route
         tracing::info!(name = B::NAME, address = %listener.local_addr()?, "listening");
         server::serve(listener, router, &server, server::shutdown_signal()).await
     });
+    // Log lines are written by a thread of their own: the last ones must reach stdout before exit.
+    telemetry::flush();
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

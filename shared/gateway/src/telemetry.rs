@@ -1,9 +1,25 @@
 //! Structured JSON logs on stdout. `RUST_LOG` filters as usual; the default keeps access lines
 //! and our own info events.
+//!
+//! Lines are written by a thread of their own: a request formats its access line and queues it,
+//! and never waits on a write to stdout (a synchronous write per line was a visible share of a
+//! BFF's CPU under load, and a slow log collector would stall requests). The writer drains the
+//! queue in batches, one write for many lines. The queue is bounded: if the collector falls that
+//! far behind, logging blocks rather than losing lines or growing without bound.
+
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn";
+/// Lines queued for the writer at most.
+const QUEUED_LINES: usize = 65_536;
+/// Bytes the writer gathers before a write, at most.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// Installs the global subscriber; a second call (tests, the devstack) is a no-op.
 pub fn init() {
@@ -13,6 +29,100 @@ pub fn init() {
         .flatten_event(true)
         .with_current_span(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(Queued)
         .try_init();
+}
+
+/// Waits (at most a second) until every line logged so far is written: before the process exits.
+pub fn flush() {
+    let Some(queue) = QUEUE.get() else { return };
+    let (done, written) = sync_channel(1);
+    if queue.send(Message::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(Duration::from_secs(1));
+    }
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
+static QUEUE: OnceLock<SyncSender<Message>> = OnceLock::new();
+
+fn queue() -> Option<&'static SyncSender<Message>> {
+    if let Some(queue) = QUEUE.get() {
+        return Some(queue);
+    }
+    let (queue, lines) = sync_channel(QUEUED_LINES);
+    let spawned = std::thread::Builder::new().name("log-writer".to_owned()).spawn(move || write_lines(&lines));
+    // Without a thread to write them, lines go to stdout directly (see `Line::drop`).
+    spawned.ok()?;
+    // Two first callers at once: the loser's thread finds its queue dropped and ends.
+    Some(QUEUE.get_or_init(|| queue))
+}
+
+fn write_lines(lines: &Receiver<Message>) {
+    let stdout = std::io::stdout();
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        let mut flushed = Vec::new();
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => batch.extend_from_slice(&line),
+                Message::Flush(done) => flushed.push(done),
+            }
+            next = if batch.len() < BATCH_BYTES { lines.try_recv().ok() } else { None };
+        }
+        let _ = stdout.lock().write_all(&batch);
+        batch.clear();
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Where tracing formats one event: the line goes to the queue whole when tracing drops it.
+#[derive(Debug, Clone, Copy)]
+struct Queued;
+
+struct Line(Vec<u8>);
+
+impl<'a> MakeWriter<'a> for Queued {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line(Vec::new())
+    }
+}
+
+impl std::io::Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.0);
+        match queue() {
+            Some(queue) => {
+                // Sending fails only if the writer thread is gone: write the line ourselves.
+                if let Err(std::sync::mpsc::SendError(Message::Line(line))) = queue.send(Message::Line(line)) {
+                    let _ = std::io::stdout().lock().write_all(&line);
+                }
+            }
+            None => {
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
+        }
+    }
 }
