@@ -33,11 +33,13 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self { ok: 0, errors: 0, first_error: None, elapsed: Duration::ZERO, latency: histogram() }
     }
 
-    fn merge(&mut self, other: LoadResult) {
+    /// Adds `other`, measured over its own time, to this one.
+    pub fn merge(&mut self, other: LoadResult) {
+        self.elapsed += other.elapsed;
         self.ok += other.ok;
         self.errors += other.errors;
         self.first_error = self.first_error.take().or(other.first_error);

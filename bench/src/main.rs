@@ -19,8 +19,14 @@ use anyhow::{Context as _, anyhow, bail};
 
 use crate::scenario::{Bff, Scenario};
 
+// The BFF under test runs in this binary, so it gets the allocator the BFF binaries have (the
+// baseline and the demo get it too). `--no-default-features` measures glibc's malloc instead.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--concurrency 32] [--rate N] \
-[--latency 0ms] [--soak 10m] [--connections 1000] [--results PATH|none]
+[--latency 0ms] [--soak 10m] [--connections 1000] [--results PATH|none] [--label TEXT]
 
   --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
                   large-document
@@ -30,7 +36,8 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
   --latency       fixed latency the demo backends add to every call (0ms: CPU-bound)
   --soak          run the BFF alone under the closed loop this long, printing its RSS over time
   --connections   hold this many idle keep-alive connections to the BFF and report its RSS
-  --results       markdown file the run's figures are appended to (default bench/results.md)";
+  --results       markdown file the run's figures are appended to (default bench/results.md)
+  --label         what this build carries, for the results file (\"before\", \"+ mimalloc\")";
 
 /// What a run was asked for.
 #[derive(Debug, Clone)]
@@ -43,6 +50,7 @@ pub struct Options {
     pub soak: Option<Duration>,
     pub connections: Option<usize>,
     pub results: Option<PathBuf>,
+    pub label: Option<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -55,6 +63,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         soak: None,
         connections: None,
         results: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results.md"))),
+        label: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -76,6 +85,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--soak" => options.soak = Some(duration()?),
             "--connections" => options.connections = Some(number()?),
             "--results" => options.results = (value != "none").then(|| PathBuf::from(value)),
+            "--label" => options.label = Some(value.clone()),
             _ => return Err(format!("unknown argument `{flag}`\n{USAGE}")),
         }
     }

@@ -83,26 +83,85 @@ async fn check(target: &Target, spec: &RequestSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn closed_loop(
+/// The phases are cut into slices of about this length and the BFF's and the baseline's slices
+/// alternate, so load from elsewhere on the machine (a build, another run) falls on both alike and
+/// the ratios stay meaningful on a shared machine.
+const SLICE: Duration = Duration::from_secs(2);
+
+fn slices(duration: Duration) -> (u32, Duration) {
+    let count = ((duration.as_secs_f64() / SLICE.as_secs_f64()).round() as u32).max(1);
+    (count, duration / count)
+}
+
+impl Closed {
+    fn empty() -> Self {
+        Self { load: LoadResult::new(), cpu: Duration::ZERO, calls: 0.0, access_lines: 0 }
+    }
+}
+
+/// One closed-loop slice of `target`, added to `into`.
+async fn closed_slice(
     http: &reqwest::Client,
     demo: &DemoAddrs,
     target: &Target,
     spec: &Arc<RequestSpec>,
     options: &Options,
-) -> anyhow::Result<Closed> {
-    let warm_up = (options.duration / 5).min(Duration::from_secs(3));
-    load::closed(target.addr, Arc::clone(spec), options.concurrency, warm_up).await?;
+    slice: Duration,
+    into: &mut Closed,
+) -> anyhow::Result<()> {
     reset_calls(http, demo).await?;
     let lines = target.child.access_lines.load(Ordering::Relaxed);
     let cpu = target.child.cpu()?;
-    let load = load::closed(target.addr, Arc::clone(spec), options.concurrency, options.duration).await?;
-    let cpu = target.child.cpu()?.saturating_sub(cpu);
+    let load = load::closed(target.addr, Arc::clone(spec), options.concurrency, slice).await?;
+    into.cpu += target.child.cpu()?.saturating_sub(cpu);
+    into.calls += backend_calls(http, demo).await? as f64;
     // Let the log pipe drain before counting what it carried.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let access_lines = target.child.access_lines.load(Ordering::Relaxed) - lines;
-    let calls = backend_calls(http, demo).await? as f64;
-    let requests = (load.ok + load.errors).max(1) as f64;
-    Ok(Closed { load, cpu, calls: calls / requests, access_lines })
+    into.access_lines += target.child.access_lines.load(Ordering::Relaxed) - lines;
+    into.load.merge(load);
+    Ok(())
+}
+
+/// Closed loops of the BFF and the baseline, in alternating slices.
+async fn closed_loops(
+    http: &reqwest::Client,
+    demo: &DemoAddrs,
+    targets: [&Target; 2],
+    spec: &Arc<RequestSpec>,
+    options: &Options,
+) -> anyhow::Result<[Closed; 2]> {
+    let warm_up = (options.duration / 5).min(Duration::from_secs(3));
+    for target in targets {
+        load::closed(target.addr, Arc::clone(spec), options.concurrency, warm_up).await?;
+    }
+    let (count, slice) = slices(options.duration);
+    let mut results = [Closed::empty(), Closed::empty()];
+    for _ in 0..count {
+        for (target, into) in targets.iter().zip(results.iter_mut()) {
+            closed_slice(http, demo, target, spec, options, slice, into).await?;
+        }
+    }
+    for result in &mut results {
+        result.calls /= result.requests().max(1) as f64;
+    }
+    Ok(results)
+}
+
+/// Open loops of the BFF and the baseline at the same rate, in alternating slices.
+async fn open_loops(
+    targets: [&Target; 2],
+    spec: &Arc<RequestSpec>,
+    options: &Options,
+    rate: f64,
+) -> anyhow::Result<[LoadResult; 2]> {
+    let (count, slice) = slices(options.duration);
+    let mut results = [LoadResult::new(), LoadResult::new()];
+    for _ in 0..count {
+        for (target, into) in targets.iter().zip(results.iter_mut()) {
+            into.merge(load::open(target.addr, Arc::clone(spec), options.concurrency, rate, slice).await?);
+        }
+    }
+    Ok(results)
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -145,12 +204,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         wait_ready(&http, &baseline).await?;
         check(&baseline, &spec).await?;
 
-        let bff_closed = closed_loop(&http, &addrs, &bff, &spec, options).await?;
-        let base_closed = closed_loop(&http, &addrs, &baseline, &spec, options).await?;
+        let [bff_closed, base_closed] = closed_loops(&http, &addrs, [&bff, &baseline], &spec, options).await?;
         let rate = options.rate.unwrap_or(bff_closed.load.requests_per_second() / 2.0);
-        let bff_open = load::open(bff.addr, Arc::clone(&spec), options.concurrency, rate, options.duration).await?;
-        let base_open =
-            load::open(baseline.addr, Arc::clone(&spec), options.concurrency, rate, options.duration).await?;
+        let [bff_open, base_open] = open_loops([&bff, &baseline], &spec, options, rate).await?;
         let figures = Figures {
             options,
             rate,
@@ -243,8 +299,9 @@ impl Figures<'_> {
     fn text(&self) -> String {
         let o = self.options;
         let mut out = format!(
-            "\nbff-bench: scenario {}, {} per phase, demo latency {}, {}\n\n",
+            "\nbff-bench: scenario {}{}, {} per phase, demo latency {}, {}\n\n",
             o.scenario.name(),
+            o.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default(),
             fmt_duration(o.duration),
             fmt_duration(o.latency),
             machine()
@@ -271,10 +328,11 @@ impl Figures<'_> {
     fn markdown(&self) -> String {
         let o = self.options;
         let mut out = format!(
-            "\n### {} — {} — {}\n\n{} per phase, {} connections, demo latency {}, commit {}\n\n| | BFF | baseline |\n|---|---|---|\n",
+            "\n### {} — {} — {}{}\n\n{} per phase, {} connections, demo latency {}, commit {}\n\n| | BFF | baseline |\n|---|---|---|\n",
             o.scenario.name(),
             command_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
             machine(),
+            o.label.as_deref().map(|l| format!(" — {l}")).unwrap_or_default(),
             fmt_duration(o.duration),
             o.concurrency,
             fmt_duration(o.latency),
