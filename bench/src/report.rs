@@ -186,10 +186,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         wait_ready(&http, &bff).await?;
         check(&bff, &spec).await?;
         if let Some(soak) = options.soak {
-            return soak_run(&bff, &spec, options, soak).await;
+            let text = soak_run(&bff, &spec, options, soak).await?;
+            return append_text(options, "soak", &text);
         }
         if let Some(connections) = options.connections {
-            return hold_connections(&bff, &spec, connections).await;
+            let text = hold_connections(&bff, &spec, connections).await?;
+            return append_text(options, "connections", &text);
         }
         let baseline = start_target(
             "baseline",
@@ -214,17 +216,36 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             baseline: (base_closed, base_open, baseline.child.peak_rss()?),
         };
         print(&figures.text());
-        if let Some(path) = &options.results {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            file.write_all(figures.markdown().as_bytes())?;
-            print(&format!("results appended to {}\n", path.display()));
-        }
-        anyhow::Ok(())
+        append(options, &figures.markdown())
     })
+}
+
+/// Appends `markdown` to the results file, if the run has one.
+fn append(options: &Options, markdown: &str) -> anyhow::Result<()> {
+    if let Some(path) = &options.results {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.write_all(markdown.as_bytes())?;
+        print(&format!("results appended to {}\n", path.display()));
+    }
+    Ok(())
+}
+
+/// A mode's printed report as a results section.
+fn append_text(options: &Options, mode: &str, text: &str) -> anyhow::Result<()> {
+    let markdown = format!(
+        "\n### {} {mode} — {} — {}{}\n\ncommit {}\n\n```\n{}\n```\n",
+        options.scenario.name(),
+        command_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine(),
+        options.label.as_deref().map(|l| format!(" — {l}")).unwrap_or_default(),
+        command_line(&["git", "describe", "--always", "--dirty"]),
+        text.trim()
+    );
+    append(options, &markdown)
 }
 
 #[allow(clippy::print_stdout)]
@@ -377,10 +398,15 @@ fn machine() -> String {
 
 /// The BFF alone under the closed loop for `soak`, its RSS printed at intervals: a leak shows as
 /// growth after the warm-up.
-async fn soak_run(bff: &Target, spec: &Arc<RequestSpec>, options: &Options, soak: Duration) -> anyhow::Result<()> {
+async fn soak_run(bff: &Target, spec: &Arc<RequestSpec>, options: &Options, soak: Duration) -> anyhow::Result<String> {
     let interval = (soak / 20).max(Duration::from_secs(1));
     let started = Instant::now();
     let mut samples = Vec::new();
+    let mut report = String::new();
+    let mut print = |line: &str| {
+        print(line);
+        report.push_str(line);
+    };
     print(&format!(
         "\nbff-bench soak: scenario {}, {}, {} connections, {}\n",
         options.scenario.name(),
@@ -409,11 +435,11 @@ async fn soak_run(bff: &Target, spec: &Arc<RequestSpec>, options: &Options, soak
             bff.child.peak_rss()? as f64 / MIB
         ));
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Opens `count` keep-alive connections to the BFF, one request on each, and holds them idle.
-async fn hold_connections(bff: &Target, spec: &Arc<RequestSpec>, count: usize) -> anyhow::Result<()> {
+async fn hold_connections(bff: &Target, spec: &Arc<RequestSpec>, count: usize) -> anyhow::Result<String> {
     let before = bff.child.rss()? as f64 / MIB;
     let mut held = Vec::with_capacity(count);
     let mut failed = 0;
@@ -436,11 +462,12 @@ async fn hold_connections(bff: &Target, spec: &Arc<RequestSpec>, count: usize) -
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = bff.child.rss()? as f64 / MIB;
-    print(&format!(
+    let report = format!(
         "\nbff-bench connections: {} idle keep-alive connections held ({failed} failed), {}\nBFF rss before {before:.1} MiB, with the connections {rss:.1} MiB, peak {:.1} MiB\n",
         held.len(),
         machine(),
         bff.child.peak_rss()? as f64 / MIB
-    ));
-    Ok(())
+    );
+    print(&report);
+    Ok(report)
 }

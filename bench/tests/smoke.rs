@@ -103,15 +103,21 @@ fn large_document() {
 
 #[test]
 fn soak_prints_rss_over_time() {
-    let out = bench(&["--soak", "3s", "--concurrency", "4", "--results", "none"]);
+    let results = results_file("soak");
+    let out = bench(&["--soak", "3s", "--concurrency", "4", "--results", results.to_str().expect("a UTF-8 path")]);
     let samples = out.lines().filter(|l| l.starts_with("soak t=") && l.contains(" MiB")).count();
     assert!(samples >= 2, "{out}");
     assert!(out.contains("soak rss after warm-up"), "{out}");
+    let recorded = std::fs::read_to_string(&results).expect("the results file was written");
+    assert!(recorded.contains("### mobile-home soak ") && recorded.contains("soak rss after warm-up"), "{recorded}");
 }
 
 #[test]
 fn holds_idle_connections() {
-    let out = bench(&["--connections", "50", "--results", "none"]);
+    let results = results_file("connections");
+    let out = bench(&["--connections", "50", "--results", results.to_str().expect("a UTF-8 path")]);
     assert!(out.contains("50 idle keep-alive connections held (0 failed)"), "{out}");
     assert!(out.contains("with the connections"), "{out}");
+    let recorded = std::fs::read_to_string(&results).expect("the results file was written");
+    assert!(recorded.contains("### mobile-home connections "), "{recorded}");
 }
