@@ -81,6 +81,18 @@ impl<'a> Partner<'a> {
     }
 }
 
+/// Another partner BFF against the stack's demo backends, its example config changed by `edit`.
+async fn replica(t: &TestStack, edit: impl FnOnce(&mut partner_bff::Config)) -> SocketAddr {
+    let mut config = bff_platform::partner_config(
+        &t.stack.demo,
+        "127.0.0.1:0".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+        bff_platform::DEMO_PARTNER_API_KEY,
+    );
+    edit(&mut config);
+    serve(partner_bff::app(config).unwrap()).await
+}
+
 fn calls_to(calls: &Value, service: &str, suffix: &str) -> Vec<Value> {
     calls[service]["recent"]
         .as_array()
@@ -354,15 +366,8 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
          `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`"
     );
     let t = TestStack::start().await;
-    let mut config = bff_platform::partner_config(
-        &t.stack.demo,
-        "127.0.0.1:0".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-        bff_platform::DEMO_PARTNER_API_KEY,
-    );
-    config.own.idempotency.redis_url = Some(url);
-    let first = serve(partner_bff::app(config.clone()).unwrap()).await;
-    let second = serve(partner_bff::app(config).unwrap()).await;
+    let shared = |config: &mut partner_bff::Config| config.own.idempotency.redis_url = Some(url.clone());
+    let (first, second) = (replica(&t, shared).await, replica(&t, shared).await);
     let (a, b) = (Partner::new(&t, first).await, Partner::new(&t, second).await);
     // A key of this run only: Redis outlives test runs.
     let key = format!("shared-{}", uuid_like());
@@ -392,14 +397,7 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
 async fn an_unreachable_redis_refuses_keyed_orders_and_nothing_else() {
     let t = TestStack::start().await;
     let (_socket, refusing) = crate::support::refusing_addr();
-    let mut config = bff_platform::partner_config(
-        &t.stack.demo,
-        "127.0.0.1:0".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-        bff_platform::DEMO_PARTNER_API_KEY,
-    );
-    config.own.idempotency.redis_url = Some(format!("redis://{refusing}"));
-    let addr = serve(partner_bff::app(config).unwrap()).await;
+    let addr = replica(&t, |config| config.own.idempotency.redis_url = Some(format!("redis://{refusing}"))).await;
     let p = Partner::new(&t, addr).await;
     let body = json!({ "lines": [{ "productId": "p-13", "quantity": 1 }] });
     let started = std::time::Instant::now();
@@ -505,14 +503,7 @@ async fn a_refusal_lists_a_bounded_number_of_short_violations() {
 #[tokio::test]
 async fn idempotency_keys_expire_after_their_ttl() {
     let t = TestStack::start().await;
-    let mut config = bff_platform::partner_config(
-        &t.stack.demo,
-        "127.0.0.1:0".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-        bff_platform::DEMO_PARTNER_API_KEY,
-    );
-    config.own.idempotency.ttl = std::time::Duration::from_millis(300);
-    let addr = serve(partner_bff::app(config).unwrap()).await;
+    let addr = replica(&t, |config| config.own.idempotency.ttl = std::time::Duration::from_millis(300)).await;
     let p = Partner::new(&t, addr).await;
     let body = json!({ "lines": [{ "productId": "p-14", "quantity": 1 }] });
     let key = [("idempotency-key", "short-lived")];
