@@ -56,6 +56,11 @@ impl<'a> Partner<'a> {
         reply
     }
 
+    /// `POST /v2/orders` with `headers` and `body`, checked like any other answer.
+    pub async fn place(&self, headers: &[(&str, &str)], body: Value) -> Reply {
+        self.call(Method::POST, "v2", "/orders", "/v2/orders", headers, Some(body)).await
+    }
+
     pub async fn get(&self, version: &str, template: &str, path: &str) -> Reply {
         self.call(Method::GET, version, template, path, &[], None).await
     }
@@ -136,16 +141,7 @@ async fn v1_and_v2_serve_the_same_data_in_their_own_shapes() {
     assert_eq!((v2.header("deprecation"), v2.header("sunset")), (None, None));
 
     // An order placed through v2 reads the same through v1.
-    let placed = p
-        .call(
-            Method::POST,
-            "v2",
-            "/orders",
-            "/v2/orders",
-            &[],
-            Some(json!({ "lines": [{ "productId": "p-3", "quantity": 2 }] })),
-        )
-        .await;
+    let placed = p.place(&[], json!({ "lines": [{ "productId": "p-3", "quantity": 2 }] })).await;
     assert_eq!(placed.status, 201, "{:#}", placed.body);
     let id = placed.body["id"].as_str().unwrap();
     assert_eq!(placed.header("location"), Some(format!("/v2/orders/{id}").as_str()));
@@ -218,16 +214,7 @@ async fn sparse_fieldsets_trim_the_answer_and_the_backend_calls() {
     assert_eq!(calls["inventory"]["count"], 0);
 
     // Orders: the gRPC read mask.
-    let placed = p
-        .call(
-            Method::POST,
-            "v2",
-            "/orders",
-            "/v2/orders",
-            &[],
-            Some(json!({ "lines": [{ "productId": "p-2", "quantity": 1 }] })),
-        )
-        .await;
+    let placed = p.place(&[], json!({ "lines": [{ "productId": "p-2", "quantity": 1 }] })).await;
     let id = placed.body["id"].as_str().unwrap();
     t.reset().await;
     let reply = p.get("v2", "/orders/{id}", &format!("/v2/orders/{id}?fields=id,status")).await;
@@ -262,7 +249,7 @@ async fn lists_page_by_cursor_with_next_links() {
     let p = Partner::new(&t, t.stack.partner).await;
     for n in 0..5 {
         let body = json!({ "lines": [{ "productId": format!("p-{}", n + 1), "quantity": 1 }] });
-        assert_eq!(p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(body)).await.status, 201);
+        assert_eq!(p.place(&[], body).await.status, 201);
     }
     let mut seen = Vec::new();
     let mut next = Some("/v2/orders?limit=2&fields=id".to_owned());
@@ -276,7 +263,7 @@ async fn lists_page_by_cursor_with_next_links() {
             // An order placed mid-way lands at the head: the pages that follow neither repeat
             // nor skip an order.
             let body = json!({ "lines": [{ "productId": "p-9", "quantity": 1 }] });
-            assert_eq!(p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(body)).await.status, 201);
+            assert_eq!(p.place(&[], body).await.status, 201);
         }
         if let Some(link) = &next {
             assert_eq!(page.header("link"), Some(format!("<{link}>; rel=\"next\"").as_str()));
@@ -299,10 +286,7 @@ async fn an_idempotent_post_replayed_concurrently_creates_one_order() {
     let p = Partner::new(&t, t.stack.partner).await;
     let body = json!({ "lines": [{ "productId": "p-9", "quantity": 3 }] });
     let key = [("idempotency-key", "replay-ten-times")];
-    let replies = futures::future::join_all(
-        (0..10).map(|_| p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body.clone()))),
-    )
-    .await;
+    let replies = futures::future::join_all((0..10).map(|_| p.place(&key, body.clone()))).await;
     let created: Vec<&Reply> = replies.iter().filter(|r| r.status == 201).collect();
     assert!(!created.is_empty());
     for reply in &replies {
@@ -317,7 +301,7 @@ async fn an_idempotent_post_replayed_concurrently_creates_one_order() {
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 1);
 
     // Replayed afterwards: the same status, headers and body, marked as a replay.
-    let replay = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body.clone())).await;
+    let replay = p.place(&key, body.clone()).await;
     assert_eq!(replay.status, 201);
     assert_eq!(replay.body, created[0].body);
     assert_eq!(replay.header("location"), created[0].header("location"));
@@ -336,15 +320,15 @@ async fn an_idempotent_post_replayed_concurrently_creates_one_order() {
     // A request that failed on our side (a 5xx) is not kept: its key may be retried at once.
     t.set_faults("orders", json!({ "error_rate": 1.0 })).await;
     let retry_key = [("idempotency-key", "after-a-failure")];
-    let failed = p.call(Method::POST, "v2", "/orders", "/v2/orders", &retry_key, Some(body.clone())).await;
+    let failed = p.place(&retry_key, body.clone()).await;
     assert!(failed.status.is_server_error(), "{:#}", failed.body);
     t.set_faults("orders", json!({ "error_rate": 0.0 })).await;
-    let retried = p.call(Method::POST, "v2", "/orders", "/v2/orders", &retry_key, Some(body.clone())).await;
+    let retried = p.place(&retry_key, body.clone()).await;
     assert_eq!((retried.status.as_u16(), retried.header("idempotency-replayed")), (201, None), "{:#}", retried.body);
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 3, "first order, the failure, the retry");
     // The same key with another order: 422, nothing placed.
     let changed = json!({ "lines": [{ "productId": "p-9", "quantity": 4 }] });
-    let reused = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(changed)).await;
+    let reused = p.place(&key, changed).await;
     assert_eq!((reused.status.as_u16(), reused.body["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")));
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 3);
 }
@@ -373,22 +357,13 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
     let key = format!("shared-{}", uuid_like());
     let headers = [("idempotency-key", key.as_str())];
     let body = json!({ "lines": [{ "productId": "p-11", "quantity": 1 }] });
-    let placed = a.call(Method::POST, "v2", "/orders", "/v2/orders", &headers, Some(body.clone())).await;
+    let placed = a.place(&headers, body.clone()).await;
     assert_eq!(placed.status, 201, "{:#}", placed.body);
-    let replay = b.call(Method::POST, "v2", "/orders", "/v2/orders", &headers, Some(body)).await;
+    let replay = b.place(&headers, body).await;
     assert_eq!(replay.status, 201, "{:#}", replay.body);
     assert_eq!(replay.body, placed.body);
     assert_eq!(replay.header("idempotency-replayed"), Some("true"));
-    let reused = b
-        .call(
-            Method::POST,
-            "v2",
-            "/orders",
-            "/v2/orders",
-            &headers,
-            Some(json!({ "lines": [{ "productId": "p-12", "quantity": 1 }] })),
-        )
-        .await;
+    let reused = b.place(&headers, json!({ "lines": [{ "productId": "p-12", "quantity": 1 }] })).await;
     assert_eq!(reused.status, 422);
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 1);
 }
@@ -401,8 +376,7 @@ async fn an_unreachable_redis_refuses_keyed_orders_and_nothing_else() {
     let p = Partner::new(&t, addr).await;
     let body = json!({ "lines": [{ "productId": "p-13", "quantity": 1 }] });
     let started = std::time::Instant::now();
-    let keyed =
-        p.call(Method::POST, "v2", "/orders", "/v2/orders", &[("idempotency-key", "k-down")], Some(body.clone())).await;
+    let keyed = p.place(&[("idempotency-key", "k-down")], body.clone()).await;
     assert_eq!(
         (keyed.status.as_u16(), keyed.body["code"].as_str()),
         (503, Some("UPSTREAM_UNAVAILABLE")),
@@ -416,7 +390,7 @@ async fn an_unreachable_redis_refuses_keyed_orders_and_nothing_else() {
     );
     assert_eq!(t.call_count("orders").await, 0, "an order was placed without its key being recorded");
     // Requests that need no record are served as ever.
-    assert_eq!(p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(body)).await.status, 201);
+    assert_eq!(p.place(&[], body).await.status, 201);
     assert_eq!(p.get("v2", "/products/{id}", "/v2/products/p-13").await.status, 200);
 }
 
@@ -487,11 +461,11 @@ async fn a_refusal_lists_a_bounded_number_of_short_violations() {
     let p = Partner::new(&t, t.stack.partner).await;
     let long_id = "x".repeat(2000);
     let lines: Vec<Value> = (0..500).map(|_| json!({ "productId": long_id, "quantity": -1, "junk": true })).collect();
-    let reply = p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(json!({ "lines": lines }))).await;
+    let reply = p.place(&[], json!({ "lines": lines })).await;
     assert_eq!(reply.status, 413, "the body limit (64 KiB in the example config) comes first: {:#}", reply.body);
     let lines: Vec<Value> =
         (0..60).map(|_| json!({ "productId": "x".repeat(300), "quantity": -1, "junk": true })).collect();
-    let reply = p.call(Method::POST, "v2", "/orders", "/v2/orders", &[], Some(json!({ "lines": lines }))).await;
+    let reply = p.place(&[], json!({ "lines": lines })).await;
     assert_eq!(reply.status, 422, "{:#}", reply.body);
     let errors = reply.body["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 20);
@@ -507,11 +481,11 @@ async fn idempotency_keys_expire_after_their_ttl() {
     let p = Partner::new(&t, addr).await;
     let body = json!({ "lines": [{ "productId": "p-14", "quantity": 1 }] });
     let key = [("idempotency-key", "short-lived")];
-    let first = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body.clone())).await;
-    let replay = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body.clone())).await;
+    let first = p.place(&key, body.clone()).await;
+    let replay = p.place(&key, body.clone()).await;
     assert_eq!((first.status.as_u16(), replay.header("idempotency-replayed")), (201, Some("true")));
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let after = p.call(Method::POST, "v2", "/orders", "/v2/orders", &key, Some(body)).await;
+    let after = p.place(&key, body).await;
     assert_eq!((after.status.as_u16(), after.header("idempotency-replayed")), (201, None));
     assert_ne!(after.body["id"], first.body["id"]);
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 2);

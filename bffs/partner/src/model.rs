@@ -88,33 +88,22 @@ pub struct Stock {
     pub available: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Paid,
-    Shipped,
-    Delivered,
-    Cancelled,
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Paid => "paid",
-            Self::Shipped => "shipped",
-            Self::Delivered => "delivered",
-            Self::Cancelled => "cancelled",
-            Self::Unknown => "unknown",
-        }
+/// How every version writes a status: lowercase, `unknown` for one newer than this build.
+pub fn status_name(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Pending => "pending",
+        OrderStatus::Paid => "paid",
+        OrderStatus::Shipped => "shipped",
+        OrderStatus::Delivered => "delivered",
+        OrderStatus::Cancelled => "cancelled",
+        OrderStatus::Unknown => "unknown",
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Order {
     pub id: String,
-    pub status: Option<Status>,
+    pub status: Option<OrderStatus>,
     pub total: Option<Money>,
     pub created_at: Option<String>,
     pub items: Option<Vec<OrderItem>>,
@@ -139,14 +128,7 @@ impl Order {
             Ok(Money { minor_units, currency })
         };
         Ok(Self {
-            status: order.status.into_option().map(|status| match status {
-                OrderStatus::Pending => Status::Pending,
-                OrderStatus::Paid => Status::Paid,
-                OrderStatus::Shipped => Status::Shipped,
-                OrderStatus::Delivered => Status::Delivered,
-                OrderStatus::Cancelled => Status::Cancelled,
-                OrderStatus::Unknown => Status::Unknown,
-            }),
+            status: order.status.into_option(),
             total: order.total_cents.into_option().map(money).transpose()?,
             created_at: order.created_at.into_option(),
             items: order

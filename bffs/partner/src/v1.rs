@@ -162,7 +162,7 @@ impl From<model::Order> for Order {
         let (total_cents, currency) = o.total.map(|m| (m.minor_units, m.currency)).unzip();
         Self {
             id: o.id,
-            status: o.status.map(model::Status::as_str),
+            status: o.status.map(model::status_name),
             total_cents,
             currency,
             created_at: o.created_at,

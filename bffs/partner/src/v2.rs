@@ -2,6 +2,7 @@
 //! "USD"}` (a decimal string: exact, and never a float), a product's stock embedded and
 //! selectable (`?fields=id,stock.available`), and lists as `{"data", "links": {"next"}}`.
 
+use bff_backends::OrderStatus;
 use bff_gateway::graphql::FieldMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -178,12 +179,12 @@ impl From<model::Order> for Order {
         Self {
             id: o.id,
             status: o.status.map(|status| match status {
-                model::Status::Pending => Status::Pending,
-                model::Status::Paid => Status::Paid,
-                model::Status::Shipped => Status::Shipped,
-                model::Status::Delivered => Status::Delivered,
-                model::Status::Cancelled => Status::Cancelled,
-                model::Status::Unknown => Status::Unknown,
+                OrderStatus::Pending => Status::Pending,
+                OrderStatus::Paid => Status::Paid,
+                OrderStatus::Shipped => Status::Shipped,
+                OrderStatus::Delivered => Status::Delivered,
+                OrderStatus::Cancelled => Status::Cancelled,
+                OrderStatus::Unknown => Status::Unknown,
             }),
             total: o.total.map(Money::from),
             created_at: o.created_at,
