@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use bff_upstream::stack::{DeadlineLayer, RecordLayer};
+use bff_upstream::layer::{CallBudgetLayer, RecordLayer};
 use bff_upstream::{Call, CallContext, CallRecorder, UpstreamError, UpstreamRequest};
 use bytes::Bytes;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -42,7 +42,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stacked = ServiceBuilder::new()
         .layer(RecordLayer::new("users"))
-        .layer(DeadlineLayer::new("users", Duration::from_secs(2)))
+        .layer(CallBudgetLayer::new("users", Duration::from_secs(2)))
         .service(transport());
     let (bare, stacked) =
         runtime.block_on(async { (per_call(transport(), iterations).await, per_call(stacked, iterations).await) });

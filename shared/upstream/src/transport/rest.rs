@@ -72,7 +72,8 @@ pub struct RestTransport {
 impl RestTransport {
     pub fn new(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
         let config_error = |reason: String| UpstreamError::Config { service, reason };
-        let tls = crate::tls::client_config(config.ca_file.as_deref(), &[b"http/1.1"]).map_err(config_error)?;
+        let tls =
+            crate::transport::tls::client_config(config.ca_file.as_deref(), &[b"http/1.1"]).map_err(config_error)?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)

@@ -8,7 +8,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tower::Service;
 
-use crate::rest::error_chain;
+use crate::transport::rest::error_chain;
 use crate::{Target, UpstreamConfig, UpstreamError, UpstreamRequest};
 
 /// The transport of a gRPC backend: one lazily connected, multiplexed HTTP/2 channel shared by

@@ -1,0 +1,66 @@
+//! Records each call in the request's call list.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
+
+use crate::context::{CallOutcome, UpstreamCall};
+use crate::{UpstreamError, UpstreamRequest};
+
+/// Records each call (template, latency, outcome) in the request's call list, for the access log.
+#[derive(Debug, Clone)]
+pub struct RecordLayer {
+    service: &'static str,
+}
+
+impl RecordLayer {
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Record { service: self.service, inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Record<S> {
+    service: &'static str,
+    inner: S,
+}
+
+impl<S> Service<UpstreamRequest> for Record<S>
+where
+    S: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Bytes;
+    type Error = UpstreamError;
+    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let (service, operation, cx) = (self.service, request.call.operation, request.cx.clone());
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let outcome = match &result {
+                Ok(_) => CallOutcome::Ok,
+                Err(e) => CallOutcome::Failed(e.kind()),
+            };
+            cx.record(UpstreamCall { service, operation, latency: started.elapsed(), outcome });
+            result
+        })
+    }
+}
