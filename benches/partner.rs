@@ -123,14 +123,17 @@ fn main() {
             "  validate an order body          {:>8.2} µs",
             started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations)
         );
-        let store = bff_gateway::idempotency::Idempotency::new("bench", &Default::default()).unwrap();
-        let stored = bff_gateway::idempotency::StoredResponse { status: 201, headers: vec![], body: order.to_owned() };
+        let store = bff_gateway::rest::idempotency::Idempotency::new("bench", &Default::default(), None).unwrap();
+        let stored =
+            bff_gateway::rest::idempotency::StoredResponse { status: 201, headers: vec![], body: order.to_owned() };
         let started = Instant::now();
         for i in 0..iterations {
             let key = format!("k-{i}");
             match store.claim("key:bench", &key, &[b"POST /v2/orders", order.as_bytes()]).await.unwrap() {
-                bff_gateway::idempotency::Claim::Run(claimed) => store.complete(claimed, stored.clone()).await.unwrap(),
-                bff_gateway::idempotency::Claim::Replay(_) => unreachable!("every key is new"),
+                bff_gateway::rest::idempotency::Claim::Run(claimed) => {
+                    store.complete(claimed, stored.clone()).await.unwrap()
+                }
+                bff_gateway::rest::idempotency::Claim::Replay(_) => unreachable!("every key is new"),
             }
         }
         println!(

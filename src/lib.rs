@@ -222,7 +222,7 @@ fn from_example<B: Bff>(
         (key("AUTH__JWT__JWKS_URL"), format!("{issuer}/.well-known/jwks.json")),
         (key("AUTH__JWT__ISSUER"), issuer),
     ];
-    for backend in B::BACKENDS {
+    for backend in <B::Backends as bff_gateway::backends::BackendSet>::NAMES {
         let addr = backend_addr_in(demo, backend).unwrap_or_else(|| panic!("the demo serves no `{backend}`"));
         let upper = backend.to_ascii_uppercase();
         overrides.push((key(&format!("UPSTREAMS__{upper}__URL")), bff_demo::http_url(addr)));

@@ -82,7 +82,8 @@ async fn tokens_for_one_bff_do_not_open_another() {
 async fn the_strip_stage_removes_client_identity_headers_before_handlers() {
     bff_upstream::tls::install_default_provider();
     use axum::routing::get;
-    use bff_gateway::middleware::{StageLayer, StripIdentityHeaders};
+    use bff_gateway::inbound::stage::StageLayer;
+    use bff_gateway::inbound::strip_identity::StripIdentityHeaders;
 
     let echo = axum::Router::new()
         .route(
@@ -115,7 +116,7 @@ async fn the_strip_stage_removes_client_identity_headers_before_handlers() {
 /// the request id, and its refusals are rendered in the BFF's format and reach no route.
 #[tokio::test]
 async fn a_bff_stage_runs_at_its_named_point() {
-    use bff_gateway::stack::InboundStack;
+    use bff_gateway::inbound::InboundStack;
     use bff_gateway::{Authenticator, ErrorFormat, GatewayError, RequestId};
 
     let t = TestStack::start().await;
@@ -146,8 +147,9 @@ async fn a_bff_stage_runs_at_its_named_point() {
             next.run(request).await
         });
     let router = InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
-        .with_stage(closed_on_sundays)
-        .build(axum::Router::new(), public);
+        .routes(axum::Router::new(), public)
+        .before_authentication("closed on sundays", closed_on_sundays)
+        .build();
     let (addr, _server) =
         bff_platform::spawn_server(router, "127.0.0.1:0".parse().unwrap(), std::future::pending()).await.unwrap();
     let refused = t.get(addr, "/open", &[("x-sunday", "1")]).await;
@@ -163,7 +165,9 @@ async fn a_bff_stage_runs_at_its_named_point() {
 /// is felt above them, which is what lets tower's limits and load shedding compose.
 #[tokio::test]
 async fn stages_propagate_readiness() {
-    use bff_gateway::middleware::{AccessLog, StageLayer, StripIdentityHeaders};
+    use bff_gateway::inbound::access_log::AccessLog;
+    use bff_gateway::inbound::stage::StageLayer;
+    use bff_gateway::inbound::strip_identity::StripIdentityHeaders;
     use futures::FutureExt;
     use tower::{ServiceBuilder, ServiceExt};
 
@@ -237,7 +241,7 @@ async fn request_ids_are_kept_when_well_formed_and_forwarded() {
     let reply = TestStack::reply(send("bad id with spaces")).await;
     let minted = reply.header("x-request-id").unwrap().to_owned();
     assert_ne!(minted, "bad id with spaces");
-    assert!(bff_gateway::middleware::is_well_formed_request_id(&minted));
+    assert!(bff_gateway::inbound::request_id::is_well_formed_request_id(&minted));
     let call = t.recent_calls("users").await.pop().unwrap();
     assert_eq!(call["headers"]["x-request-id"], minted.as_str());
 }

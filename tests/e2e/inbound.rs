@@ -316,3 +316,96 @@ async fn an_oversized_request_head_is_refused() {
     assert!(!text.starts_with("HTTP/1.1 200"), "a 64 KiB head was served: {text}");
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
 }
+
+/// A probe at the slot after authentication: answers at once with what it sees, never reading
+/// the body or calling what is below it.
+#[derive(Clone)]
+struct SeenAfterAuthentication;
+
+impl bff_gateway::inbound::stage::Stage for SeenAfterAuthentication {
+    async fn run<S: bff_gateway::inbound::stage::Downstream>(
+        &self,
+        request: axum::extract::Request,
+        _next: bff_gateway::inbound::stage::Next<S>,
+    ) -> axum::response::Response {
+        let identity = request.extensions().get::<std::sync::Arc<bff_gateway::Identity>>();
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+        axum::Json(json!({
+            "user": identity.and_then(|i| i.user_id.clone()),
+            "client": identity.map(|i| i.client_id.clone()),
+            "route": route,
+        }))
+        .into_response()
+    }
+}
+
+use axum::response::IntoResponse as _;
+
+/// Sends `head` and the first bytes of a body it declares longer, then reads the answer: one
+/// that comes back was given before anything waited for the rest of the body.
+async fn answer_before_the_body(addr: SocketAddr, head: &str) -> serde_json::Value {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{head}content-length: 1000\r\nconnection: close\r\n\r\n{{\"query\":").as_bytes())
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            buffer.extend_from_slice(&chunk[..n]);
+            if n == 0 || buffer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&buffer).into_owned();
+    assert!(read.is_ok(), "no answer while the body was incomplete: {text}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// In all three BFFs, a stage at the slot after authentication sees the verified identity and
+/// the route template, and runs before anything reads the body (the request's body never
+/// arrives in full, and the answer comes anyway).
+#[tokio::test]
+async fn a_stage_after_authentication_sees_identity_and_route_before_the_body() {
+    use bff_gateway::inbound::stage::StageLayer;
+
+    let t = TestStack::start().await;
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let probe = || StageLayer::new(SeenAfterAuthentication);
+    let mobile = mobile_bff::stack(bff_platform::mobile_config(&t.stack.demo, listen, Duration::from_secs(2))).unwrap();
+    let web = web_bff::stack(bff_platform::web_config(&t.stack.demo, listen, Duration::from_secs(2))).unwrap();
+    let partner = partner_bff::stack(bff_platform::partner_config(
+        &t.stack.demo,
+        listen,
+        Duration::from_secs(2),
+        bff_platform::DEMO_PARTNER_API_KEY,
+    ))
+    .unwrap();
+    let server = ServerConfig::new(listen);
+    let mobile = serve(mobile.after_authentication("probe", probe()).build(), server.clone()).await;
+    let web = serve(web.after_authentication("probe", probe()).build(), server.clone()).await;
+    let partner = serve(partner.after_authentication("probe", probe()).build(), server).await;
+
+    for (addr, audience) in [(mobile, "mobile"), (web, "web")] {
+        let token = t.token("u-7", audience);
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nhost: bff\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\n"
+        );
+        let seen = answer_before_the_body(addr, &head).await;
+        assert_eq!(seen["user"], "u-7", "{audience}: {seen}");
+        assert_eq!(seen["route"], "/graphql", "{audience}: {seen}");
+    }
+    let key = bff_platform::DEMO_PARTNER_API_KEY;
+    let head =
+        format!("POST /v2/orders HTTP/1.1\r\nhost: bff\r\nx-api-key: {key}\r\ncontent-type: application/json\r\n");
+    let seen = answer_before_the_body(partner, &head).await;
+    assert_eq!((seen["client"].as_str(), seen["route"].as_str()), (Some("demo-partner"), Some("/v2/orders")), "{seen}");
+    assert!(seen["user"].is_null());
+    // Nothing below the slot ran: no backend was called for any of them.
+    assert_eq!(t.call_count("orders").await, 0);
+}

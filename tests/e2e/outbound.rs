@@ -146,7 +146,7 @@ async fn readiness_needs_the_signing_keys() {
     let t = TestStack::start().await;
     let (_reserved, dead) = crate::support::refusing_addr();
     let mut config = bff_platform::web_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
-    config.auth.jwt.jwks_url = format!("{}/.well-known/jwks.json", bff_demo::http_url(dead)).parse().unwrap();
+    config.auth.jwt.jwks_url = Some(format!("{}/.well-known/jwks.json", bff_demo::http_url(dead)).parse().unwrap());
     let (addr, _server) = bff_platform::spawn_server(
         web_bff::app(config).unwrap(),
         "127.0.0.1:0".parse().unwrap(),

@@ -72,3 +72,33 @@ impl Drop for StopGroup {
         let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.0)]).status();
     }
 }
+
+/// The bold names of a numbered list in the README section headed `heading`, in order.
+fn readme_steps(heading: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split(heading).nth(1).unwrap_or_else(|| panic!("the README has no `{heading}`"));
+    let section = section.split("\n## ").next().unwrap_or_default();
+    section
+        .lines()
+        .filter(|line| line.split_once(". ").is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok()))
+        .filter_map(|line| line.split("**").nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// The inbound stack the README describes is the one the core composes, step for step: the
+/// names come from the very function that applies the layers.
+#[tokio::test]
+async fn the_readme_lists_the_inbound_stack_in_the_order_it_is_composed() {
+    bff_upstream::tls::install_default_provider();
+    let demo_free = "http://127.0.0.1:9".to_owned();
+    let config = bff_gateway::config::from_toml::<mobile_bff::Mobile>(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bffs/mobile/config.example.toml"))
+            .unwrap(),
+        Path::new("config.example.toml"),
+        [("MOBILE_BFF__AUTH__JWT__JWKS_URL".to_owned(), format!("{demo_free}/.well-known/jwks.json"))],
+    )
+    .unwrap();
+    let (_, composed) = mobile_bff::stack(config).unwrap().compose();
+    let documented = readme_steps("## What every request meets");
+    assert_eq!(documented, composed, "README.md's inbound stack is not the composed one");
+}

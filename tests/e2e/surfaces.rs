@@ -139,7 +139,7 @@ fn persisted(hash: &str) -> String {
     json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } }).to_string()
 }
 
-/// With `[graphql.persisted_queries] redis_url`, a query registered on one replica is found by
+/// With `[graphql.persisted_queries] shared = true` and `[redis]`, a query registered on one replica is found by
 /// hash on another; with Redis unreachable, a hash-only request is a miss, not an error.
 #[tokio::test]
 async fn replicas_share_automatic_persisted_queries_through_redis() {
@@ -148,7 +148,8 @@ async fn replicas_share_automatic_persisted_queries_through_redis() {
     let replica = |redis_url: String| {
         let mut config =
             bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
-        config.own.graphql.persisted_queries.redis_url = Some(redis_url);
+        config.redis = bff_gateway::config::RedisConfig::new(redis_url);
+        config.own.graphql.persisted_queries.shared = true;
         crate::attacks::serve(mobile_bff::app(config).unwrap())
     };
     let (first, second) = (replica(url.clone()).await, replica(url.clone()).await);

@@ -159,6 +159,6 @@ async fn a_bff_terminates_tls_when_configured() {
     let mismatched = dir.join("other.pem");
     std::fs::write(&mismatched, other.serialize_pem()).unwrap();
     let tls = bff_gateway::config::TlsConfig { cert_file: dir.join("missing.pem"), key_file: mismatched };
-    assert!(bff_gateway::tls::server_config(&tls).unwrap_err().contains("missing.pem"));
+    assert!(bff_gateway::server::tls::server_config(&tls).unwrap_err().contains("missing.pem"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -350,7 +350,10 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
          `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`"
     );
     let t = TestStack::start().await;
-    let shared = |config: &mut partner_bff::Config| config.own.idempotency.redis_url = Some(url.clone());
+    let shared = |config: &mut partner_bff::Config| {
+        config.redis = bff_gateway::config::RedisConfig::new(url.clone());
+        config.own.idempotency.shared = true;
+    };
     let (first, second) = (replica(&t, shared).await, replica(&t, shared).await);
     let (a, b) = (Partner::new(&t, first).await, Partner::new(&t, second).await);
     // A key of this run only: Redis outlives test runs.
@@ -372,7 +375,11 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
 async fn an_unreachable_redis_refuses_keyed_orders_and_nothing_else() {
     let t = TestStack::start().await;
     let (_socket, refusing) = crate::support::refusing_addr();
-    let addr = replica(&t, |config| config.own.idempotency.redis_url = Some(format!("redis://{refusing}"))).await;
+    let addr = replica(&t, |config| {
+        config.redis = bff_gateway::config::RedisConfig::new(format!("redis://{refusing}"));
+        config.own.idempotency.shared = true;
+    })
+    .await;
     let p = Partner::new(&t, addr).await;
     let body = json!({ "lines": [{ "productId": "p-13", "quantity": 1 }] });
     let started = std::time::Instant::now();

@@ -8,7 +8,7 @@ pub struct Mobile;
 impl Bff for Mobile {
     const NAME: &'static str = "mobile-bff";
     const ENV_PREFIX: &'static str = "MOBILE_BFF";
-    const BACKENDS: &'static [&'static str] = &["users", "orders", "recommendations", "catalog", "inventory"];
+    type Backends = crate::Backends;
     type Own = GraphQlKeys;
 }
 

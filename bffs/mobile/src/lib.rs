@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use bff_gateway::graphql::GraphQlService;
-use bff_gateway::stack::InboundStack;
+use bff_gateway::inbound::InboundStack;
+use bff_gateway::store::Redis;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
 pub use config::{Config, Mobile};
@@ -30,11 +31,18 @@ pub use schema::{Backends, MobileEndpoint, MobileSchema};
 
 /// The whole mobile BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, BuildError> {
+    Ok(stack(config)?.build())
+}
+
+/// The mobile BFF's inbound stack with its routes and backends, not yet built: [`app`], or a
+/// stack a test extends at one of its named slots.
+pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
+    let store = Redis::from_config(&config.redis)?;
     let graphql = &config.own.graphql;
     let service = GraphQlService {
-        endpoint: schema::endpoint(backends.clone(), graphql)?,
+        endpoint: schema::endpoint(backends.clone(), graphql)?.with_shared_store(store.as_ref()),
         prepare: Arc::new(|_, request| request.data(schema::Memo::default())),
         graphiql: graphql.graphiql,
         subscriptions: None,
@@ -42,11 +50,7 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
     let authenticates_itself = service.authenticates_itself();
     let (api, public) = service.routes();
     Ok(InboundStack::new(&config.server, ErrorFormat::GraphQl, authenticator)
-        .authenticates_itself(authenticates_itself)
-        .backend("users", Arc::new(backends.users))
-        .backend("orders", Arc::new(backends.orders))
-        .backend("recommendations", Arc::new(backends.recommendations))
-        .backend("catalog", Arc::new(backends.catalog))
-        .backend("inventory", Arc::new(backends.inventory))
-        .build(api, public))
+        .routes(api, public)
+        .backends(&backends)
+        .authenticates_itself(authenticates_itself))
 }

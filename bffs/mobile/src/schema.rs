@@ -23,7 +23,7 @@ use bff_gateway::graphql::{
     idempotency_key, page_size, request_context,
 };
 use bff_gateway::{BuildError, GatewayError};
-use bff_upstream::{UpstreamError, Upstreams};
+use bff_upstream::UpstreamError;
 
 pub type MobileSchema = Schema<Query, Mutation, EmptySubscription>;
 pub type MobileEndpoint = Endpoint<Query, Mutation, EmptySubscription>;
@@ -70,25 +70,15 @@ pub const ORDER_FIELDS: FieldMap = FieldMap::new(
     ],
 );
 
-/// The backend clients, shared by every request.
-#[derive(Clone)]
-pub struct Backends {
-    pub users: UsersClient,
-    pub orders: OrdersClient,
-    pub recommendations: RecommendationsClient,
-    pub catalog: CatalogClient,
-    pub inventory: InventoryClient,
-}
-
-impl Backends {
-    pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
-        Ok(Self {
-            users: UsersClient::new(upstreams.get("users")?)?,
-            orders: OrdersClient::new(upstreams.get("orders")?)?,
-            recommendations: RecommendationsClient::new(upstreams.get("recommendations")?)?,
-            catalog: CatalogClient::new(upstreams.get("catalog")?)?,
-            inventory: InventoryClient::new(upstreams.get("inventory")?)?,
-        })
+bff_gateway::backends! {
+    /// Every backend this BFF calls, by its `[upstreams.NAME]`: the config must name exactly
+    /// these, and `/readyz?verbose` probes each. Shared by every request.
+    pub struct Backends {
+        users: UsersClient,
+        orders: OrdersClient,
+        recommendations: RecommendationsClient,
+        catalog: CatalogClient,
+        inventory: InventoryClient,
     }
 }
 

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use bff_gateway::config::{Bff, Problems, Validate, join};
-use bff_gateway::idempotency::IdempotencyConfig;
+use bff_gateway::rest::idempotency::IdempotencyConfig;
 use serde::Deserialize;
 
 /// The partner BFF as the core sees it; `config.example.toml` beside `Cargo.toml` documents each
@@ -12,7 +12,7 @@ pub struct Partner;
 impl Bff for Partner {
     const NAME: &'static str = "partner-bff";
     const ENV_PREFIX: &'static str = "PARTNER_BFF";
-    const BACKENDS: &'static [&'static str] = &["catalog", "inventory", "orders"];
+    type Backends = crate::Backends;
     const ACCEPTS_API_KEYS: bool = true;
     type Own = PartnerOptions;
 }
@@ -23,15 +23,12 @@ pub type Config = bff_gateway::config::Config<PartnerOptions>;
 /// What each partner may call. A client (API key or OAuth client, by client id) with no plan
 /// is refused everything.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PartnerOptions {
-    #[serde(default)]
     pub plans: BTreeMap<String, Plan>,
     /// client id -> plan name.
-    #[serde(default)]
     pub client_plans: BTreeMap<String, String>,
     /// `Idempotency-Key` records for `POST /v*/orders`.
-    #[serde(default)]
     pub idempotency: IdempotencyConfig,
 }
 
@@ -42,7 +39,6 @@ pub struct Plan {
     pub versions: Vec<String>,
     /// `"GET /v1/products/{id}"` entries of the route table; absent means every route of the
     /// plan's versions.
-    #[serde(default)]
     pub routes: Option<Vec<String>>,
 }
 
@@ -56,6 +52,10 @@ impl PartnerOptions {
 }
 
 impl Validate for PartnerOptions {
+    fn shared_store_users(&self, _path: &str, users: &mut Vec<String>) {
+        self.idempotency.shared_store_users("idempotency", users);
+    }
+
     fn validate(&self, _path: &str, problems: &mut Problems) {
         self.idempotency.validate("idempotency", problems);
         for (name, plan) in &self.plans {

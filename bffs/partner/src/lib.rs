@@ -14,9 +14,10 @@
 //! 406 with the supported media types. `/v1/openapi.json` and `/v2/openapi.json` publish each
 //! version's contract, need no credential, and are what requests are validated against.
 //!
-//! **Access** is decided in one place, before any handler runs: the route's scope from the route
-//! table ([`routes::ROUTES`]) and the client's plan (`[plans]`, `[client_plans]`): which
-//! versions and routes it may call. A client with no plan is refused everything.
+//! **Access** is decided in one place, at the gateway's slot after authentication, before any
+//! handler runs or any body is read: the route's scope from the route table ([`routes::ROUTES`])
+//! and the client's plan (`[plans]`, `[client_plans]`): which versions and routes it may call. A
+//! client with no plan is refused everything.
 //!
 //! Errors are RFC 9457 problem+json with a stable `code` and the request id; a body or a query
 //! that breaks the schema lists every violation in `errors`, by JSON pointer or parameter.
@@ -32,13 +33,14 @@ pub mod version;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, any, get, on};
 use bff_gateway::config::Bff;
-use bff_gateway::idempotency::Idempotency;
-use bff_gateway::stack::InboundStack;
+use bff_gateway::inbound::InboundStack;
+use bff_gateway::inbound::stage::{Downstream, Next, Stage, StageLayer};
+use bff_gateway::rest::idempotency::Idempotency;
+use bff_gateway::store::Redis;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat, GatewayError, RequestContext};
 use http::{HeaderValue, header};
 use tower::ServiceExt;
@@ -58,9 +60,16 @@ const MEDIA_TYPES: &[&str] = &[V1::MEDIA_TYPE, V2::MEDIA_TYPE];
 
 /// The whole partner BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, BuildError> {
+    Ok(stack(config)?.build())
+}
+
+/// The partner BFF's inbound stack with its routes, backends and access decision, not yet built:
+/// [`app`], or a stack a test extends at one of its named slots.
+pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
-    let idempotency = Arc::new(Idempotency::new(Partner::NAME, &config.own.idempotency)?);
+    let store = Redis::from_config(&config.redis)?;
+    let idempotency = Arc::new(Idempotency::new(Partner::NAME, &config.own.idempotency, store.as_ref())?);
     let token_url = format!("{}/oauth/token", config.auth.jwt.issuer.trim_end_matches('/'));
     let v1 = Arc::new(Api::<V1>::new(backends.clone(), idempotency.clone(), &token_url)?);
     let v2 = Arc::new(Api::<V2>::new(backends.clone(), idempotency, &token_url)?);
@@ -69,11 +78,7 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
         .route("/v2/openapi.json", get(document(v2.document())))
         .route("/{version}/{*rest}", any(unknown_version));
 
-    let access = Arc::new(config.own.clone());
-    let versioned = Router::new()
-        .nest("/v1", routes::routes(v1.clone()))
-        .nest("/v2", routes::routes(v2.clone()))
-        .route_layer(axum::middleware::from_fn_with_state(access.clone(), authorize));
+    let versioned = Router::new().nest("/v1", routes::routes(v1.clone())).nest("/v2", routes::routes(v2.clone()));
     // The unversioned paths: each operation served by the version `Accept` selects.
     let unversioned = routes::by_path(|operation| {
         let (one, two) =
@@ -92,15 +97,12 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
                 }
             }
         })
-    })
-    .route_layer(axum::middleware::from_fn_with_state(access, authorize))
-    .route_layer(axum::middleware::from_fn(select_version));
+    });
     let api = versioned.merge(unversioned);
     Ok(InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
-        .backend("catalog", Arc::new(backends.catalog))
-        .backend("inventory", Arc::new(backends.inventory))
-        .backend("orders", Arc::new(backends.orders))
-        .build(api, documents))
+        .routes(api, documents)
+        .backends(&backends)
+        .after_authentication("partner access", StageLayer::new(Authorize(Arc::new(config.own)))))
 }
 
 fn document(document: &serde_json::Value) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
@@ -143,53 +145,59 @@ fn requested_version(headers: &http::HeaderMap) -> Result<&'static str, GatewayE
     }
 }
 
-/// The version an unversioned request is served by, chosen from `Accept`.
+/// The version an unversioned request is served by, chosen from `Accept` by [`Authorize`].
 #[derive(Debug, Clone, Copy)]
 struct SelectedVersion(&'static str);
 
-async fn select_version(mut request: Request, next: Next) -> Response {
-    let mut response = match requested_version(request.headers()) {
-        Ok(version) => {
-            request.extensions_mut().insert(SelectedVersion(version));
-            next.run(request).await
+/// The one access decision for every route, at the gateway's slot after authentication, so a
+/// refusal reads no body and calls no backend: a partner credential (not a user token), the
+/// scope the route table names, and a plan that covers the version and route. An unversioned
+/// request's version comes from `Accept` here (and the answer varies by it).
+#[derive(Debug, Clone)]
+struct Authorize(Arc<PartnerOptions>);
+
+impl Stage for Authorize {
+    async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
+        let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let path = path.trim_start_matches('/');
+        let versioned =
+            path.split_once('/').and_then(|(first, rest)| Some((*VERSIONS.iter().find(|v| **v == first)?, rest)));
+        let decision = match versioned {
+            Some((version, route_path)) => self.decide(&request, version, route_path),
+            None => requested_version(request.headers()).and_then(|version| {
+                request.extensions_mut().insert(SelectedVersion(version));
+                self.decide(&request, version, path)
+            }),
+        };
+        let mut response = match decision {
+            Ok(()) => next.run(request).await,
+            Err(error) => error.into_response(),
+        };
+        if versioned.is_none() {
+            response.headers_mut().append(header::VARY, HeaderValue::from_static("accept"));
         }
-        Err(error) => error.into_response(),
-    };
-    response.headers_mut().append(header::VARY, HeaderValue::from_static("accept"));
-    response
+        response
+    }
 }
 
-/// The one access decision for every route: a partner credential (not a user token), the scope
-/// the route table names, and a plan that covers the version and route. Runs after
-/// authentication and before the handler, so a refusal reads no body and calls no backend.
-async fn authorize(State(access): State<Arc<PartnerOptions>>, request: Request, next: Next) -> Response {
-    let decision = (|| {
-        let parts = request.extensions();
-        let path = parts.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
-        let (version, route_path) = match parts.get::<SelectedVersion>() {
-            Some(SelectedVersion(version)) => (*version, path.trim_start_matches('/')),
-            None => path.trim_start_matches('/').split_once('/').unwrap_or_default(),
-        };
+impl Authorize {
+    fn decide(&self, request: &Request, version: &str, route_path: &str) -> Result<(), GatewayError> {
         let route = ROUTES
             .iter()
             .find(|r| r.method == request.method() && r.path.trim_start_matches('/') == route_path)
             .ok_or_else(|| {
-                GatewayError::Internal(format!("{} {path} is missing from the route table", request.method()))
+                GatewayError::Internal(format!("{} {route_path} is missing from the route table", request.method()))
             })?;
-        let cx = RequestContext::from_extensions(parts)?;
+        let cx = RequestContext::from_extensions(request.extensions())?;
         let principal = cx.principal()?;
         if principal.user_id.is_some() {
             return Err(GatewayError::Forbidden("the partner API takes client credentials, not user tokens".into()));
         }
         cx.require_scope(route.scope)?;
         let name = route.name(version);
-        if !access.allows(&principal.client_id, version, &name) {
+        if !self.0.allows(&principal.client_id, version, &name) {
             return Err(GatewayError::Forbidden(format!("your plan does not include {name}")));
         }
         Ok(())
-    })();
-    match decision {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
     }
 }

@@ -21,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use bff_backends::{CatalogClient, InventoryClient, NewOrderLine, OrdersClient};
 use bff_gateway::graphql::{BackendFields, FieldMap};
-use bff_gateway::idempotency::{self, Claim, Idempotency, StoredResponse};
+use bff_gateway::rest::idempotency::{self, Claim, Idempotency, StoredResponse};
 use bff_gateway::rest::{JsonSchema, Path};
 use bff_gateway::{GatewayError, RequestContext};
-use bff_upstream::{UpstreamError, Upstreams};
+use bff_upstream::UpstreamError;
 use serde_json::Value;
 
 use crate::model;
@@ -36,21 +36,13 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// Ids and cursors are short tokens; anything else is refused at the edge.
 const MAX_TOKEN_LEN: usize = 128;
 
-/// The backend clients, shared by every request.
-#[derive(Clone)]
-pub struct Backends {
-    pub catalog: CatalogClient,
-    pub inventory: InventoryClient,
-    pub orders: OrdersClient,
-}
-
-impl Backends {
-    pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
-        Ok(Self {
-            catalog: CatalogClient::new(upstreams.get("catalog")?)?,
-            inventory: InventoryClient::new(upstreams.get("inventory")?)?,
-            orders: OrdersClient::new(upstreams.get("orders")?)?,
-        })
+bff_gateway::backends! {
+    /// Every backend this BFF calls, by its `[upstreams.NAME]`: the config must name exactly
+    /// these, and `/readyz?verbose` probes each. Shared by every request.
+    pub struct Backends {
+        catalog: CatalogClient,
+        inventory: InventoryClient,
+        orders: OrdersClient,
     }
 }
 

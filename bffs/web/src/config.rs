@@ -8,7 +8,7 @@ pub struct Web;
 impl Bff for Web {
     const NAME: &'static str = "web-bff";
     const ENV_PREFIX: &'static str = "WEB_BFF";
-    const BACKENDS: &'static [&'static str] = &["users", "orders", "catalog", "inventory"];
+    type Backends = crate::Backends;
     type Own = GraphQlKeys;
 }
 

@@ -23,7 +23,7 @@ use bff_gateway::graphql::{
     idempotency_key, page_size, request_context,
 };
 use bff_gateway::{BuildError, GatewayError};
-use bff_upstream::{CallContext, UpstreamError, Upstreams};
+use bff_upstream::{CallContext, UpstreamError};
 use futures::{Stream, StreamExt};
 
 pub type WebSchema = Schema<Query, Mutation, Subscription>;
@@ -61,23 +61,14 @@ const MAX_ORDERS_PAGE: u32 = 50;
 /// Page tokens are opaque, but never this long; longer ones are refused without a backend call.
 const MAX_CURSOR_LEN: usize = 256;
 
-/// The backend clients, shared by every request.
-#[derive(Clone)]
-pub struct Backends {
-    pub users: UsersClient,
-    pub orders: OrdersClient,
-    pub catalog: CatalogClient,
-    pub inventory: InventoryClient,
-}
-
-impl Backends {
-    pub fn new(upstreams: &Upstreams) -> Result<Self, UpstreamError> {
-        Ok(Self {
-            users: UsersClient::new(upstreams.get("users")?)?,
-            orders: OrdersClient::new(upstreams.get("orders")?)?,
-            catalog: CatalogClient::new(upstreams.get("catalog")?)?,
-            inventory: InventoryClient::new(upstreams.get("inventory")?)?,
-        })
+bff_gateway::backends! {
+    /// Every backend this BFF calls, by its `[upstreams.NAME]`: the config must name exactly
+    /// these, and `/readyz?verbose` probes each. Shared by every request.
+    pub struct Backends {
+        users: UsersClient,
+        orders: OrdersClient,
+        catalog: CatalogClient,
+        inventory: InventoryClient,
     }
 }
 

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use bff_gateway::config::{AuthConfig, JwtConfig, ServerConfig};
-use bff_gateway::stack::InboundStack;
+use bff_gateway::inbound::InboundStack;
 use bff_gateway::{Authenticator, ErrorFormat};
 use http::Request;
 use tower::ServiceExt;
@@ -29,15 +29,8 @@ fn stacked() -> Router {
     let server = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     // Never called: the bench route is public, so no token is verified.
     let jwt = JwtConfig::new("https://idp.invalid", "bench", "https://idp.invalid/jwks".parse().unwrap());
-    let authenticator = Arc::new(
-        Authenticator::from_config(&AuthConfig {
-            jwt,
-            api_keys: Vec::new(),
-            max_failures_per_minute: bff_gateway::config::DEFAULT_MAX_FAILURES_PER_MINUTE,
-        })
-        .unwrap(),
-    );
-    InboundStack::new(&server, ErrorFormat::GraphQl, authenticator).build(Router::new(), route())
+    let authenticator = Arc::new(Authenticator::from_config(&AuthConfig::new(jwt)).unwrap());
+    InboundStack::new(&server, ErrorFormat::GraphQl, authenticator).routes(Router::new(), route()).build()
 }
 
 async fn per_request(router: &Router, iterations: u32) -> Duration {

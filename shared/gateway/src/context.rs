@@ -14,7 +14,7 @@ pub struct RequestId(pub Arc<str>);
 
 /// When the whole request must be done; upstream calls are cut short to fit inside it.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
+pub struct RequestDeadline(pub Instant);
 
 /// What the access log line reports beyond method, path and status; filled in as the request
 /// passes through the stack.
@@ -85,7 +85,7 @@ impl RequestContext {
         let request_id = extensions.get::<RequestId>().ok_or_else(|| missing("request id"))?.0.clone();
         let log = extensions.get::<Arc<RequestLog>>().cloned().unwrap_or_default();
         let mut upstream = CallContext::new(request_id.clone()).with_recorder(log.upstream.clone());
-        if let Some(Deadline(deadline)) = extensions.get::<Deadline>() {
+        if let Some(RequestDeadline(deadline)) = extensions.get::<RequestDeadline>() {
             upstream = upstream.with_deadline(*deadline);
         }
         if let Some(identity) = extensions.get::<Arc<Identity>>() {

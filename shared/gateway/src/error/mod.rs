@@ -1,18 +1,24 @@
 //! The gateway's error model, and the one place errors become responses.
 //!
-//! Anything that fails inbound returns a [`GatewayError`]. As a response it travels up the stack
+//! Anything that fails inbound returns a [`GatewayError`]; its [`ErrorCode`] ([`codes`]: every
+//! code once, with its status) is what clients switch on. As a response it travels up the stack
 //! as a bare status with the error stashed in the response extensions; the
-//! [`RenderErrors`](crate::middleware::RenderErrors) stage near the top of every stack renders it
-//! in the BFF's [`ErrorFormat`] with the request id (linkerd's "error rescue"). GraphQL resolver
-//! errors are mapped by [`crate::graphql::Endpoint::execute`] with the same codes and messages.
+//! [`RenderErrors`](crate::inbound::render_errors::RenderErrors) stage near the top of every stack
+//! renders it ([`render`]) in the BFF's [`ErrorFormat`] with the request id (linkerd's "error
+//! rescue"). GraphQL resolver errors are mapped by [`crate::graphql::Endpoint::execute`] with the
+//! same codes and messages.
+
+pub mod codes;
+mod render;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bff_upstream::UpstreamError;
-use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
+use http::StatusCode;
+
+pub use self::codes::ErrorCode;
 
 /// How a BFF's clients expect errors: GraphQL clients get `{"errors": [...]}`, REST clients
 /// RFC 9457 `application/problem+json`.
@@ -57,9 +63,9 @@ pub enum GatewayError {
     /// A store the gateway keeps state in (Redis) is unreachable; the detail is logged.
     #[error("the {store} is unavailable")]
     StoreUnavailable { store: &'static str, detail: String },
-    /// A GraphQL document or batch over one of the configured limits; `code` names the limit.
+    /// A GraphQL document or batch the gateway refuses to run; `code` says why.
     #[error("{message}")]
-    QueryRefused { code: &'static str, message: String },
+    QueryRefused { code: ErrorCode, message: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request did not complete within {}ms", .0.as_millis())]
@@ -80,57 +86,40 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// The stable, documented code clients switch on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::Forbidden(_) => "FORBIDDEN",
-            Self::BadRequest(_) => "BAD_REQUEST",
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
-            Self::UnsupportedVersion { .. } => "UNSUPPORTED_VERSION",
-            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
-            Self::QueryRefused { code, .. } => code,
-            Self::Invalid { unprocessable: true, .. } => "VALIDATION_FAILED",
-            Self::Invalid { unprocessable: false, .. } => "BAD_REQUEST",
-            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
-            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Self::StoreUnavailable { .. } => "UPSTREAM_UNAVAILABLE",
-            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
-            Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
-            Self::Overloaded { .. } => "OVERLOADED",
-            Self::TooManyFailedAttempts { .. } => "TOO_MANY_FAILED_ATTEMPTS",
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::NotAcceptable(_) => ErrorCode::NotAcceptable,
+            Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::QueryRefused { code, .. } => *code,
+            Self::Invalid { unprocessable: true, .. } => ErrorCode::ValidationFailed,
+            Self::Invalid { unprocessable: false, .. } => ErrorCode::BadRequest,
+            Self::IdempotencyKeyInUse => ErrorCode::IdempotencyKeyInUse,
+            Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::StoreUnavailable { .. } => ErrorCode::UpstreamUnavailable,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            Self::Overloaded { .. } => ErrorCode::Overloaded,
+            Self::TooManyFailedAttempts { .. } => ErrorCode::TooManyFailedAttempts,
             Self::Upstream(e) => match e {
-                UpstreamError::Timeout { .. } => "UPSTREAM_TIMEOUT",
-                UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => "UPSTREAM_UNAVAILABLE",
-                UpstreamError::NotFound { .. } => "NOT_FOUND",
-                UpstreamError::Rejected { .. } | UpstreamError::InvalidArgument { .. } => "BAD_REQUEST",
-                UpstreamError::Failed { .. } | UpstreamError::BadBody { .. } => "UPSTREAM_ERROR",
-                UpstreamError::Config { .. } => "INTERNAL",
+                UpstreamError::Timeout { .. } => ErrorCode::UpstreamTimeout,
+                UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => ErrorCode::UpstreamUnavailable,
+                UpstreamError::NotFound { .. } => ErrorCode::NotFound,
+                UpstreamError::Rejected { .. } | UpstreamError::InvalidArgument { .. } => ErrorCode::BadRequest,
+                UpstreamError::Failed { .. } | UpstreamError::BadBody { .. } => ErrorCode::UpstreamError,
+                UpstreamError::Config { .. } => ErrorCode::Internal,
             },
-            Self::Internal(_) => "INTERNAL",
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
     pub fn status(&self) -> StatusCode {
-        match self.code() {
-            "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
-            "FORBIDDEN" => StatusCode::FORBIDDEN,
-            "BAD_REQUEST" => StatusCode::BAD_REQUEST,
-            _ if matches!(self, Self::QueryRefused { .. }) => StatusCode::BAD_REQUEST,
-            "NOT_FOUND" => StatusCode::NOT_FOUND,
-            "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
-            "VALIDATION_FAILED" | "IDEMPOTENCY_KEY_REUSED" => StatusCode::UNPROCESSABLE_ENTITY,
-            "IDEMPOTENCY_KEY_IN_USE" => StatusCode::CONFLICT,
-            "NOT_ACCEPTABLE" | "UNSUPPORTED_VERSION" => StatusCode::NOT_ACCEPTABLE,
-            "UNSUPPORTED_MEDIA_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
-            "REQUEST_TIMEOUT" | "UPSTREAM_TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
-            "UPSTREAM_UNAVAILABLE" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
-            "TOO_MANY_FAILED_ATTEMPTS" => StatusCode::TOO_MANY_REQUESTS,
-            "UPSTREAM_ERROR" => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     /// What the client is told: specific where that helps it, never internal detail.
@@ -144,66 +133,6 @@ impl GatewayError {
             Self::Upstream(e) => format!("upstream `{}` {}", e.service(), upstream_phrase(e)),
             other => other.to_string(),
         }
-    }
-
-    /// RFC 9457 problem details, with our stable code and the request id as extension members.
-    pub fn to_problem(&self, request_id: &str) -> Response {
-        let status = self.status();
-        let body = json!({
-            "type": format!("urn:bff:error:{}", self.code().to_ascii_lowercase()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.public_message(),
-            "code": self.code(),
-            "request_id": request_id,
-        });
-        let body = match self {
-            // RFC 9457's `errors` extension member: each violation by JSON pointer or parameter.
-            Self::Invalid { violations, .. } => {
-                let mut body = body;
-                body["errors"] = serde_json::to_value(violations).unwrap_or_default();
-                body
-            }
-            Self::UnsupportedVersion { supported } => {
-                let mut body = body;
-                body["supported"] = json!(supported);
-                body
-            }
-            _ => body,
-        };
-        self.respond(status, "application/problem+json", body)
-    }
-
-    /// A GraphQL response carrying only this error, for failures before execution (auth, limits).
-    pub fn to_graphql(&self, request_id: &str) -> Response {
-        let body = json!({
-            "errors": [{
-                "message": self.public_message(),
-                "extensions": { "code": self.code(), "requestId": request_id },
-            }]
-        });
-        self.respond(self.status(), "application/json", body)
-    }
-
-    pub fn render(&self, format: ErrorFormat, request_id: &str) -> Response {
-        match format {
-            ErrorFormat::Problem => self.to_problem(request_id),
-            ErrorFormat::GraphQl => self.to_graphql(request_id),
-        }
-    }
-
-    fn respond(&self, status: StatusCode, content_type: &'static str, body: serde_json::Value) -> Response {
-        let mut response = (status, body.to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(after) = self.retry_after() {
-            // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry storm.
-            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        }
-        response
     }
 
     /// How long the client should wait before trying again, when we know.
@@ -245,7 +174,7 @@ pub enum BuildError {
     Upstream(#[from] UpstreamError),
 }
 
-/// A [`GatewayError`] on its way up to [`RenderErrors`](crate::middleware::RenderErrors).
+/// A [`GatewayError`] on its way up to [`RenderErrors`](crate::inbound::render_errors::RenderErrors).
 #[derive(Debug, Clone)]
 pub(crate) struct PendingError(pub(crate) Arc<GatewayError>);
 

@@ -23,8 +23,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::limits::{self, QueryLimits, Refusal};
+use crate::ErrorCode;
 use crate::config::{Problems, Validate, join};
-use crate::shared_state::Redis;
+use crate::store::Redis;
 
 /// Bytes of document text the parse cache holds (parsed, a document takes several times that).
 pub const DEFAULT_DOCUMENT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -55,10 +56,10 @@ pub struct PersistedQueriesConfig {
     pub manifest: Option<PathBuf>,
     /// Bytes of query text the automatic store keeps; least recently used go first.
     pub store_bytes: u64,
-    /// `redis://...`: a second tier shared by every replica (and every BFF: a query is keyed by
-    /// the hash of its text), so a query registered on one replica is found on the others.
-    /// Absent: each replica keeps its own.
-    pub redis_url: Option<String>,
+    /// A second tier in the shared store (`[redis]`), shared by every replica (and every BFF: a
+    /// query is keyed by the hash of its text), so a query registered on one replica is found on
+    /// the others. Off: each replica keeps its own.
+    pub shared: bool,
     #[serde(with = "humantime_serde")]
     pub shared_ttl: Duration,
 }
@@ -69,7 +70,7 @@ impl Default for PersistedQueriesConfig {
             mode: PersistedQueryMode::Off,
             manifest: None,
             store_bytes: DEFAULT_APQ_STORE_BYTES,
-            redis_url: None,
+            shared: false,
             shared_ttl: DEFAULT_APQ_SHARED_TTL,
         }
     }
@@ -85,12 +86,13 @@ impl Validate for PersistedQueriesConfig {
         {
             problems.push(join(path, "manifest"), e);
         }
-        if let Some(url) = &self.redis_url
-            && let Err(e) = Redis::check_url(url)
-        {
-            problems.push(join(path, "redis_url"), format!("not a Redis URL: {e}"));
-        }
         problems.check(path, "shared_ttl", !self.shared_ttl.is_zero(), "must be more than 0s");
+    }
+
+    fn shared_store_users(&self, path: &str, users: &mut Vec<String>) {
+        if self.shared {
+            users.push(join(path, "shared"));
+        }
     }
 }
 
@@ -144,12 +146,17 @@ pub(crate) struct Documents {
     mode: PersistedQueryMode,
     automatic: moka::sync::Cache<[u8; 32], Arc<str>>,
     /// The automatic store's tier in Redis, when configured.
-    shared: Option<Arc<(Redis, Duration)>>,
+    shared: Option<(Arc<Redis>, Duration)>,
+    /// How long the shared tier keeps a query, when the config asks for one.
+    shared_ttl: Option<Duration>,
     safelist: Arc<HashMap<[u8; 32], Arc<str>>>,
 }
 
-fn shared_key(hash: &[u8; 32]) -> String {
-    format!("bff:apq:{}", hex::encode(hash))
+/// How the shared tier is named in errors and logs.
+const SHARED_STORE: &str = "persisted query store";
+
+fn shared_key(redis: &Redis, hash: &[u8; 32]) -> String {
+    redis.key(&format!("apq:{}", hex::encode(hash)))
 }
 
 fn weigh(bytes: usize) -> u32 {
@@ -159,13 +166,6 @@ fn weigh(bytes: usize) -> u32 {
 impl Documents {
     /// The manifest was checked by validation; one that has become unreadable since is empty.
     pub fn new(config: &PersistedQueriesConfig, cache_bytes: u64) -> Self {
-        let shared = config.redis_url.as_deref().and_then(|url| match Redis::new("persisted query store", url) {
-            Ok(redis) => Some(Arc::new((redis, config.shared_ttl))),
-            Err(e) => {
-                tracing::error!(error = %e, "persisted query store: Redis URL refused; this replica keeps its own");
-                None
-            }
-        });
         let safelist = match &config.manifest {
             Some(path) => Manifest::load(path).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "persisted query manifest unreadable; nothing is safelisted");
@@ -184,9 +184,15 @@ impl Documents {
                 .max_capacity(config.store_bytes)
                 .weigher(|_, query: &Arc<str>| weigh(query.len()))
                 .build(),
-            shared,
+            shared_ttl: config.shared.then_some(config.shared_ttl),
+            shared: None,
             safelist: Arc::new(safelist),
         }
+    }
+
+    /// Gives the automatic store its shared tier in `store`, when the config asks for one.
+    pub fn use_store(&mut self, store: Option<&Arc<Redis>>) {
+        self.shared = self.shared_ttl.zip(store).map(|(ttl, redis)| (redis.clone(), ttl));
     }
 
     /// The document `request` names (its query, or a persisted one), parsed once per text.
@@ -212,10 +218,14 @@ impl Documents {
                 // Off the request path: the client has its answer whether or not Redis takes it.
                 let text = request.query.clone();
                 tokio::spawn(async move {
-                    let (redis, ttl) = &*shared;
-                    let set =
-                        redis::cmd("SET").arg(shared_key(&hash)).arg(text).arg("EX").arg(ttl.as_secs().max(1)).clone();
-                    if let Err(e) = redis.query::<()>(&set).await {
+                    let (redis, ttl) = &shared;
+                    let set = redis::cmd("SET")
+                        .arg(shared_key(redis, &hash))
+                        .arg(text)
+                        .arg("EX")
+                        .arg(ttl.as_secs().max(1))
+                        .clone();
+                    if let Err(e) = redis.query::<()>(SHARED_STORE, &set).await {
                         tracing::warn!(error = %e, "persisted query not shared");
                     }
                 });
@@ -236,8 +246,8 @@ impl Documents {
         if self.automatic.contains_key(&hash) {
             return;
         }
-        let (redis, _) = &**shared;
-        match redis.query::<Option<String>>(redis::cmd("GET").arg(shared_key(&hash))).await {
+        let (redis, _) = shared;
+        match redis.query::<Option<String>>(SHARED_STORE, redis::cmd("GET").arg(shared_key(redis, &hash))).await {
             Ok(Some(text)) if sha256(&text) == hash => {
                 self.automatic.insert(hash, Arc::from(text.as_str()));
                 request.query = text;
@@ -251,10 +261,10 @@ impl Documents {
     /// the text, and whether to register it as an automatic persisted query.
     fn resolve_text(&self, request: &mut async_graphql::Request) -> Result<([u8; 32], bool), Refusal> {
         let announced = persisted_hash(request)?;
-        let refuse = |code: &'static str, message: &str| Refusal { code, message: message.to_owned() };
+        let refuse = |code: ErrorCode, message: &str| Refusal { code, message: message.to_owned() };
         match (self.mode, announced) {
             (PersistedQueryMode::Off, Some(_)) if request.query.is_empty() => {
-                Err(refuse("PERSISTED_QUERY_NOT_SUPPORTED", "persisted queries are not enabled here"))
+                Err(refuse(ErrorCode::PersistedQueryNotSupported, "persisted queries are not enabled here"))
             }
             (PersistedQueryMode::Off, _) | (PersistedQueryMode::Automatic, None) => {
                 if request.query.is_empty() {
@@ -267,7 +277,7 @@ impl Documents {
                     let query = self
                         .automatic
                         .get(&hash)
-                        .ok_or_else(|| refuse("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"))?;
+                        .ok_or_else(|| refuse(ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound"))?;
                     request.query = query.to_string();
                     return Ok((hash, false));
                 }
@@ -283,7 +293,10 @@ impl Documents {
                     None => sha256(&request.query),
                 };
                 let body = self.safelist.get(&hash).ok_or_else(|| {
-                    refuse("OPERATION_NOT_IN_SAFELIST", "only the operations of the persisted query manifest run here")
+                    refuse(
+                        ErrorCode::OperationNotInSafelist,
+                        "only the operations of the persisted query manifest run here",
+                    )
                 })?;
                 if !request.query.is_empty() && sha256(&request.query) != hash {
                     return Err(hash_mismatch());
@@ -297,20 +310,20 @@ impl Documents {
 
 fn hash_mismatch() -> Refusal {
     Refusal {
-        code: "PERSISTED_QUERY_HASH_MISMATCH",
+        code: ErrorCode::PersistedQueryHashMismatch,
         message: "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query".into(),
     }
 }
 
 fn missing_query() -> Refusal {
-    Refusal { code: "BAD_REQUEST", message: "the request has no `query`".into() }
+    Refusal { code: ErrorCode::BadRequest, message: "the request has no `query`".into() }
 }
 
 /// `extensions.persistedQuery.sha256Hash` (version 1), when the request carries one.
 fn persisted_hash(request: &async_graphql::Request) -> Result<Option<[u8; 32]>, Refusal> {
     let Some(persisted) = request.extensions.get("persistedQuery") else { return Ok(None) };
     let bad = || Refusal {
-        code: "BAD_REQUEST",
+        code: ErrorCode::BadRequest,
         message: "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<64 hex digits>\"}".into(),
     };
     let Value::Object(fields) = persisted else { return Err(bad()) };
@@ -327,7 +340,7 @@ fn persisted_hash(request: &async_graphql::Request) -> Result<Option<[u8; 32]>, 
 fn parse(query: &str, limits: &QueryLimits) -> Result<ExecutableDocument, Refusal> {
     if query.len() > limits.max_document_bytes {
         return Err(Refusal {
-            code: "DOCUMENT_TOO_LARGE",
+            code: ErrorCode::DocumentTooLarge,
             message: format!(
                 "the document of {} bytes exceeds the limit of {} (graphql.limits.max_document_bytes)",
                 query.len(),
@@ -338,10 +351,12 @@ fn parse(query: &str, limits: &QueryLimits) -> Result<ExecutableDocument, Refusa
     let tokens = limits::count_tokens(query, limits.max_tokens);
     if tokens > limits.max_tokens {
         return Err(Refusal {
-            code: "TOO_MANY_TOKENS",
+            code: ErrorCode::TooManyTokens,
             message: format!("the document has more than {} tokens (graphql.limits.max_tokens)", limits.max_tokens),
         });
     }
-    async_graphql::parser::parse_query(query)
-        .map_err(|e| Refusal { code: "GRAPHQL_PARSE_FAILED", message: format!("the document does not parse: {e}") })
+    async_graphql::parser::parse_query(query).map_err(|e| Refusal {
+        code: ErrorCode::GraphQlParseFailed,
+        message: format!("the document does not parse: {e}"),
+    })
 }

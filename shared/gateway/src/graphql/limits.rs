@@ -18,6 +18,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Name, Value, Variables};
 use serde::Deserialize;
 
+use crate::ErrorCode;
 use crate::GatewayError;
 use crate::config::{Problems, Validate};
 
@@ -252,13 +253,13 @@ fn count(value: &Value) -> Option<u64> {
 /// What a refused document is told: a stable code and the limit it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl Refusal {
     fn over(
-        code: &'static str,
+        code: ErrorCode,
         what: &str,
         value: impl std::fmt::Display,
         key: &str,
@@ -398,14 +399,20 @@ pub fn analyze(
         walk.check_size(&figures, introspection)?;
         for (code, what, value, key, limit) in [
             (
-                "TOO_MANY_ROOT_FIELDS",
+                ErrorCode::TooManyRootFields,
                 "the operation's root field count",
                 figures.width,
                 "max_root_fields",
                 limits.max_root_fields,
             ),
-            ("TOO_MANY_ALIASES", "the operation's alias count", figures.aliases, "max_aliases", limits.max_aliases),
-            ("QUERY_TOO_COSTLY", "the query's cost", figures.cost, "max_cost", limits.max_cost),
+            (
+                ErrorCode::TooManyAliases,
+                "the operation's alias count",
+                figures.aliases,
+                "max_aliases",
+                limits.max_aliases,
+            ),
+            (ErrorCode::QueryTooCostly, "the query's cost", figures.cost, "max_cost", limits.max_cost),
         ] {
             if value > limit {
                 return Err(Refusal::over(code, what, value, key, limit));
@@ -438,19 +445,19 @@ impl<'a> Walk<'a> {
         let limits = self.limits;
         if figures.introspection && !introspection {
             return Err(Refusal {
-                code: "INTROSPECTION_DISABLED",
+                code: ErrorCode::IntrospectionDisabled,
                 message: "introspection is disabled on this endpoint (graphql.introspection)".into(),
             });
         }
         for (code, what, value, key, limit) in [
             (
-                "TOO_MANY_FIELDS",
+                ErrorCode::TooManyFields,
                 "the field count after fragment expansion",
                 figures.fields,
                 "max_fields",
                 limits.max_fields,
             ),
-            ("QUERY_TOO_DEEP", "the query's depth", figures.depth.into(), "max_depth", limits.max_depth.into()),
+            (ErrorCode::QueryTooDeep, "the query's depth", figures.depth.into(), "max_depth", limits.max_depth.into()),
         ] {
             if value > limit {
                 return Err(Refusal::over(code, what, value, key, limit));
@@ -465,7 +472,7 @@ impl<'a> Walk<'a> {
             Some(Memo::Done(figures)) => return Ok(*figures),
             Some(Memo::InProgress) => {
                 return Err(Refusal {
-                    code: "GRAPHQL_VALIDATION_FAILED",
+                    code: ErrorCode::GraphQlValidationFailed,
                     message: format!("fragment `{name}` spreads itself"),
                 });
             }
@@ -486,7 +493,7 @@ impl<'a> Walk<'a> {
         // The parser bounds nesting (async-graphql's recursion limit); this only stops a loop.
         if guard > 256 {
             return Err(Refusal::over(
-                "QUERY_TOO_DEEP",
+                ErrorCode::QueryTooDeep,
                 "the query's nesting",
                 guard,
                 "max_depth",
@@ -544,7 +551,7 @@ impl<'a> Walk<'a> {
         let limit = self.limits.max_directives_per_field;
         if count > limit {
             return Err(Refusal::over(
-                "TOO_MANY_DIRECTIVES",
+                ErrorCode::TooManyDirectives,
                 &format!("the directive count on `{}`", truncate(on)),
                 count,
                 "max_directives_per_field",

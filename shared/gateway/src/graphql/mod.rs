@@ -32,7 +32,7 @@ pub use trim::{BackendFields, FieldMap};
 pub use ws::SubscriptionLimits;
 
 use crate::config::{Problems, Validate, join};
-use crate::{GatewayError, RequestContext};
+use crate::{ErrorCode, GatewayError, RequestContext};
 
 /// Deepest nesting the parser follows before refusing a document (async-graphql's own guard
 /// against stack exhaustion, below our depth limit's ceiling).
@@ -77,19 +77,26 @@ impl Validate for GraphQlConfig {
         self.persisted_queries.validate(&join(path, "persisted_queries"), problems);
         self.subscriptions.validate(&join(path, "subscriptions"), problems);
     }
+
+    fn shared_store_users(&self, path: &str, users: &mut Vec<String>) {
+        self.persisted_queries.shared_store_users(&join(path, "persisted_queries"), users);
+    }
 }
 
 /// The own keys of a BFF whose only own section is `[graphql]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct GraphQlKeys {
-    #[serde(default)]
     pub graphql: GraphQlConfig,
 }
 
 impl Validate for GraphQlKeys {
     fn validate(&self, _path: &str, problems: &mut Problems) {
         self.graphql.validate("graphql", problems);
+    }
+
+    fn shared_store_users(&self, _path: &str, users: &mut Vec<String>) {
+        self.graphql.shared_store_users("graphql", users);
     }
 }
 
@@ -131,19 +138,6 @@ impl<Q, M, S> Clone for Endpoint<Q, M, S> {
     }
 }
 
-/// Why a request did not run: its code and message, and the status it has under
-/// `application/graphql-response+json`.
-struct NotRun {
-    refusal: limits::Refusal,
-    status: StatusCode,
-}
-
-impl From<limits::Refusal> for NotRun {
-    fn from(refusal: limits::Refusal) -> Self {
-        Self { refusal, status: StatusCode::BAD_REQUEST }
-    }
-}
-
 impl<Q, M, S> Endpoint<Q, M, S>
 where
     Q: ObjectType + 'static,
@@ -159,6 +153,13 @@ where
             introspection: config.introspection,
             documents: documents::Documents::new(&config.persisted_queries, config.document_cache_bytes),
         }
+    }
+
+    /// Shares automatic persisted queries through `store` when `[graphql.persisted_queries]
+    /// shared = true`.
+    pub fn with_shared_store(mut self, store: Option<&Arc<crate::store::Redis>>) -> Self {
+        self.documents.use_store(store);
+        self
     }
 
     pub fn schema(&self) -> &Schema<Q, M, S> {
@@ -202,7 +203,7 @@ where
                         requests.len(),
                         self.limits.max_batch
                     );
-                    return GatewayError::QueryRefused { code: "BATCH_TOO_LARGE", message }.into_response();
+                    return GatewayError::QueryRefused { code: ErrorCode::BatchTooLarge, message }.into_response();
                 }
                 let runs = requests.into_iter().map(|request| self.execute_one(&cx, request, via_get, prepare));
                 let responses: Vec<_> = futures::future::join_all(runs).await.into_iter().map(|(r, _)| r).collect();
@@ -222,7 +223,8 @@ where
         self.documents.fill_from_shared(&mut request).await;
         let document = match self.check(cx, &mut request, via_get, false) {
             Ok(document) => document,
-            Err(NotRun { refusal, status }) => {
+            Err(refusal) => {
+                let status = refusal.code.status();
                 return (refused(refusal, &cx.request_id), Some(status));
             }
         };
@@ -253,7 +255,7 @@ where
         use futures::StreamExt as _;
         let document = match self.check(&cx, &mut request, false, true) {
             Ok(document) => document,
-            Err(NotRun { refusal, .. }) => {
+            Err(refusal) => {
                 return futures::stream::once(std::future::ready(refused(refusal, &cx.request_id))).boxed();
             }
         };
@@ -281,24 +283,17 @@ where
         request: &mut async_graphql::Request,
         via_get: bool,
         streaming: bool,
-    ) -> Result<Arc<ExecutableDocument>, NotRun> {
+    ) -> Result<Arc<ExecutableDocument>, limits::Refusal> {
         let document = self.documents.resolve(request, &self.limits)?;
-        let refuse = |code: &'static str, message: &str, status| {
-            Err(NotRun { refusal: limits::Refusal { code, message: message.to_owned() }, status })
-        };
+        let refuse = |code: ErrorCode, message: &str| Err(limits::Refusal { code, message: message.to_owned() });
         match operation_kind(&document, request.operation_name.as_deref()) {
             Some(OperationType::Mutation | OperationType::Subscription) if via_get => {
-                return refuse(
-                    "METHOD_NOT_ALLOWED",
-                    "only queries may be sent with GET; send this with POST",
-                    StatusCode::METHOD_NOT_ALLOWED,
-                );
+                return refuse(ErrorCode::MethodNotAllowed, "only queries may be sent with GET; send this with POST");
             }
             Some(OperationType::Subscription) if !streaming => {
                 return refuse(
-                    "SUBSCRIPTION_OVER_HTTP",
+                    ErrorCode::SubscriptionOverHttp,
                     "subscriptions run over WebSocket (graphql-transport-ws) on this path",
-                    StatusCode::BAD_REQUEST,
                 );
             }
             _ => {}
@@ -333,7 +328,7 @@ fn operation_kind(document: &ExecutableDocument, name: Option<&str>) -> Option<O
 /// A response with only the refusal's error, and no `data`.
 fn refused(refusal: limits::Refusal, request_id: &str) -> async_graphql::Response {
     let mut error = ServerError::new(refusal.message, None);
-    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", refusal.code);
+    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", refusal.code.as_str());
     set_request_id(&mut error, request_id);
     async_graphql::Response::from_errors(vec![error])
 }
@@ -348,7 +343,7 @@ fn cap_errors(errors: &mut Vec<ServerError>, max: usize, request_id: &str) {
     let omitted = errors.len() - kept;
     errors.truncate(kept);
     let mut summary = ServerError::new(format!("{omitted} more errors omitted (graphql.limits.max_errors)"), None);
-    summary.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", "TOO_MANY_ERRORS");
+    summary.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", ErrorCode::TooManyErrors.as_str());
     set_request_id(&mut summary, request_id);
     errors.push(summary);
 }
@@ -540,15 +535,15 @@ fn brand(error: &mut ServerError, request_id: &Arc<str>) {
         None => match error.extensions.as_ref().and_then(|x| x.get("code")) {
             Some(_) => return set_request_id(error, request_id),
             // No path: validation errors (and variable coercion), about the document the client sent.
-            None if error.path.is_empty() => "GRAPHQL_VALIDATION_FAILED",
+            None if error.path.is_empty() => ErrorCode::GraphQlValidationFailed,
             None => {
                 tracing::error!(request_id = &**request_id, message = %error.message, "unbranded resolver error");
                 error.message = "internal error".to_owned();
-                "INTERNAL"
+                ErrorCode::Internal
             }
         },
     };
-    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", code);
+    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", code.as_str());
     set_request_id(error, request_id);
 }
 
@@ -629,7 +624,7 @@ where
             };
             let request_id =
                 parts.extensions.get::<crate::RequestId>().map_or_else(|| Arc::from("-"), |id| id.0.clone());
-            let client = parts.extensions.get::<crate::middleware::ClientAddr>().map(|addr| addr.0);
+            let client = parts.extensions.get::<crate::inbound::client_addr::ClientAddr>().map(|addr| addr.0);
             let draining = parts.extensions.get::<crate::server::Draining>().cloned();
             let socket = ws::Socket { request_id, client, draining };
             return ws::upgrade(upgrade, service.endpoint, service.prepare, subscriptions.clone(), socket);

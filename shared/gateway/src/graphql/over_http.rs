@@ -125,7 +125,7 @@ impl<S: Send + Sync> FromRequest<S> for GraphQlHttpRequest {
                 "send the GraphQL request as `Content-Type: application/json`".into(),
             ));
         }
-        let limit = crate::rest::BodyLimit::of(&request);
+        let limit = crate::inbound::body_limit::BodyLimit::of(&request);
         let body = Bytes::from_request(request, state).await.map_err(|e| crate::rest::body_rejection(e, limit))?;
         let not_a_request =
             |e: serde_json::Error| GatewayError::BadRequest(format!("the body is not a GraphQL request: {e}"));

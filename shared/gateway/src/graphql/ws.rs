@@ -29,6 +29,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{Endpoint, Prepare};
+use crate::ErrorCode;
 use crate::config::{Problems, Validate, join};
 use crate::server::Draining;
 use crate::{Authenticator, RequestContext};
@@ -178,12 +179,12 @@ where
         request: async_graphql::Request,
         _session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        let refuse = |code: &'static str, message: &str, request_id: &str| {
+        let refuse = |code: ErrorCode, message: &str, request_id: &str| {
             let refusal = super::limits::Refusal { code, message: message.to_owned() };
             futures::stream::once(std::future::ready(super::refused(refusal, request_id))).boxed()
         };
         let Some(cx) = self.connection.context.get().cloned() else {
-            return refuse("UNAUTHENTICATED", "send connection_init first", "-");
+            return refuse(ErrorCode::Unauthenticated, "send connection_init first", "-");
         };
         let connection = &self.connection;
         if connection.active.fetch_add(1, Ordering::Relaxed) >= connection.max_active {
@@ -192,7 +193,7 @@ where
                 "at most {} subscriptions per connection (graphql.subscriptions.max_per_connection)",
                 connection.max_active
             );
-            return refuse("TOO_MANY_SUBSCRIPTIONS", &message, &cx.request_id);
+            return refuse(ErrorCode::TooManySubscriptions, &message, &cx.request_id);
         }
         let active = Active(connection.clone());
         self.endpoint

@@ -1,54 +1,125 @@
-//! The one inbound stack every BFF serves through. A BFF hands over its API routes, its
-//! authenticator and its backends' probes, may add its own stages at one named point, and gets
-//! back the whole router. In request order:
+//! The one inbound stack every BFF serves through, composed in one function
+//! ([`InboundStack::compose`]) that reads in request order. A BFF hands over its routes, its
+//! authenticator and its backends, may add stages at two named slots, and gets back the whole
+//! router. In request order (each a file here, but for the tower and tower-http layers):
 //!
-//! 1. sensitive headers: `Authorization`, `Cookie`, `X-API-Key` are marked so no log prints them
-//!    (tower-http);
-//!    and `X-Content-Type-Options: nosniff` on every response;
-//! 2. request id: a well-formed `X-Request-Id` is kept, otherwise a UUIDv7 is minted; echoed on
-//!    the response (tower-http), readable by everything below as [`RequestId`](crate::RequestId);
-//!    then the client address ([`ClientAddr`](crate::middleware::ClientAddr)): the peer, or what a
-//!    configured trusted proxy says in `X-Forwarded-For`;
-//! 3. access log: one JSON line per request, bounded fields only;
-//! 4. error rendering: the single place a [`GatewayError`](crate::GatewayError) becomes a body;
-//!    then CORS (`[server.cors]`: preflights answered here, before limits and authentication);
-//! 5. overload: at most `max_concurrent_requests` in flight; past it an immediate 503
-//!    `OVERLOADED` with `Retry-After`, never a queue (tower's `GlobalConcurrencyLimit` and
-//!    `LoadShed`). `/healthz` and `/readyz` join the stack above this point, so a replica busy
-//!    to its limit still answers its probes;
-//! 6. panic catching into a branded 500 (tower-http);
-//! 7. identity-header stripping: client-sent `x-user-id`, `x-user-scopes`, `x-client-id` are gone;
-//! 8. deadline: the request timeout, which upstream calls also fit inside;
-//! 9. **the BFF's own stages** ([`InboundStack::with_stage`]);
-//! 10. body limit: a declared `Content-Length` over the limit is refused before reading, a
-//!     streamed body is cut at the limit (tower-http); the body is never buffered here;
-//! 11. routing, then authentication on API routes only (probes stay open): headers only, so a
-//!     request without valid credentials is refused before its body is read; a client address
-//!     past its failed attempts is refused before any verification; an authenticated response
-//!     gets `Cache-Control: no-store` unless the handler set a cache policy.
+//! 1. sensitive headers: `Authorization`, `Cookie`, `X-API-Key` are marked so no log prints them,
+//!    and `X-Content-Type-Options: nosniff` goes on every response (tower-http);
+//! 2. request id ([`request_id`]);
+//! 3. client address ([`client_addr`]);
+//! 4. access log ([`access_log`]);
+//! 5. error rendering ([`render_errors`]);
+//! 6. CORS ([`cors`], when `[server.cors]` is set);
+//! 7. probes: `/healthz` and `/readyz` join here, inside the request id, access log and error
+//!    rendering but outside the overload limit: a replica busy to its limit is alive, and must not
+//!    be restarted for failing its liveness probe;
+//! 8. overload ([`overload`]);
+//! 9. panic catching ([`catch_panic`]);
+//! 10. identity header stripping ([`strip_identity`]);
+//! 11. deadline ([`deadline`]);
+//! 12. **the slot before authentication** ([`InboundStack::before_authentication`]);
+//! 13. body limit ([`body_limit`]);
+//! 14. routing, which records the matched route template for the access log, with branded
+//!     fallbacks ([`fallback`]);
+//! 15. authentication ([`authenticate`], API routes only);
+//! 16. **the slot after authentication** ([`InboundStack::after_authentication`]): the verified
+//!     identity and the route template are known, the body is unread.
 
+pub mod access_log;
+pub mod authenticate;
+pub mod body_limit;
+mod catch_panic;
+pub mod client_addr;
+pub mod cors;
+pub mod deadline;
+pub mod fallback;
+mod overload;
+pub mod render_errors;
+pub mod request_id;
+pub mod stage;
+pub mod strip_identity;
+
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::Route;
 use http::HeaderValue;
 use http::header::{self, AUTHORIZATION, COOKIE, HeaderName};
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{Layer, Service};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use self::access_log::{AccessLog, RecordRoute};
+use self::authenticate::{Authenticate, SelfAuthenticating};
+use self::client_addr::ResolveClientAddr;
+use self::deadline::EnforceDeadline;
+use self::render_errors::RenderErrors;
+use self::request_id::AssignRequestId;
+use self::stage::StageLayer;
+use self::strip_identity::StripIdentityHeaders;
 use crate::auth::API_KEY_HEADER;
-use crate::config::ServerConfig;
+use crate::backends::BackendSet;
 use crate::health::{self, Readiness, ReadinessCheck};
-use crate::middleware::{self as mw, StageLayer};
+use crate::server::ServerConfig;
 use crate::{Authenticator, ErrorFormat};
 
-type BffStage = Box<dyn FnOnce(Router) -> Router + Send>;
+/// The name the slot before authentication has in [`InboundStack::compose`]'s order.
+pub const BEFORE_AUTHENTICATION: &str = "[before authentication]";
+/// The name the slot after authentication has in [`InboundStack::compose`]'s order.
+pub const AFTER_AUTHENTICATION: &str = "[after authentication]";
+
+/// One named step of the stack: it wraps everything after it.
+struct Step {
+    name: &'static str,
+    wrap: Box<dyn FnOnce(Router) -> Router + Send>,
+}
+
+fn step(name: &'static str, wrap: impl FnOnce(Router) -> Router + Send + 'static) -> Step {
+    Step { name, wrap: Box::new(wrap) }
+}
+
+/// What [`Router::layer`] and [`Router::route_layer`] take.
+pub trait RouterLayer:
+    Layer<
+        Route,
+        Service: Service<
+            Request,
+            Response: IntoResponse + 'static,
+            Error: Into<Infallible> + 'static,
+            Future: Send + 'static,
+        > + Clone
+                     + Send
+                     + Sync
+                     + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<L> RouterLayer for L where
+    L: Layer<
+            Route,
+            Service: Service<
+                Request,
+                Response: IntoResponse + 'static,
+                Error: Into<Infallible> + 'static,
+                Future: Send + 'static,
+            > + Clone
+                         + Send
+                         + Sync
+                         + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// The standard stack, configured for one BFF.
 pub struct InboundStack {
@@ -56,8 +127,11 @@ pub struct InboundStack {
     format: ErrorFormat,
     authenticator: Arc<Authenticator>,
     backends: Vec<ReadinessCheck>,
-    bff_stages: Vec<BffStage>,
-    self_authenticating: Option<mw::SelfAuthenticating>,
+    api: Router,
+    public: Router,
+    before_authentication: Vec<Step>,
+    after_authentication: Vec<Step>,
+    self_authenticating: Option<SelfAuthenticating>,
 }
 
 impl InboundStack {
@@ -67,29 +141,40 @@ impl InboundStack {
             format,
             authenticator,
             backends: Vec::new(),
-            bff_stages: Vec::new(),
+            api: Router::new(),
+            public: Router::new(),
+            before_authentication: Vec::new(),
+            after_authentication: Vec::new(),
             self_authenticating: None,
         }
     }
 
-    /// A backend whose probe `/readyz?verbose` reports, as information.
-    pub fn backend<P: bff_upstream::Probe>(mut self, name: &'static str, probe: Arc<P>) -> Self {
-        self.backends.push(ReadinessCheck::new(name, probe));
+    /// The BFF's routes: `api` behind authentication, `public` (GraphiQL, API documents) open.
+    pub fn routes(mut self, api: Router, public: Router) -> Self {
+        self.api = api;
+        self.public = public;
         self
     }
 
-    /// Adds a BFF's own layer at the named point (step 9): after the core's stages, so it sees the
-    /// request id, a stripped request and the deadline, and its errors are rendered and logged;
-    /// before the body limit and the router. Stages added later run later (further inside).
-    pub fn with_stage<L>(mut self, layer: L) -> Self
-    where
-        L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
-        L::Service: tower::Service<axum::extract::Request> + Clone + Send + Sync + 'static,
-        <L::Service as tower::Service<axum::extract::Request>>::Response: axum::response::IntoResponse + 'static,
-        <L::Service as tower::Service<axum::extract::Request>>::Error: Into<std::convert::Infallible> + 'static,
-        <L::Service as tower::Service<axum::extract::Request>>::Future: Send + 'static,
-    {
-        self.bff_stages.push(Box::new(move |router: Router| router.layer(layer)));
+    /// The backends whose probes `/readyz?verbose` reports, as information.
+    pub fn backends(mut self, backends: &impl BackendSet) -> Self {
+        self.backends.extend(backends.readiness_checks());
+        self
+    }
+
+    /// Adds a layer at the slot before authentication: after the core's own stages, so it sees
+    /// the request id, the client address, a stripped request and the deadline, and its errors
+    /// are rendered and logged; before the body limit and routing. Stages added later run later.
+    pub fn before_authentication(mut self, name: &'static str, layer: impl RouterLayer) -> Self {
+        self.before_authentication.push(step(name, move |router| router.layer(layer)));
+        self
+    }
+
+    /// Adds a layer at the slot after authentication, on API routes: the verified identity
+    /// (`Arc<Identity>`) and the matched route template (`MatchedPath`) are in the request's
+    /// extensions, and the body has not been read. Stages added later run later.
+    pub fn after_authentication(mut self, name: &'static str, layer: impl RouterLayer) -> Self {
+        self.after_authentication.push(step(name, move |router| router.route_layer(layer)));
         self
     }
 
@@ -97,91 +182,97 @@ impl InboundStack {
     /// authenticates them itself (a WebSocket upgrade authenticates in its first message) or
     /// serves no data (the GraphiQL page). Narrow by construction: the handler must make the
     /// same decision.
-    pub fn authenticates_itself(
-        mut self,
-        is_one: impl Fn(&axum::extract::Request) -> bool + Send + Sync + 'static,
-    ) -> Self {
+    pub fn authenticates_itself(mut self, is_one: impl Fn(&Request) -> bool + Send + Sync + 'static) -> Self {
         self.self_authenticating = Some(Arc::new(is_one));
         self
     }
 
-    /// The whole BFF: `api` behind authentication, `public` (GraphiQL, say) and the probes open,
-    /// everything inside the standard stack.
-    pub fn build(self, api: Router, public: Router) -> Router {
-        let Self { server, format, authenticator, backends, bff_stages, self_authenticating } = self;
+    /// The whole BFF.
+    pub fn build(self) -> Router {
+        self.compose().0
+    }
+
+    /// The whole BFF, and the names of its steps in request order: what the README's inbound
+    /// section lists, and what a test holds it to.
+    pub fn compose(self) -> (Router, Vec<&'static str>) {
+        let Self {
+            server,
+            format,
+            authenticator,
+            backends,
+            api,
+            public,
+            before_authentication,
+            after_authentication,
+            self_authenticating,
+        } = self;
+        let limit = server.body_limit_bytes;
+        let readiness = Readiness::new(authenticator.clone(), backends);
+        let mut outer = vec![
+            step("sensitive headers", |router| {
+                router
+                    .layer(SetResponseHeaderLayer::overriding(
+                        header::X_CONTENT_TYPE_OPTIONS,
+                        HeaderValue::from_static("nosniff"),
+                    ))
+                    .layer(SetSensitiveRequestHeadersLayer::new([
+                        AUTHORIZATION,
+                        COOKIE,
+                        HeaderName::from_static(API_KEY_HEADER),
+                    ]))
+            }),
+            step("request id", |router| router.layer(StageLayer::new(AssignRequestId))),
+            step("client address", {
+                let trusted = server.trusted_proxies.clone().into();
+                move |router| router.layer(StageLayer::new(ResolveClientAddr(trusted)))
+            }),
+            step("access log", |router| router.layer(StageLayer::new(AccessLog))),
+            step("error rendering", move |router| router.layer(StageLayer::new(RenderErrors(format)))),
+            step("CORS", {
+                let cors = server.cors.clone();
+                move |router| match cors {
+                    Some(cors) => router.layer(cors::layer(&cors)),
+                    None => router,
+                }
+            }),
+            step("probes", move |router| router.merge(health::routes(readiness))),
+            step("overload", {
+                let (max, retry_after) = (server.max_concurrent_requests, server.overload_retry_after);
+                move |router| overload::limit(router, max, retry_after)
+            }),
+            step("panic catching", |router| router.layer(CatchPanicLayer::custom(catch_panic::panic_response))),
+            step("identity header stripping", |router| router.layer(StageLayer::new(StripIdentityHeaders))),
+            step("deadline", {
+                let timeout = server.request_timeout;
+                move |router| router.layer(StageLayer::new(EnforceDeadline(timeout)))
+            }),
+            step(BEFORE_AUTHENTICATION, |router| router),
+        ];
+        outer.extend(before_authentication);
+        outer.push(step("body limit", move |router| body_limit::limit(router, limit)));
+        // On API routes, as route layers: they run once a route has matched.
+        let mut on_api = vec![
+            step("authentication", move |router| {
+                router.route_layer(StageLayer::new(Authenticate { authenticator, skip: self_authenticating }))
+            }),
+            step(AFTER_AUTHENTICATION, |router| router),
+        ];
+        on_api.extend(after_authentication);
+
+        let mut names: Vec<&'static str> = outer.iter().map(|s| s.name).collect();
+        names.push("routing");
+        names.extend(on_api.iter().map(|s| s.name));
+
+        // Layers wrap what is already there, so the steps are applied from the inside out.
         // axum refuses a route layer on no routes; a BFF with nothing behind authentication is
         // odd but not wrong.
-        let api = if api.has_routes() {
-            api.route_layer(StageLayer::new(mw::Authenticate {
-                authenticator: authenticator.clone(),
-                skip: self_authenticating,
-            }))
-        } else {
-            api
-        };
+        let api = if api.has_routes() { on_api.into_iter().rev().fold(api, |router, s| (s.wrap)(router)) } else { api };
         let mut router = Router::new().merge(api).merge(public);
         if router.has_routes() {
-            router = router.route_layer(tower::util::MapRequestLayer::new(mw::record_route));
+            router = router.route_layer(StageLayer::new(RecordRoute));
         }
-        router = router.fallback(mw::not_found).method_not_allowed_fallback(mw::method_not_allowed);
-
-        // Layers wrap what is already there, so the stack is applied from the inside out.
-        let limit = server.body_limit_bytes;
-        router = router.layer(
-            ServiceBuilder::new()
-                .map_response(mw::brand_payload_too_large(limit))
-                .layer(RequestBodyLimitLayer::new(limit))
-                .map_request(move |mut request: axum::extract::Request<_>| {
-                    request.extensions_mut().insert(crate::rest::BodyLimit(limit));
-                    request
-                })
-                // This stack's limit is the one; axum's own 2 MB default would silently cap it.
-                .layer(DefaultBodyLimit::disable()),
-        );
-        // Reversed so that the first stage added is the outermost of them.
-        for stage in bff_stages.into_iter().rev() {
-            router = stage(router);
-        }
-        router = router.layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(mw::overloaded(server.overload_retry_after)))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
-                .map_response(axum::response::IntoResponse::into_response)
-                .layer(CatchPanicLayer::custom(mw::panic_response))
-                .layer(StageLayer::new(mw::StripIdentityHeaders))
-                .layer(StageLayer::new(mw::EnforceDeadline(server.request_timeout))),
-        );
-        // The probes join here, inside the request id, access log and error rendering but outside
-        // the overload limit: a replica busy to its limit is alive, and must not be restarted
-        // for failing its liveness probe.
-        let router = router.merge(health::routes(Readiness::new(authenticator, backends)));
-        // CORS sits inside error rendering, so its own refusals never need one, and outside the
-        // overload limit and authentication: a preflight carries no credentials and is cheap.
-        let router = match &server.cors {
-            Some(cors) => router.layer(mw::cors(cors)),
-            None => router,
-        };
-        let request_id = HeaderName::from_static(mw::REQUEST_ID_HEADER);
-        router.layer(
-            ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    AUTHORIZATION,
-                    COOKIE,
-                    HeaderName::from_static(API_KEY_HEADER),
-                ]))
-                // Browsers must not guess a type other than the one we send.
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .map_request(mw::drop_malformed_request_id)
-                .layer(SetRequestIdLayer::new(request_id.clone(), mw::MintRequestId))
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .map_request(mw::expose_request_id)
-                .map_request(mw::resolve_client_addr(server.trusted_proxies.clone().into()))
-                .layer(StageLayer::new(mw::AccessLog))
-                .layer(StageLayer::new(mw::RenderErrors(format))),
-        )
+        router = router.fallback(fallback::not_found).method_not_allowed_fallback(fallback::method_not_allowed);
+        let router = outer.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
+        (router, names)
     }
 }

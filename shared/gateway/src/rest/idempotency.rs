@@ -12,8 +12,8 @@
 //! attempt that got through before failing is not acted on twice.
 //!
 //! Keys are scoped by the caller (the owner the gateway verified), so one partner's key can
-//! never replay another's response. Records live in Redis when `redis_url` is set, so every
-//! replica agrees; otherwise in this process, bounded by `max_entries`.
+//! never replay another's response. Records live in the shared store (`[redis]`) when
+//! `shared = true`, so every replica agrees; otherwise in this process, bounded by `max_entries`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::GatewayError;
 use crate::config::{Problems, Validate, join};
-use crate::shared_state::Redis;
+use crate::store::{Redis, unavailable};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotency-replayed";
@@ -47,14 +47,15 @@ pub struct IdempotencyConfig {
     pub ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
-    /// `redis://host:port/db`: share records between replicas. Absent: this process only.
-    pub redis_url: Option<String>,
+    /// Keep records in the shared store (`[redis]`), so every replica agrees; otherwise in
+    /// this process only.
+    pub shared: bool,
     pub max_entries: u64,
 }
 
 impl Default for IdempotencyConfig {
     fn default() -> Self {
-        Self { ttl: DEFAULT_TTL, lease: DEFAULT_LEASE, redis_url: None, max_entries: DEFAULT_MAX_ENTRIES }
+        Self { ttl: DEFAULT_TTL, lease: DEFAULT_LEASE, shared: false, max_entries: DEFAULT_MAX_ENTRIES }
     }
 }
 
@@ -63,10 +64,11 @@ impl Validate for IdempotencyConfig {
         problems.check(path, "ttl", !self.ttl.is_zero(), "must be more than 0s");
         problems.check(path, "lease", !self.lease.is_zero(), "must be more than 0s");
         problems.check(path, "max_entries", self.max_entries > 0, "must be at least 1");
-        if let Some(url) = &self.redis_url
-            && let Err(e) = Redis::check_url(url)
-        {
-            problems.push(join(path, "redis_url"), format!("not a Redis URL: {e}"));
+    }
+
+    fn shared_store_users(&self, path: &str, users: &mut Vec<String>) {
+        if self.shared {
+            users.push(join(path, "shared"));
         }
     }
 }
@@ -141,7 +143,7 @@ impl ClaimedKey {
 
 enum Backend {
     Memory(moka::sync::Cache<String, Arc<(Record, Instant)>>),
-    Redis(Redis),
+    Redis(Arc<Redis>),
 }
 
 /// The idempotency records of one BFF.
@@ -172,11 +174,13 @@ impl moka::Expiry<String, Arc<(Record, Instant)>> for RecordExpiry {
 }
 
 impl Idempotency {
-    /// Records for BFF `namespace` (its name: replicas of one BFF share them, BFFs do not).
-    pub fn new(namespace: &str, config: &IdempotencyConfig) -> Result<Self, GatewayError> {
-        let backend = match &config.redis_url {
-            Some(url) => Backend::Redis(Redis::new(STORE, url)?),
-            None => Backend::Memory(
+    /// Records for BFF `namespace` (its name: replicas of one BFF share them, BFFs do not), in
+    /// `store` when the config says they are shared.
+    pub fn new(namespace: &str, config: &IdempotencyConfig, store: Option<&Arc<Redis>>) -> Result<Self, GatewayError> {
+        let backend = match (config.shared, store) {
+            (true, Some(redis)) => Backend::Redis(redis.clone()),
+            (true, None) => return Err(GatewayError::Internal("idempotency.shared needs [redis] url".into())),
+            (false, _) => Backend::Memory(
                 moka::sync::Cache::builder().max_capacity(config.max_entries).expire_after(RecordExpiry).build(),
             ),
         };
@@ -193,7 +197,11 @@ impl Idempotency {
         }
         let fingerprint = hex::encode(digest.finalize());
         let scoped = hex::encode(Sha256::digest(format!("{owner}\0{key}")));
-        let store_key = format!("bff:{}:idempotency:{scoped}", self.namespace);
+        let name = format!("{}:idempotency:{scoped}", self.namespace);
+        let store_key = match &self.backend {
+            Backend::Redis(redis) => redis.key(&name),
+            Backend::Memory(_) => name,
+        };
         // When the key was first claimed: unique enough to tell one life of a key from the next.
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -214,14 +222,14 @@ impl Idempotency {
                     .arg("PX")
                     .arg(millis(self.lease))
                     .clone();
-                let claimed: Option<String> = redis.query(&set).await?;
+                let claimed: Option<String> = redis.query(STORE, &set).await?;
                 if claimed.is_some() {
                     None
                 } else {
-                    let record: Option<String> = redis.query(redis::cmd("GET").arg(&store_key)).await?;
+                    let record: Option<String> = redis.query(STORE, redis::cmd("GET").arg(&store_key)).await?;
                     // Gone between the two commands (it expired): treat as a claim lost to a race.
                     let record = record.ok_or(GatewayError::IdempotencyKeyInUse)?;
-                    Some(serde_json::from_str(&record).map_err(|e| redis.unavailable(e.to_string()))?)
+                    Some(serde_json::from_str(&record).map_err(|e| unavailable(STORE, e.to_string()))?)
                 }
             }
         };
@@ -261,7 +269,7 @@ impl Idempotency {
             }
             Backend::Redis(redis) => {
                 let () = redis
-                    .query(redis::cmd("SET").arg(store_key).arg(encode(record)?).arg("PX").arg(millis(ttl)))
+                    .query(STORE, redis::cmd("SET").arg(store_key).arg(encode(record)?).arg("PX").arg(millis(ttl)))
                     .await?;
             }
         }

@@ -1,5 +1,8 @@
-//! Extractors for REST BFFs whose rejections are gateway errors (problem+json), not axum's
-//! plain-text ones.
+//! What REST BFFs share: extractors whose rejections are gateway errors (problem+json), not
+//! axum's plain-text ones; JSON Schema validation of bodies and parameters; and
+//! [`idempotency`] for `Idempotency-Key`.
+
+pub mod idempotency;
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -8,6 +11,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::GatewayError;
+use crate::inbound::body_limit::BodyLimit;
 
 /// `axum::Json` with a branded 400.
 pub struct Json<T>(pub T);
@@ -53,16 +57,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             .await
             .map(|axum::extract::Query(value)| Self(value))
             .map_err(|rejection: QueryRejection| GatewayError::BadRequest(rejection.body_text()))
-    }
-}
-
-/// The body limit the inbound stack enforces, for extractors to name when a body hits it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BodyLimit(pub(crate) usize);
-
-impl BodyLimit {
-    pub(crate) fn of(request: &Request) -> usize {
-        request.extensions().get::<BodyLimit>().map_or(0, |limit| limit.0)
     }
 }
 

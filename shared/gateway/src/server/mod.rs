@@ -23,7 +23,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::config::ServerConfig;
+pub mod config;
+pub mod tls;
+
+pub use self::config::{ServerConfig, TlsConfig};
 
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -68,7 +71,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let draining = Draining::default();
     let router = router.layer(Extension(draining.clone()));
-    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose().map_err(io::Error::other)?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose().map_err(io::Error::other)?;
     let handshake_timeout = config.header_read_timeout;
     let builder = connection_builder(config);
     let idle_timeout = config.idle_timeout;

@@ -7,7 +7,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use super::config::TlsConfig;
 
 /// The acceptor for `config`'s certificate chain and key; an error names the file at fault.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {

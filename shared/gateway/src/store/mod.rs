@@ -1,52 +1,137 @@
-//! Redis, where replicas of one BFF keep the state they share (idempotency records, automatic
-//! persisted queries). Connected on first use, so a BFF starts and serves without it; what needs
-//! it answers 503 while it is unreachable, and nothing else waits on it.
+//! The shared store: one Redis per BFF (`[redis]`), where replicas keep the state they share
+//! (idempotency records, automatic persisted queries; later limits and the cache's shared level).
+//! A feature's own section says only whether it uses the store (`shared = true`). Connected on
+//! first use, so a BFF starts and serves without it; what needs it answers 503 (or treats it as a
+//! miss) while it is unreachable, and nothing else waits on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::GatewayError;
+use crate::config::{Problems, Validate};
 
 /// How long connecting, or one command, may take before the caller is told Redis is unavailable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// What every key this gateway writes starts with, so a Redis shared with others stays tidy.
+pub const DEFAULT_KEY_PREFIX: &str = "bff";
 
-/// One Redis, for one purpose (`store` names it in errors and logs).
+/// `[redis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://` for TLS). Absent: nothing is shared, and a
+    /// feature configured with `shared = true` is a config error.
+    pub url: Option<String>,
+    /// Connecting, and each command.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, timeout: DEFAULT_REDIS_TIMEOUT, key_prefix: DEFAULT_KEY_PREFIX.to_owned() }
+    }
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: Some(url.into()), ..Self::default() }
+    }
+}
+
+impl Validate for RedisConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if let Some(url) = &self.url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            problems.push(crate::config::join(path, "url"), format!("not a Redis URL: {e}"));
+        }
+        problems.check(
+            path,
+            "timeout",
+            !self.timeout.is_zero() && self.timeout <= Duration::from_secs(30),
+            "must be between 1ms and 30s: a request waits at most this long on Redis",
+        );
+        problems.check(
+            path,
+            "key_prefix",
+            !self.key_prefix.is_empty() && self.key_prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{'),
+            "must be printable ASCII without spaces or `{`",
+        );
+    }
+}
+
+/// One BFF's connection to the shared store: one multiplexed connection, re-established by its
+/// manager, shared by every feature that uses it.
 pub struct Redis {
-    store: &'static str,
     client: redis::Client,
+    timeout: Duration,
+    key_prefix: String,
     connection: OnceCell<redis::aio::ConnectionManager>,
 }
 
 impl Redis {
-    pub fn new(store: &'static str, url: &str) -> Result<Self, GatewayError> {
-        let client = redis::Client::open(url).map_err(|e| GatewayError::Internal(format!("{store}: {e}")))?;
-        Ok(Self { store, client, connection: OnceCell::new() })
+    /// The store `config` describes, when it names one.
+    pub fn from_config(config: &RedisConfig) -> Result<Option<Arc<Self>>, GatewayError> {
+        let Some(url) = &config.url else { return Ok(None) };
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| GatewayError::Internal(format!("redis.url: {e}")))?;
+        Ok(Some(Arc::new(Self {
+            client,
+            timeout: config.timeout,
+            key_prefix: config.key_prefix.clone(),
+            connection: OnceCell::new(),
+        })))
     }
 
-    /// Whether `url` is one [`Redis::new`] takes; the reason when not.
-    pub fn check_url(url: &str) -> Result<(), String> {
-        redis::Client::open(url).map(|_| ()).map_err(|e| e.to_string())
+    /// `{prefix}:{name}`: every key a feature writes.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.key_prefix)
     }
 
-    /// Runs `command` on the shared multiplexed connection (re-established by its manager).
-    pub async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, GatewayError> {
+    /// Runs `command` for `store` (named in errors and logs).
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        store: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, GatewayError> {
         let connection = self
             .connection
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(REDIS_TIMEOUT)
-                    .set_response_timeout(REDIS_TIMEOUT)
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
                     .set_number_of_retries(1);
                 redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
                     .await
-                    .map_err(|e| self.unavailable(e.to_string()))
+                    .map_err(|e| unavailable(store, e.to_string()))
             })
             .await?;
-        command.query_async(&mut connection.clone()).await.map_err(|e| self.unavailable(e.to_string()))
+        command.query_async(&mut connection.clone()).await.map_err(|e| unavailable(store, e.to_string()))
     }
+}
 
-    pub fn unavailable(&self, detail: String) -> GatewayError {
-        GatewayError::StoreUnavailable { store: self.store, detail }
+/// The error a feature reports when its store cannot serve it.
+pub fn unavailable(store: &'static str, detail: String) -> GatewayError {
+    GatewayError::StoreUnavailable { store, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix_and_bad_settings_are_reported_by_key_path() {
+        let redis = Redis::from_config(&RedisConfig::new("redis://127.0.0.1:6379")).unwrap().unwrap();
+        assert_eq!(redis.key("apq:ab"), "bff:apq:ab");
+        assert!(Redis::from_config(&RedisConfig::default()).unwrap().is_none());
+        let bad = RedisConfig { url: Some("http://nope".into()), key_prefix: "a b".into(), ..RedisConfig::default() };
+        let mut problems = Problems::default();
+        bad.validate("redis", &mut problems);
+        assert_eq!(problems.keys(), ["redis.url", "redis.key_prefix"]);
     }
 }
