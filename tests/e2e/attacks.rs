@@ -92,6 +92,7 @@ async fn forged_and_invalid_tokens_are_refused_before_any_backend_call() {
     ];
     for (name, token) in cases {
         assert_eq!(home_with(&t, &token).await, unauthenticated(), "{name}");
+        assert_eq!(backend_calls(&t).await, 0, "{name} reached a backend");
     }
     // An access token's own `typ` values pass.
     for typ in ["JWT", "at+jwt", "application/at+jwt"] {
@@ -548,4 +549,33 @@ async fn responses_carry_security_headers_and_cors_is_strict() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("server.cors.allowed_origins"), "{error}");
+}
+
+/// The 8 KiB limit on a token: a correctly signed token over it is refused for its size, before
+/// any signature work (the refusal says so), and one just under it is accepted.
+#[tokio::test]
+async fn a_correctly_signed_token_over_8_kib_is_refused_for_its_size() {
+    const LIMIT: usize = 8 * 1024;
+    let t = TestStack::start().await;
+    let demo = &t.stack.demo;
+    let padded = |pad: usize| {
+        let mut c = claims(&t);
+        c["pad"] = json!("x".repeat(pad));
+        demo.sign_raw(&json!({ "alg": "RS256", "kid": KID }), &c, KID)
+    };
+    // The largest padding whose token still fits, found by the token's own length.
+    let base = padded(0).len();
+    let mut pad = (LIMIT - base) * 3 / 4;
+    while padded(pad + 1).len() <= LIMIT {
+        pad += 1;
+    }
+    let (fits, over) = (padded(pad), padded(pad + 64));
+    assert!(fits.len() <= LIMIT && fits.len() > LIMIT - 8, "{}", fits.len());
+    assert!(over.len() > LIMIT);
+    assert_eq!(home_with(&t, &fits).await.0, 200, "a token just under the limit is accepted");
+    t.reset().await;
+    let reply = t.graphql(t.stack.mobile, Some(&over), HOME_QUERY, json!({})).await;
+    assert_eq!((reply.status.as_u16(), reply.error_codes()), unauthenticated());
+    assert_eq!(reply.body["errors"][0]["message"], "invalid token: too long", "{:#}", reply.body);
+    assert_eq!(backend_calls(&t).await, 0);
 }

@@ -210,6 +210,11 @@ async fn client_sent_identity_headers_never_reach_a_backend() {
         assert_eq!(headers["x-user-scopes"], "profile orders", "{service}: {headers:#}");
         assert!(headers.get("authorization").is_none(), "{service} saw the raw credential");
     }
+    // No trace of what the client sent, under any header name.
+    let seen = t.calls().await.to_string();
+    for sent in ["u-999", "evil", "admin"] {
+        assert!(!seen.contains(sent), "a backend saw the client-sent `{sent}`: {seen}");
+    }
 
     // A partner never acts as a user, whatever it sends.
     let reply = t

@@ -311,10 +311,15 @@ async fn an_oversized_request_head_is_refused() {
     let head = format!("GET /healthz HTTP/1.1\r\nhost: bff\r\nx-filler: {}\r\n\r\n", "a".repeat(64 * 1024));
     let _ = stream.write_all(head.as_bytes()).await;
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    // The server ends the connection: with a 431, or, when the kernel resets the connection on the
+    // unread rest of the head, before the client reads it.
+    assert!(ended.is_ok(), "the server neither answered nor closed the connection");
     let text = String::from_utf8_lossy(&response);
     assert!(!text.starts_with("HTTP/1.1 200"), "a 64 KiB head was served: {text}");
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
+    // And it goes on serving: an empty answer was a refusal, not a crash.
+    assert_eq!(t.get(addr, "/healthz", &[]).await.status, 200);
 }
 
 /// A probe at the slot after authentication: answers at once with what it sees, never reading
@@ -330,10 +335,13 @@ impl bff_gateway::inbound::stage::Stage for SeenAfterAuthentication {
     ) -> axum::response::Response {
         let identity = request.extensions().get::<std::sync::Arc<bff_gateway::Identity>>();
         let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+        let identity_headers: Vec<&str> =
+            bff_upstream::headers::IDENTITY.into_iter().filter(|name| request.headers().contains_key(*name)).collect();
         axum::Json(json!({
             "user": identity.and_then(|i| i.user_id.clone()),
             "client": identity.map(|i| i.client_id.clone()),
             "route": route,
+            "identity_headers": identity_headers,
         }))
         .into_response()
     }
@@ -393,12 +401,14 @@ async fn a_stage_after_authentication_sees_identity_and_route_before_the_body() 
 
     for (addr, audience) in [(mobile, "mobile"), (web, "web")] {
         let token = t.token("u-7", audience);
+        // Client-sent identity headers are gone before any stage of the BFF's can read them.
         let head = format!(
-            "POST /graphql HTTP/1.1\r\nhost: bff\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\n"
+            "POST /graphql HTTP/1.1\r\nhost: bff\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\nx-user-id: u-999\r\nx-user-scopes: admin\r\n"
         );
         let seen = answer_before_the_body(addr, &head).await;
         assert_eq!(seen["user"], "u-7", "{audience}: {seen}");
         assert_eq!(seen["route"], "/graphql", "{audience}: {seen}");
+        assert_eq!(seen["identity_headers"], json!([]), "{audience}: {seen}");
     }
     let key = bff_platform::DEMO_PARTNER_API_KEY;
     let head =
@@ -408,4 +418,28 @@ async fn a_stage_after_authentication_sees_identity_and_route_before_the_body() 
     assert!(seen["user"].is_null());
     // Nothing below the slot ran: no backend was called for any of them.
     assert_eq!(t.call_count("orders").await, 0);
+}
+
+/// The request deadline (`[server] request_timeout`) holds whatever the handler waits on: here a
+/// client that sends its headers and then too little of the body it declared. The answer is 504
+/// `REQUEST_TIMEOUT` at the deadline, not a connection held open.
+#[tokio::test]
+async fn a_request_past_its_deadline_gets_request_timeout() {
+    let t = TestStack::start().await;
+    let timeout = Duration::from_millis(300);
+    let addr = mobile_with(&t, |server| server.request_timeout = timeout).await;
+    let token = t.token("u-1", "mobile");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: bff\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"query\":"
+    );
+    let started = std::time::Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await.unwrap().unwrap();
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("REQUEST_TIMEOUT"), "{text}");
+    assert!(elapsed >= timeout && elapsed < Duration::from_secs(2), "{elapsed:?}");
 }

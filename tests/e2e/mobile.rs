@@ -117,6 +117,29 @@ async fn hanging_backend_times_out_within_the_configured_timeout() {
     assert_eq!(reply.body["errors"][0]["path"], json!(["home", "recommendations"]));
 }
 
+/// Backends that never answer and ignore the deadline they are told (REST and gRPC alike): only
+/// the BFF's own timer ends their calls, at the configured budget.
+#[tokio::test]
+async fn a_backend_that_never_answers_is_cut_off_by_the_bffs_own_timer() {
+    let config = StackConfig { upstream_timeout: Duration::from_millis(300), ..StackConfig::ephemeral() };
+    let t = TestStack::start_with(config).await;
+    let token = t.token("u-1", "mobile");
+    t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    for service in ["recommendations", "orders"] {
+        t.set_faults(service, json!({ "hang": true, "ignore_deadline": true })).await;
+    }
+    let started = Instant::now();
+    let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < PROMPT, "{elapsed:?}");
+    let home = at(&reply.body, "/data/home");
+    assert_eq!(home["user"]["id"], "u-1");
+    assert_eq!(reply.error_codes(), ["UPSTREAM_TIMEOUT", "UPSTREAM_TIMEOUT"], "{:#}", reply.body);
+    let mut paths: Vec<Value> = reply.body["errors"].as_array().unwrap().iter().map(|e| e["path"].clone()).collect();
+    paths.sort_by_key(ToString::to_string);
+    assert_eq!(paths, [json!(["home", "recentOrders"]), json!(["home", "recommendations"])]);
+}
+
 #[tokio::test]
 async fn page_sizes_out_of_range_are_refused_without_a_backend_call() {
     let t = TestStack::start().await;

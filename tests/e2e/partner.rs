@@ -94,6 +94,11 @@ async fn place_list_and_read_orders_idempotently() {
     let again = TestStack::reply(place()).await;
     p.conforms(&again, &Method::POST, "v1", "/orders");
     assert_eq!(again.body["id"], id.as_str(), "the idempotency key placed a second order");
+    assert_eq!(again.header("idempotency-replayed"), Some("true"));
+    // The gateway answered the retry itself: the orders service saw one CreateOrder.
+    let creates =
+        t.recent_calls("orders").await.iter().filter(|c| c["path"].as_str().unwrap().ends_with("/CreateOrder")).count();
+    assert_eq!(creates, 1, "the retry reached the backend");
 
     let list = p.get("v1", "/orders", "/v1/orders").await;
     assert_eq!(list.status, 200);

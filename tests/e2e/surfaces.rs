@@ -400,6 +400,51 @@ async fn subscriptions_refuse_bad_tokens_and_end_when_the_token_expires() {
     assert_eq!(next_json(&mut socket).await["close"], 4403);
 }
 
+/// Past `max_per_connection` (10) subscriptions on one socket the next is refused with
+/// `TOO_MANY_SUBSCRIPTIONS`; past `max_connections_per_principal` (5) sockets for one caller the
+/// next is closed with 4429, while another user of the same app still connects.
+#[tokio::test]
+async fn subscriptions_are_bounded_per_connection_and_per_caller() {
+    const PER_CONNECTION: usize = 10;
+    const PER_CALLER: usize = 5;
+    let t = TestStack::start().await;
+    let token = t.token("u-22", "web");
+    let place =
+        r#"mutation { placeOrder(input: {lines: [{productId: "p-4", quantity: 1}], idempotencyKey: "b-1"}) { id } }"#;
+    let reply = t.graphql(t.stack.web, Some(&token), place, json!({})).await;
+    let order = at(&reply.body, "/data/placeOrder/id").as_str().unwrap().to_owned();
+
+    let mut first = subscribe(&t, &token).await;
+    assert_eq!(next_json(&mut first).await["type"], "connection_ack");
+    let query = format!(r#"subscription {{ orderStatusChanged(orderId: "{order}") {{ status }} }}"#);
+    for id in 1..=PER_CONNECTION + 1 {
+        let message = json!({ "id": id.to_string(), "type": "subscribe", "payload": { "query": query } });
+        first.send(Message::text(message.to_string())).await.unwrap();
+    }
+    let over = (PER_CONNECTION + 1).to_string();
+    let refusal = loop {
+        let message = next_json(&mut first).await;
+        let codes = message["payload"]["errors"].as_array().cloned().unwrap_or_default();
+        if message["id"] == over.as_str() {
+            break codes;
+        }
+        assert!(codes.is_empty(), "a subscription within the bound was refused: {message:#}");
+    };
+    assert_eq!(refusal[0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS", "{refusal:#?}");
+
+    let mut open = vec![first];
+    for _ in 1..PER_CALLER {
+        let mut socket = subscribe(&t, &token).await;
+        assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+        open.push(socket);
+    }
+    let mut one_too_many = subscribe(&t, &token).await;
+    assert_eq!(next_json(&mut one_too_many).await["close"], 4429);
+    // The bound is the caller's, not the app's: another web user is not counted with u-22.
+    let mut other = subscribe(&t, &t.token("u-23", "web")).await;
+    assert_eq!(next_json(&mut other).await["type"], "connection_ack");
+}
+
 #[tokio::test]
 async fn graphiql_answers_a_query_in_headless_chromium() {
     let t = TestStack::start().await;

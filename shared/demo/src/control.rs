@@ -34,8 +34,12 @@ pub struct Faults {
     pub jitter_ms: u64,
     /// Probability (0..=1) that a call fails after the delay.
     pub error_rate: f64,
-    /// Never answer: for testing timeouts and circuit breakers.
+    /// Never answer (until the caller's deadline, which the service honours): for testing
+    /// timeouts and circuit breakers.
     pub hang: bool,
+    /// Ignore the caller's deadline (`grpc-timeout`, `x-request-timeout-ms`): with `hang`, a
+    /// backend that never answers at all, so only the caller's own timer ends the call.
+    pub ignore_deadline: bool,
     /// Take the service off the network: its port refuses connections (probes included) and open
     /// connections are cut, as in a real outage, until this is set back to false.
     pub down: bool,
@@ -200,7 +204,8 @@ impl ServiceControl {
                 insert_header(&mut headers, key.as_str(), value);
             }
         }
-        let budget = headers.get("grpc-timeout").and_then(|t| parse_grpc_timeout(t));
+        let budget =
+            headers.get("grpc-timeout").and_then(|t| parse_grpc_timeout(t)).filter(|_| !self.faults().ignore_deadline);
         let seq = self.record(RecordedCall::new("POST".to_owned(), method_path.to_owned(), headers, fields));
         match within(budget, self.apply_faults()).await {
             Some(Ok(())) => Ok(seq),
@@ -273,7 +278,8 @@ pub(crate) async fn rest_middleware(
     let budget = headers
         .get(bff_upstream::headers::REQUEST_TIMEOUT_MS)
         .and_then(|ms| ms.parse::<u64>().ok())
-        .map(Duration::from_millis);
+        .map(Duration::from_millis)
+        .filter(|_| !control.faults().ignore_deadline);
     let seq = control.record(RecordedCall::new(
         request.method().to_string(),
         request.uri().path().to_owned(),

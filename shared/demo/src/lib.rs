@@ -3,7 +3,7 @@
 //! The BFFs talk to six domain services (identity, users, catalog, orders, inventory,
 //! recommendations). For the devstack and the end-to-end tests these are real servers, REST over
 //! axum and gRPC over tonic, so the BFFs run their production code paths: HTTP/2 and gRPC framing,
-//! JWKS fetching, timeouts, retries and circuit breaking all meet actual sockets.
+//! JWKS fetching and timeouts meet actual sockets (and a backend that ignores its caller's deadline).
 //!
 //! The data is seeded deterministically (see `data`), and every service can be made slow, flaky or
 //! unresponsive and records what it was asked, through a small control API (see `control`), so the

@@ -207,11 +207,13 @@ pub fn from_toml<B: Bff>(
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
     apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
     let [server, auth, redis, upstreams] = CORE_SECTIONS.map(|key| table.remove(key));
+    // `[auth]` has keys without defaults, so it must be there; the others may be left out.
+    let or_empty = |value: Option<Value>| value.or_else(|| Some(Value::Table(toml::Table::new())));
     let config = Config {
-        server: section("server", server)?,
+        server: section("server", or_empty(server))?,
         auth: section("auth", auth)?,
-        redis: section("redis", redis.or_else(|| Some(Value::Table(toml::Table::new()))))?,
-        upstreams: section("upstreams", upstreams.or_else(|| Some(Value::Table(toml::Table::new()))))?,
+        redis: section("redis", or_empty(redis))?,
+        upstreams: section("upstreams", or_empty(upstreams))?,
         // What is left is the BFF's own; its `deny_unknown_fields` catches typos at the top level.
         own: section("", Some(Value::Table(table)))?,
     };
@@ -263,4 +265,61 @@ fn apply_env_overrides(
         node.insert(last.clone(), value);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graphql::GraphQlKeys;
+    use crate::health::ReadinessCheck;
+
+    struct NoBackends;
+
+    impl BackendSet for NoBackends {
+        const NAMES: &'static [&'static str] = &["users"];
+
+        fn readiness_checks(&self) -> Vec<ReadinessCheck> {
+            Vec::new()
+        }
+    }
+
+    struct Test;
+
+    impl Bff for Test {
+        const NAME: &'static str = "test-bff";
+        const ENV_PREFIX: &'static str = "TEST_BFF";
+        type Backends = NoBackends;
+        type Own = GraphQlKeys;
+    }
+
+    const MINIMAL: &str = r#"
+        [auth.jwt]
+        issuer = "https://idp.example.com"
+        audience = "test"
+        jwks_url = "https://idp.example.com/jwks"
+        [upstreams.users]
+        url = "http://127.0.0.1:5001"
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config<GraphQlKeys>, ConfigError> {
+        from_toml::<Test>(text, Path::new("test.toml"), env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    }
+
+    #[test]
+    fn a_feature_shared_through_the_store_needs_the_store() {
+        let env = [("TEST_BFF__GRAPHQL__PERSISTED_QUERIES__SHARED", "true")];
+        let error = load(MINIMAL, &env).unwrap_err();
+        assert_eq!(error.keys(), ["graphql.persisted_queries.shared"], "{error}");
+        let with_store = [env[0], ("TEST_BFF__REDIS__URL", "redis://127.0.0.1:6379")];
+        let config = load(MINIMAL, &with_store).unwrap();
+        assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn the_declared_backends_are_exactly_the_upstream_sections() {
+        let extra = format!("{MINIMAL}\n[upstreams.stranger]\nurl = \"http://127.0.0.1:9\"\n");
+        assert_eq!(load(&extra, &[]).unwrap_err().keys(), ["upstreams.stranger"]);
+        let missing = MINIMAL.replace("[upstreams.users]", "[upstreams.other]");
+        assert_eq!(load(&missing, &[]).unwrap_err().keys(), ["upstreams.users", "upstreams.other"]);
+    }
 }

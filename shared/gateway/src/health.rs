@@ -1,7 +1,7 @@
 //! Liveness (`/healthz`: the process serves) and readiness (`/readyz`: this replica can serve).
 //!
-//! Ready means: the config loaded (it did, or nothing would serve), the signing keys are loaded,
-//! and the server is not draining. The plain `/readyz` probes no backend, so it stays fast
+//! Ready means: the signing keys are loaded, and the server is not draining. (A config that did
+//! not validate never gets this far, so there is no check for it to fail.) The plain `/readyz` probes no backend, so it stays fast
 //! whatever they do. A backend's outage does not make a replica unready: every
 //! replica shares the backend, so pulling them all out of the load balancer would turn a partial
 //! outage into a total one, while the BFF answers with partial data. `/readyz?verbose` lists each
@@ -121,11 +121,8 @@ async fn readyz(
     // Cheap once the keys are loaded (a read lock); single-flight while they are not.
     let keys = readiness.signing_keys.run().await;
     let draining = draining.is_some_and(|Extension(d)| d.is_draining());
-    let required = [
-        ("config", Ok(())),
-        ("signing-keys", keys.outcome),
-        ("not-draining", if draining { Err("draining".to_owned()) } else { Ok(()) }),
-    ];
+    let required =
+        [("signing-keys", keys.outcome), ("not-draining", if draining { Err("draining".to_owned()) } else { Ok(()) })];
     let ready = required.iter().all(|(_, outcome)| outcome.is_ok());
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     if query.verbose.is_none() {

@@ -379,7 +379,10 @@ async fn authenticate(
         .authenticate(&headers, client)
         .await
         .map_err(|error| (FORBIDDEN, error.public_message()))?;
-    let slot = subscriptions.enter(identity.to_string()).ok_or_else(|| {
+    // Counted per caller: the user, or the client acting for itself. (The identity's display form
+    // names only the client, so it would count every user of an app together.)
+    let caller = identity.owner().unwrap_or_else(|| identity.to_string());
+    let slot = subscriptions.enter(caller).ok_or_else(|| {
         let max = subscriptions.limits.max_connections_per_principal;
         (
             TOO_MANY_CONNECTIONS,

@@ -64,3 +64,57 @@ impl Stage for RecordRoute {
         next.run(request).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::GatewayError;
+    use crate::inbound::stage::testing::{get, run};
+
+    /// Collects what the `access` target writes, as JSON lines.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_line_per_request_with_the_route_template_and_the_error_code() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut request = get(&[]);
+        request.extensions_mut().insert(RequestId(Arc::from("req-9")));
+        let handler = |request: Request| async move {
+            let log = request.extensions().get::<Arc<RequestLog>>().cloned().unwrap();
+            let _ = log.route.set("/orders/{id}".to_owned());
+            GatewayError::Forbidden("no".into()).into_response()
+        };
+        run(AccessLog, handler, request).await;
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let written: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(written.len(), 1, "{text}");
+        let line = &written[0];
+        assert_eq!(line["target"], "access");
+        assert_eq!((line["request_id"].as_str(), line["route"].as_str()), (Some("req-9"), Some("/orders/{id}")));
+        assert_eq!((line["status"].as_u64(), line["error_code"].as_str()), (Some(403), Some("FORBIDDEN")));
+    }
+}

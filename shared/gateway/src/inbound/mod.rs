@@ -82,44 +82,29 @@ fn step(name: &'static str, wrap: impl FnOnce(Router) -> Router + Send + 'static
     Step { name, wrap: Box::new(wrap) }
 }
 
-/// What [`Router::layer`] and [`Router::route_layer`] take.
-pub trait RouterLayer:
-    Layer<
-        Route,
-        Service: Service<
-            Request,
-            Response: IntoResponse + 'static,
-            Error: Into<Infallible> + 'static,
-            Future: Send + 'static,
-        > + Clone
-                     + Send
-                     + Sync
-                     + 'static,
-    > + Clone
+/// A service axum routes to.
+pub trait RouteService:
+    Service<Request, Response: IntoResponse + 'static, Error: Into<Infallible> + 'static, Future: Send + 'static>
+    + Clone
     + Send
     + Sync
     + 'static
 {
 }
 
-impl<L> RouterLayer for L where
-    L: Layer<
-            Route,
-            Service: Service<
-                Request,
-                Response: IntoResponse + 'static,
-                Error: Into<Infallible> + 'static,
-                Future: Send + 'static,
-            > + Clone
-                         + Send
-                         + Sync
-                         + 'static,
-        > + Clone
+impl<S> RouteService for S where
+    S: Service<Request, Response: IntoResponse + 'static, Error: Into<Infallible> + 'static, Future: Send + 'static>
+        + Clone
         + Send
         + Sync
         + 'static
 {
 }
+
+/// What [`Router::layer`] and [`Router::route_layer`] take.
+pub trait RouterLayer: Layer<Route, Service: RouteService> + Clone + Send + Sync + 'static {}
+
+impl<L> RouterLayer for L where L: Layer<Route, Service: RouteService> + Clone + Send + Sync + 'static {}
 
 /// The standard stack, configured for one BFF.
 pub struct InboundStack {

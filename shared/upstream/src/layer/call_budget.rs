@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use tower::{Layer, Service, ServiceExt};
 
+use super::{Below, CallFuture};
 use crate::{UpstreamError, UpstreamRequest};
 
 /// Gives each call its budget (its timeout, cut to what remains of the request's deadline), tells
@@ -41,14 +41,10 @@ pub struct CallBudget<S> {
     inner: S,
 }
 
-impl<S> Service<UpstreamRequest> for CallBudget<S>
-where
-    S: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Below> Service<UpstreamRequest> for CallBudget<S> {
     type Response = Bytes;
     type Error = UpstreamError;
-    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         Poll::Ready(Ok(()))

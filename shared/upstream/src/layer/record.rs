@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
+use super::{Below, CallFuture};
 use crate::context::{CallOutcome, UpstreamCall};
 use crate::{UpstreamError, UpstreamRequest};
 
@@ -36,14 +36,10 @@ pub struct Record<S> {
     inner: S,
 }
 
-impl<S> Service<UpstreamRequest> for Record<S>
-where
-    S: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Below> Service<UpstreamRequest> for Record<S> {
     type Response = Bytes;
     type Error = UpstreamError;
-    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         self.inner.poll_ready(cx)
