@@ -2,8 +2,13 @@
 //!
 //! Closed loop: every connection sends its next request as soon as the last one is answered, which
 //! finds the saturation throughput. Open loop: requests are due at a fixed rate whatever happens,
-//! and a request that could not be sent when due (its connection still busy) is timed from when
-//! it was due, so a stall is charged to every request it delayed (no coordinated omission).
+//! and every request is timed from when it was due, so a stall (of the server, or of the harness
+//! on a busy machine) is charged to every request it delayed (no coordinated omission).
+//!
+//! Only correct answers count: the expected status, and, for every sampled answer, a body equal to
+//! the scenario's reference once normalised ([`normalise`]). An answer with another status, or a
+//! failed exchange, is an error; a sampled body that differs is a wrong answer. Both are counted on
+//! their own and every answer, right or not, is in the latency histogram.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,21 +25,40 @@ use tokio::net::TcpStream;
 
 use crate::scenario::RequestSpec;
 
+/// One answer in how many has its body checked; the first answer on each connection always is.
+/// Parsing every body would load the machine the servers share with the harness.
+const CHECK_EVERY: u64 = 8;
+
 /// What one load phase measured.
 #[derive(Debug, Clone)]
 pub struct LoadResult {
+    /// Correct answers: the expected status, and (when sampled) the reference body.
     pub ok: u64,
     /// Answers with another status than the scenario expects, and failed exchanges.
     pub errors: u64,
+    /// Sampled answers with the expected status whose body is not the reference.
+    pub wrong: u64,
+    /// How many bodies were compared with the reference.
+    pub checked: u64,
     pub first_error: Option<String>,
+    pub first_wrong: Option<String>,
     pub elapsed: Duration,
-    /// Latency in nanoseconds.
+    /// Latency in nanoseconds, of every answer.
     pub latency: Histogram<u64>,
 }
 
 impl LoadResult {
     pub fn new() -> Self {
-        Self { ok: 0, errors: 0, first_error: None, elapsed: Duration::ZERO, latency: histogram() }
+        Self {
+            ok: 0,
+            errors: 0,
+            wrong: 0,
+            checked: 0,
+            first_error: None,
+            first_wrong: None,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+        }
     }
 
     /// Adds `other`, measured over its own time, to this one.
@@ -42,18 +66,41 @@ impl LoadResult {
         self.elapsed += other.elapsed;
         self.ok += other.ok;
         self.errors += other.errors;
+        self.wrong += other.wrong;
+        self.checked += other.checked;
         self.first_error = self.first_error.take().or(other.first_error);
+        self.first_wrong = self.first_wrong.take().or(other.first_wrong);
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
     }
 
-    fn record(&mut self, outcome: anyhow::Result<StatusCode>, expect: StatusCode, latency: Duration) {
+    fn record(
+        &mut self,
+        outcome: anyhow::Result<(StatusCode, Bytes)>,
+        spec: &RequestSpec,
+        check: bool,
+        latency: Duration,
+    ) {
+        let _ = self.latency.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1));
         match outcome {
-            Ok(status) if status == expect => {
-                self.ok += 1;
-                let _ = self.latency.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1));
+            Ok((status, body)) if status == spec.expect => {
+                if !check {
+                    self.ok += 1;
+                    return;
+                }
+                self.checked += 1;
+                match spec.reference.as_ref().map(|reference| verdict(reference, &body)) {
+                    Some(Err(why)) => {
+                        self.wrong += 1;
+                        self.first_wrong.get_or_insert(why);
+                    }
+                    _ => self.ok += 1,
+                }
             }
-            Ok(status) => self.error(format!("status {status}, expected {expect}")),
+            Ok((status, body)) => {
+                let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                self.error(format!("status {status}, expected {}: {body}", spec.expect))
+            }
             Err(error) => self.error(format!("{error:#}")),
         }
     }
@@ -63,6 +110,12 @@ impl LoadResult {
         self.first_error.get_or_insert(message);
     }
 
+    /// Every answer, right or wrong.
+    pub fn answers(&self) -> u64 {
+        self.ok + self.errors + self.wrong
+    }
+
+    /// Correct answers per second.
     pub fn requests_per_second(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -71,6 +124,37 @@ impl LoadResult {
     pub fn ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1e6
     }
+}
+
+/// What the harness ignores when it compares a body with the reference: the request id (a GraphQL
+/// error's `extensions.requestId`, a problem's `request_id`), which differs on every answer. Object
+/// members compare whatever their order.
+pub fn normalise(mut value: serde_json::Value) -> serde_json::Value {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(members) => {
+                for (name, member) in members.iter_mut() {
+                    if name == "requestId" || name == "request_id" {
+                        *member = serde_json::Value::String("-".to_owned());
+                    } else {
+                        walk(member);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
+}
+
+/// Whether `body` is the reference answer; why not, when it is not.
+pub fn verdict(reference: &serde_json::Value, body: &[u8]) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&body[..body.len().min(300)])))?;
+    let value = normalise(value);
+    if &value == reference { Ok(()) } else { Err(format!("expected {reference}\n got      {value}")) }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -99,7 +183,12 @@ impl Connection {
         Ok(())
     }
 
-    pub async fn send(&mut self, spec: &RequestSpec) -> anyhow::Result<StatusCode> {
+    /// Whether the connection is still open (the server has not closed it).
+    pub fn is_open(&self) -> bool {
+        self.sender.as_ref().is_some_and(|sender| !sender.is_closed())
+    }
+
+    pub async fn send(&mut self, spec: &RequestSpec) -> anyhow::Result<(StatusCode, Bytes)> {
         if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
             self.connect().await?;
         }
@@ -110,12 +199,12 @@ impl Connection {
                 .method(spec.method.clone())
                 .uri(&spec.path)
                 .header(header::HOST, self.addr.to_string())
-                .body(Full::new(spec.body.clone()))?;
+                .body(Full::new(spec.body()))?;
             request.headers_mut().extend(spec.headers.iter().cloned());
             let response = sender.send_request(request).await?;
             let status = response.status();
-            response.into_body().collect().await?;
-            anyhow::Ok(status)
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
         }
         .await;
         if result.is_err() {
@@ -140,10 +229,12 @@ pub async fn closed(
             tokio::spawn(async move {
                 let mut result = LoadResult::new();
                 let mut connection = Connection::new(addr);
+                let mut n = 0u64;
                 while Instant::now() < end {
                     let sent = Instant::now();
                     let outcome = connection.send(&spec).await;
-                    result.record(outcome, spec.expect, sent.elapsed());
+                    result.record(outcome, &spec, n.is_multiple_of(CHECK_EVERY), sent.elapsed());
+                    n += 1;
                 }
                 result
             })
@@ -178,20 +269,17 @@ pub async fn open(
                     result.error(format!("{error:#}"));
                 }
                 // Connection k sends requests k, k + n, k + 2n, ... of the schedule.
-                for i in (k..).step_by(connections) {
+                for (n, i) in (k..).step_by(connections).enumerate() {
                     let due = started + Duration::from_secs_f64(i as f64 / rate);
                     if due >= end {
                         break;
                     }
-                    let late_before_sending = Instant::now() > due;
                     tokio::time::sleep_until(due.into()).await;
-                    // Waiting on our own busy connection is the system's delay and counts from
-                    // when the request was due; the timer's own wake-up slack (tokio wakes on
-                    // millisecond ticks) is the harness's, so an idle connection counts from the
-                    // actual send.
-                    let start = if late_before_sending { due } else { Instant::now() };
+                    // From when it was due, whatever made it late: a busy connection, or the
+                    // harness itself on a loaded machine (the timer's wake-up slack included, a
+                    // millisecond at most, and the same for the BFF and the baseline).
                     let outcome = connection.send(&spec).await;
-                    result.record(outcome, spec.expect, start.elapsed());
+                    result.record(outcome, &spec, (n as u64).is_multiple_of(CHECK_EVERY), due.elapsed());
                 }
                 result
             })

@@ -31,7 +31,7 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
 [--latency 0ms] [--soak 10m] [--connections 1000] [--results PATH|none] [--label TEXT]
 
   --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
-                  large-document
+                  large-document-hit, large-document-miss
   --duration      each measured phase: the closed loop, then the open loop, for the BFF and the baseline
   --concurrency   connections of the closed loop (and of the open loop)
   --rate          the open loop's rate in requests/s (default: half the BFF's closed-loop throughput)

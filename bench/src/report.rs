@@ -34,12 +34,10 @@ struct Closed {
 }
 
 impl Closed {
-    fn requests(&self) -> u64 {
-        self.load.ok + self.load.errors
-    }
-
+    /// CPU per correct answer: the same denominator as the throughput, so cheap errors or wrong
+    /// answers cannot make a server look cheaper.
     fn cpu_ms_per_request(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e3 / self.requests().max(1) as f64
+        self.cpu.as_secs_f64() * 1e3 / self.load.ok.max(1) as f64
     }
 }
 
@@ -74,13 +72,21 @@ async fn backend_calls(http: &reqwest::Client, demo: &DemoAddrs) -> anyhow::Resu
 }
 
 /// One request, checked, before any load: a wrong setup fails loudly instead of measuring errors.
-async fn check(target: &Target, spec: &RequestSpec) -> anyhow::Result<()> {
+/// The answer, normalised: the expected status, JSON, and no `errors` member when the scenario
+/// expects success.
+async fn check(target: &Target, spec: &RequestSpec) -> anyhow::Result<serde_json::Value> {
     let mut connection = load::Connection::new(target.addr);
-    let status = connection.send(spec).await?;
+    let (status, body) = connection.send(spec).await?;
+    let text = String::from_utf8_lossy(&body);
     if status != spec.expect {
-        bail!("the {} answered {status} to the scenario's request, expected {}", target.name, spec.expect);
+        bail!("the {} answered {status} to the scenario's request, expected {}: {text}", target.name, spec.expect);
     }
-    Ok(())
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("the {} answered with no JSON: {text}", target.name))?;
+    if spec.expect.is_success() && value.get("errors").is_some() {
+        bail!("the {} answered with errors: {text}", target.name);
+    }
+    Ok(load::normalise(value))
 }
 
 /// The phases are cut into slices of about this length and the BFF's and the baseline's slices
@@ -142,7 +148,7 @@ async fn closed_loops(
         }
     }
     for result in &mut results {
-        result.calls /= result.requests().max(1) as f64;
+        result.calls /= result.load.answers().max(1) as f64;
     }
     Ok(results)
 }
@@ -168,7 +174,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     bff_upstream::tls::install_default_provider();
     let demo = Child::spawn("demo", &["serve-demo".into(), "--latency".into(), fmt_duration(options.latency)])?;
     let (addrs, tokens) = serve::parse_demo_ready(&demo.ready)?;
-    let spec = Arc::new(options.scenario.request(&tokens));
+    let mut spec = options.scenario.request(&tokens);
     let encoded = serve::encode_addrs(&addrs);
     let bff = start_target(
         "BFF",
@@ -184,7 +190,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     runtime.block_on(async {
         let http = reqwest::Client::new();
         wait_ready(&http, &bff).await?;
-        check(&bff, &spec).await?;
+        let bff_answer = check(&bff, &spec).await?;
+        if options.soak.is_some() || options.connections.is_some() {
+            // Alone, the BFF's own first answer (checked above) is what every later one must be.
+            spec.reference = Some(bff_answer.clone());
+        }
+        let spec = Arc::new(spec.clone());
         if let Some(soak) = options.soak {
             let text = soak_run(&bff, &spec, options, soak).await?;
             return append_text(options, "soak", &text);
@@ -204,7 +215,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             ],
         )?;
         wait_ready(&http, &baseline).await?;
-        check(&baseline, &spec).await?;
+        // The baseline's answer is the reference: the BFF must give the same one, or its figures
+        // would compare different work.
+        let reference = check(&baseline, &spec).await?;
+        if bff_answer != reference {
+            bail!("the BFF and the baseline answer differently\n BFF:      {bff_answer}\n baseline: {reference}");
+        }
+        let spec = Arc::new(RequestSpec { reference: Some(reference), ..(*spec).clone() });
 
         let [bff_closed, base_closed] = closed_loops(&http, &addrs, [&bff, &baseline], &spec, options).await?;
         let rate = options.rate.unwrap_or(bff_closed.load.requests_per_second() / 2.0);
@@ -294,15 +311,19 @@ impl Figures<'_> {
         row("CPU per request ms".to_owned(), &|t| format!("{:.3}", t.0.cpu_ms_per_request()));
         row("backend calls per request".to_owned(), &|t| format!("{:.2}", t.0.calls));
         row("access-log lines per request".to_owned(), &|t| {
-            format!("{:.2}", t.0.access_lines as f64 / t.0.requests().max(1) as f64)
+            format!("{:.2}", t.0.access_lines as f64 / t.0.load.answers().max(1) as f64)
         });
         row("errors (closed loop)".to_owned(), &|t| t.0.load.errors.to_string());
+        row("wrong answers (closed loop)".to_owned(), &|t| t.0.load.wrong.to_string());
+        row("bodies checked (closed loop)".to_owned(), &|t| t.0.load.checked.to_string());
         for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
             row(format!("open loop at {:.0}/s: latency {label} ms", self.rate), &|t| format!("{:.3}", t.1.ms(q)));
         }
         row(format!("open loop at {:.0}/s: achieved requests/s", self.rate), &|t| {
             format!("{:.0}", t.1.requests_per_second())
         });
+        row(format!("open loop at {:.0}/s: errors", self.rate), &|t| t.1.errors.to_string());
+        row(format!("open loop at {:.0}/s: wrong answers", self.rate), &|t| t.1.wrong.to_string());
         row("peak RSS MiB".to_owned(), &|t| format!("{:.1}", t.2 as f64 / MIB));
         rows
     }
@@ -313,8 +334,24 @@ impl Figures<'_> {
             if let Some(error) = t.0.load.first_error.as_ref().or(t.1.first_error.as_ref()) {
                 let _ = writeln!(out, "first {name} error: {error}");
             }
+            if let Some(wrong) = t.0.load.first_wrong.as_ref().or(t.1.first_wrong.as_ref()) {
+                let _ = writeln!(out, "first {name} wrong answer: {wrong}");
+            }
         }
         out
+    }
+
+    /// What went wrong in the run, or that nothing did: every figure counts correct answers only.
+    fn verdict(&self) -> String {
+        let [errors, wrong] = [|l: &LoadResult| l.errors, |l: &LoadResult| l.wrong].map(|count| {
+            count(&self.bff.0.load) + count(&self.bff.1) + count(&self.baseline.0.load) + count(&self.baseline.1)
+        });
+        match errors + wrong {
+            0 => "all answers correct (status, and every sampled body equal to the baseline's)".to_owned(),
+            _ => format!(
+                "NOT ALL ANSWERS CORRECT: {errors} errors, {wrong} wrong answers (figures count correct answers only)"
+            ),
+        }
     }
 
     fn text(&self) -> String {
@@ -342,6 +379,7 @@ impl Figures<'_> {
         );
         let _ = writeln!(out, "throughput ratio BFF/baseline: {:.2}", self.throughput_ratio());
         let _ = writeln!(out, "CPU-per-request ratio BFF/baseline: {:.2}", self.cpu_ratio());
+        let _ = writeln!(out, "{}", self.verdict());
         out.push_str(&self.first_errors());
         out
     }
@@ -371,6 +409,7 @@ impl Figures<'_> {
             self.added_ms(0.5),
             self.added_ms(0.99)
         );
+        let _ = writeln!(out, "\n{}", self.verdict());
         out
     }
 }
@@ -419,10 +458,11 @@ async fn soak_run(bff: &Target, spec: &Arc<RequestSpec>, options: &Options, soak
         let rss = bff.child.rss()? as f64 / MIB;
         samples.push(rss);
         print(&format!(
-            "soak t={:>6.0}s requests/s {:>8.0} errors {:>4} rss {:>7.1} MiB\n",
+            "soak t={:>6.0}s requests/s {:>8.0} errors {:>4} wrong {:>4} rss {:>7.1} MiB\n",
             started.elapsed().as_secs_f64(),
             result.requests_per_second(),
             result.errors,
+            result.wrong,
             rss
         ));
     }
@@ -462,8 +502,10 @@ async fn hold_connections(bff: &Target, spec: &Arc<RequestSpec>, count: usize) -
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = bff.child.rss()? as f64 / MIB;
+    // Counted when the memory is read: a connection the server closed holds no memory there.
+    let open = held.iter().filter(|connection| connection.is_open()).count();
     let report = format!(
-        "\nbff-bench connections: {} idle keep-alive connections held ({failed} failed), {}\nBFF rss before {before:.1} MiB, with the connections {rss:.1} MiB, peak {:.1} MiB\n",
+        "\nbff-bench connections: {} idle keep-alive connections held ({failed} failed), {open} open when memory was read, {}\nBFF rss before {before:.1} MiB, with the connections {rss:.1} MiB, peak {:.1} MiB\n",
         held.len(),
         machine(),
         bff.child.peak_rss()? as f64 / MIB

@@ -1,5 +1,7 @@
 //! The scenarios: which BFF, which request, and what a correct answer is.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 
@@ -21,7 +23,10 @@ pub enum Scenario {
     PartnerProduct,
     AuthReject,
     LargeToken,
-    LargeDocument,
+    /// The same large document every time: parsed once, then the parse cache's hit path.
+    LargeDocumentHit,
+    /// A large document that differs on every request (a comment): the parse cache's miss path.
+    LargeDocumentMiss,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +55,7 @@ impl Bff {
 pub struct Tokens {
     pub mobile: String,
     pub web: String,
-    /// A mobile token near the gateway's 8 KiB limit: many group claims.
+    /// A mobile token just under the gateway's 8 KiB limit (about 7.5 KiB): many group claims.
     pub large: String,
     /// A correctly signed mobile token that expired two minutes ago (past the 30 s leeway).
     pub expired: String,
@@ -63,17 +68,40 @@ pub struct RequestSpec {
     pub path: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// Each request's GraphQL document ends with a comment of its own, so no two are alike.
+    pub vary: bool,
     pub expect: StatusCode,
+    /// The correct answer's body, normalised ([`crate::load::normalise`]): the baseline's answer,
+    /// set once both servers are up. Without one, only the status is checked.
+    pub reference: Option<serde_json::Value>,
+}
+
+impl RequestSpec {
+    /// The body of the next request.
+    pub fn body(&self) -> Bytes {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        if !self.vary {
+            return self.body.clone();
+        }
+        // `{"query":"..."}`: the comment goes at the end of the document.
+        let text = String::from_utf8_lossy(&self.body);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        match text.strip_suffix("\"}") {
+            Some(open) => Bytes::from(format!("{open} #{n}\"}}")),
+            None => self.body.clone(),
+        }
+    }
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::MobileHome,
         Scenario::WebOrdersPage,
         Scenario::PartnerProduct,
         Scenario::AuthReject,
         Scenario::LargeToken,
-        Scenario::LargeDocument,
+        Scenario::LargeDocumentHit,
+        Scenario::LargeDocumentMiss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,7 +111,8 @@ impl Scenario {
             Scenario::PartnerProduct => "partner-product",
             Scenario::AuthReject => "auth-reject",
             Scenario::LargeToken => "large-token",
-            Scenario::LargeDocument => "large-document",
+            Scenario::LargeDocumentHit => "large-document-hit",
+            Scenario::LargeDocumentMiss => "large-document-miss",
         }
     }
 
@@ -108,12 +137,17 @@ impl Scenario {
             path: "/graphql".to_owned(),
             headers: vec![bearer(token), json.clone()],
             body,
+            vary: false,
             expect,
+            reference: None,
         };
         match self {
             Scenario::MobileHome => post(&tokens.mobile, graphql(HOME), StatusCode::OK),
             Scenario::LargeToken => post(&tokens.large, graphql(HOME), StatusCode::OK),
-            Scenario::LargeDocument => post(&tokens.mobile, graphql(&large_document()), StatusCode::OK),
+            Scenario::LargeDocumentHit => post(&tokens.mobile, graphql(&large_document()), StatusCode::OK),
+            Scenario::LargeDocumentMiss => {
+                RequestSpec { vary: true, ..post(&tokens.mobile, graphql(&large_document()), StatusCode::OK) }
+            }
             Scenario::AuthReject => post(&tokens.expired, graphql(HOME), StatusCode::UNAUTHORIZED),
             Scenario::WebOrdersPage => post(&tokens.web, graphql(ORDERS_PAGE), StatusCode::OK),
             Scenario::PartnerProduct => RequestSpec {
@@ -124,7 +158,9 @@ impl Scenario {
                     HeaderValue::from_static(bff_platform::DEMO_PARTNER_API_KEY),
                 )],
                 body: Bytes::new(),
+                vary: false,
                 expect: StatusCode::OK,
+                reference: None,
             },
         }
     }
@@ -135,11 +171,16 @@ fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// The 30 long aliases of the user's name in [`large_document`].
+pub fn large_document_aliases() -> Vec<String> {
+    let pad = "x".repeat(440);
+    (0..30).map(|i| format!("{pad}{i:02}")).collect()
+}
+
 /// The home screen asked for with long aliases, close to the mobile BFF's 16 KiB document limit
 /// and inside its token, alias and cost limits: what parsing and validation cost at size.
 pub fn large_document() -> String {
-    let pad = "x".repeat(440);
-    let aliases: Vec<String> = (0..30).map(|i| format!("{pad}{i:02}: name")).collect();
+    let aliases: Vec<String> = large_document_aliases().iter().map(|alias| format!("{alias}: name")).collect();
     format!(
         "query LargeHome {{ home {{ user {{ id {} avatarUrl(width: 96) }} recentOrders(first: 3) {{ id status total currency }} \
 recommendations(first: 5) {{ id name price }} }} }}",

@@ -92,17 +92,31 @@ pub fn demo(latency: Duration) -> anyhow::Result<()> {
     })
 }
 
-/// A valid mobile token of about 7.5 KiB, under the gateway's 8 KiB limit: an identity provider
-/// that puts a user's groups in the token.
+/// How long the large token is: 7.5 KiB, just under the gateway's 8 KiB limit.
+pub const LARGE_TOKEN_BYTES: usize = 7680;
+
+/// A valid mobile token of [`LARGE_TOKEN_BYTES`] or a few bytes less: an identity provider that
+/// puts a user's groups in the token.
 fn large_token(demo: &Demo) -> String {
+    // base64url without padding; an RS256 (2048-bit) signature is 256 bytes.
+    let encoded = |bytes: usize| bytes.div_ceil(3) * 4 - (3 - bytes % 3) % 3;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    let groups: Vec<String> = (0..170).map(|i| format!("group-{i:04}")).collect();
-    let claims = json!({
-        "iss": demo.issuer(), "sub": USER, "aud": "mobile", "scope": SCOPES,
-        "iat": now, "exp": now + 3600, "groups": groups,
-    });
     let header = json!({ "alg": "RS256", "typ": "JWT", "kid": bff_demo::KID });
-    demo.sign_raw(&header, &claims, bff_demo::KID)
+    let claims = |groups: usize| {
+        let groups: Vec<String> = (0..groups).map(|i| format!("group-{i:04}")).collect();
+        json!({
+            "iss": demo.issuer(), "sub": USER, "aud": "mobile", "scope": SCOPES,
+            "iat": now, "exp": now + 3600, "groups": groups,
+        })
+    };
+    let length = |groups: usize| {
+        encoded(header.to_string().len()) + encoded(claims(groups).to_string().len()) + encoded(256) + 2
+    };
+    let mut groups = 0;
+    while length(groups + 1) <= LARGE_TOKEN_BYTES {
+        groups += 1;
+    }
+    demo.sign_raw(&header, &claims(groups), bff_demo::KID)
 }
 
 /// Production settings with quotas the load cannot reach: the harness measures cost, not limits.

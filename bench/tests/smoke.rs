@@ -1,6 +1,8 @@
 //! The harness runs every scenario and mode for a moment, so it cannot rot. No timing is asserted:
-//! only that each figure is printed and recorded, and the backend calls each request makes, which
-//! do not depend on speed.
+//! only that each figure is printed and recorded, that every answer was correct (the harness
+//! refuses to start when the BFF's answer is not the baseline's, and counts every sampled body that
+//! differs), and the counts that do not depend on speed: backend calls and access-log lines per
+//! request.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -50,15 +52,27 @@ fn smoke(scenario: &str, calls_per_request: f64) {
         let (bff, baseline) = row(&out, name);
         assert!(number(&bff) > 0.0 && number(&baseline) > 0.0, "{name}: {bff} {baseline}\n{out}");
     }
-    for name in ["open loop at", "errors (closed loop)"] {
-        row(&out, name);
+    for name in ["errors (closed loop)", "wrong answers (closed loop)", "open loop at"] {
+        let (bff, baseline) = row(&out, name);
+        if !name.starts_with("open loop at") {
+            assert_eq!((number(&bff), number(&baseline)), (0.0, 0.0), "{name}\n{out}");
+        }
     }
+    for name in [" errors", " wrong answers"] {
+        let line = out.lines().find(|l| l.starts_with("open loop at") && l.contains(&format!("/s:{name}")));
+        let line = line.unwrap_or_else(|| panic!("no open-loop{name} row in\n{out}"));
+        let zeros: Vec<&str> = line.split_whitespace().rev().take(2).collect();
+        assert_eq!(zeros, ["0", "0"], "{line}");
+    }
+    let (checked, _) = row(&out, "bodies checked (closed loop)");
+    assert!(number(&checked) > 0.0, "no body was checked\n{out}");
+    assert!(out.contains("all answers correct"), "{out}");
     let (bff_calls, baseline_calls) = row(&out, "backend calls per request");
     assert_eq!(number(&bff_calls), calls_per_request, "{out}");
     assert_eq!(number(&baseline_calls), calls_per_request, "{out}");
-    // The production access log is on: one line per request.
-    let (access, _) = row(&out, "access-log lines per request");
-    assert!(number(&access) > 0.0, "{out}");
+    // The production access log is on: exactly one line per request, and none from the baseline.
+    let (access, baseline_access) = row(&out, "access-log lines per request");
+    assert_eq!((number(&access), number(&baseline_access)), (1.0, 0.0), "{out}");
 
     let ratios: Vec<&str> = out.lines().filter(|l| l.contains("ratio")).collect();
     assert!(ratios.iter().any(|l| l.starts_with("throughput ratio BFF/baseline: ")), "{out}");
@@ -97,8 +111,13 @@ fn large_token() {
 }
 
 #[test]
-fn large_document() {
-    smoke("large-document", 3.0);
+fn large_document_hit() {
+    smoke("large-document-hit", 3.0);
+}
+
+#[test]
+fn large_document_miss() {
+    smoke("large-document-miss", 3.0);
 }
 
 #[test]
@@ -116,7 +135,7 @@ fn soak_prints_rss_over_time() {
 fn holds_idle_connections() {
     let results = results_file("connections");
     let out = bench(&["--connections", "50", "--results", results.to_str().expect("a UTF-8 path")]);
-    assert!(out.contains("50 idle keep-alive connections held (0 failed)"), "{out}");
+    assert!(out.contains("50 idle keep-alive connections held (0 failed), 50 open when memory was read"), "{out}");
     assert!(out.contains("with the connections"), "{out}");
     let recorded = std::fs::read_to_string(&results).expect("the results file was written");
     assert!(recorded.contains("### mobile-home connections "), "{recorded}");

@@ -10,6 +10,7 @@
 //! its cost weight in [`cost_model`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Schema, SimpleObject, Subscription};
@@ -24,6 +25,7 @@ use bff_gateway::graphql::{
 };
 use bff_gateway::{BuildError, GatewayError};
 use bff_upstream::{CallContext, UpstreamError};
+use futures::future::{BoxFuture, FutureExt as _, Shared};
 use futures::{Stream, StreamExt};
 
 pub type WebSchema = Schema<Query, Mutation, Subscription>;
@@ -249,9 +251,16 @@ impl Me {
         let fields = ORDER_FIELDS.select_at(ctx, ctx.field(), &["edges", "node"]);
         let load = || backends.orders.list(cx.upstream(), &owner, first, after.as_deref(), fields.as_slice());
         let page = memo(ctx)?.orders.get_or_load((first, after.clone(), fields.clone()), load).await?;
+        let wants_stock =
+            ctx.look_ahead().field("edges").field("node").field("items").field("product").field("stock").exists();
+        let stock = wants_stock.then(|| page_stock(backends, cx.upstream(), &page.orders));
         Ok(Some(OrderConnection {
             page_info: PageInfo { has_next_page: page.next_page_token.is_some(), end_cursor: page.next_page_token },
-            edges: page.orders.into_iter().map(|order| OrderEdge { node: Order(order) }).collect(),
+            edges: page
+                .orders
+                .into_iter()
+                .map(|record| OrderEdge { node: Order { record, page_stock: stock.clone() } })
+                .collect(),
         }))
     }
 }
@@ -274,38 +283,91 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-pub struct Order(bff_backends::Order);
+pub struct Order {
+    record: bff_backends::Order,
+    /// The stock of every product on the order's page, when the page asked for it.
+    page_stock: Option<PageStock>,
+}
+
+impl From<bff_backends::Order> for Order {
+    fn from(record: bff_backends::Order) -> Self {
+        Self { record, page_stock: None }
+    }
+}
+
+/// The stock of every product on a page of orders: one inventory call, started as soon as the
+/// page's orders are known, so it runs beside the catalog batch instead of after it (stock is a
+/// field of each product, which would otherwise wait for the products). Shared by every product
+/// of the page; the call is abandoned if the request is.
+type PageStock = Shared<BoxFuture<'static, Result<Arc<HashMap<String, StockLevel>>, UpstreamError>>>;
+
+/// Aborts a spawned call when nothing waits for it any more.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn page_stock(backends: &Backends, cx: &CallContext, orders: &[bff_backends::Order]) -> PageStock {
+    let ids: Vec<String> = orders
+        .iter()
+        .filter_map(|order| order.items().ok())
+        .flatten()
+        .map(|item| item.product_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (inventory, cx) = (backends.inventory.clone(), cx.clone());
+    let task = tokio::spawn(async move {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let levels = inventory.stock(&cx, &ids).await?;
+        Ok(Arc::new(levels.into_iter().map(|level| (level.product_id.clone(), level)).collect()))
+    });
+    let guard = AbortOnDrop(task.abort_handle());
+    async move {
+        let _abort_if_dropped = guard;
+        task.await.unwrap_or_else(|e| Err(UpstreamError::Failed { service: "inventory", detail: e.to_string() }))
+    }
+    .boxed()
+    .shared()
+}
 
 #[Object]
 impl Order {
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.record.id.clone())
     }
 
     async fn status(&self) -> async_graphql::Result<OrderStatus> {
-        Ok(self.0.status()?.into())
+        Ok(self.record.status()?.into())
     }
 
     async fn total(&self) -> async_graphql::Result<MinorUnits> {
-        Ok(MinorUnits(self.0.total_cents()?))
+        Ok(MinorUnits(self.record.total_cents()?))
     }
 
     /// ISO 4217.
     async fn currency(&self) -> async_graphql::Result<&str> {
-        Ok(self.0.currency()?)
+        Ok(self.record.currency()?)
     }
 
     /// RFC 3339, UTC.
     async fn created_at(&self) -> async_graphql::Result<&str> {
-        Ok(self.0.created_at()?)
+        Ok(self.record.created_at()?)
     }
 
     async fn items(&self) -> async_graphql::Result<Vec<OrderItem>> {
         Ok(self
-            .0
+            .record
             .items()?
             .iter()
-            .map(|item| OrderItem { product_id: item.product_id.clone(), quantity: item.quantity })
+            .map(|item| OrderItem {
+                product_id: item.product_id.clone(),
+                quantity: item.quantity,
+                page_stock: self.page_stock.clone(),
+            })
             .collect())
     }
 }
@@ -313,6 +375,7 @@ impl Order {
 pub struct OrderItem {
     product_id: String,
     quantity: i32,
+    page_stock: Option<PageStock>,
 }
 
 #[Object]
@@ -324,38 +387,45 @@ impl OrderItem {
     /// Null when the product no longer exists, or (with an error) when the catalog fails.
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Product>> {
         let fields = PRODUCT_FIELDS.select(ctx, ctx.field());
+        let stock = self.page_stock.clone();
         if !fields.needs_call() {
-            return Ok(Some(Product(CatalogProduct::bare(&self.product_id))));
+            return Ok(Some(Product { record: CatalogProduct::bare(&self.product_id), page_stock: stock }));
         }
         let product = loaders_of(ctx)?.products.load_one((self.product_id.clone(), fields)).await?;
-        Ok(product.map(Product))
+        Ok(product.map(|record| Product { record, page_stock: stock }))
     }
 }
 
-pub struct Product(CatalogProduct);
+pub struct Product {
+    record: CatalogProduct,
+    page_stock: Option<PageStock>,
+}
 
 #[Object]
 impl Product {
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.record.id.clone())
     }
 
     async fn name(&self) -> async_graphql::Result<&str> {
-        Ok(self.0.name()?)
+        Ok(self.record.name()?)
     }
 
     async fn price(&self) -> async_graphql::Result<MinorUnits> {
-        Ok(MinorUnits(self.0.price_cents()?))
+        Ok(MinorUnits(self.record.price_cents()?))
     }
 
     /// ISO 4217.
     async fn currency(&self) -> async_graphql::Result<&str> {
-        Ok(self.0.currency()?)
+        Ok(self.record.currency()?)
     }
 
     /// Null when inventory does not track the product, or (with an error) when it fails.
     async fn stock(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Stock>> {
-        let level = loaders_of(ctx)?.stock.load_one(self.0.id.clone()).await?;
+        let level = match &self.page_stock {
+            Some(page) => page.clone().await?.get(&self.record.id).cloned(),
+            None => loaders_of(ctx)?.stock.load_one(self.record.id.clone()).await?,
+        };
         Ok(level.map(|level| Stock { available: level.available }))
     }
 }
@@ -400,7 +470,7 @@ impl Mutation {
             .collect::<Result<Vec<_>, GatewayError>>()?;
         let key = idempotency_key(&input.idempotency_key)?;
         let order = backends.orders.create(cx.upstream(), &cx.owner()?, lines, Some(key.to_owned())).await?;
-        Ok(Order(order))
+        Ok(order.into())
     }
 
     /// Cancels one of the signed-in user's orders, unless it has shipped.
@@ -408,7 +478,7 @@ impl Mutation {
     async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
         let (cx, backends) = (request_context(ctx)?, backends(ctx)?);
         let id = id_argument("id", &id)?;
-        Ok(Order(backends.orders.cancel(cx.upstream(), &cx.owner()?, id).await?))
+        Ok(backends.orders.cancel(cx.upstream(), &cx.owner()?, id).await?.into())
     }
 
     /// Changes the signed-in user's name or avatar; answers with the profile as it now is.
