@@ -136,7 +136,7 @@ impl Stack {
         let mut addrs = Vec::new();
         for (name, server, router) in bffs {
             let signal = shutdown.subscribe();
-            let port = server.listen.port();
+            let port = server.listen_addr().port();
             let (addr, server) = spawn_server_with(router, &server, wait_for(signal))
                 .await
                 .with_context(|| format!("starting the {name} BFF on port {port}"))?;
@@ -175,7 +175,7 @@ pub async fn spawn_server_with(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = TcpListener::bind(config.listen_addr()).await?;
     let addr = listener.local_addr()?;
     let config = config.clone();
     let server = tokio::spawn(async move { bff_gateway::server::serve(listener, router, &config, shutdown).await });

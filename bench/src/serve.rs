@@ -160,7 +160,7 @@ pub fn bff(bff: Bff, demo: DemoAddrs) -> anyhow::Result<()> {
         }
     };
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(server.listen).await?;
+        let listener = tokio::net::TcpListener::bind(server.listen_addr()).await?;
         crate::announce(&listener.local_addr()?.to_string());
         bff_gateway::server::serve(listener, router, &server, std::future::pending()).await?;
         anyhow::Ok(())

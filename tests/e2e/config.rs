@@ -17,7 +17,7 @@ fn shipped<B: Bff>(bff: &str) -> Config<B::Own> {
 #[test]
 fn the_shipped_example_configs_are_valid() {
     let mobile = shipped::<mobile_bff::Mobile>("mobile");
-    assert_eq!(mobile.server.listen.port(), 4101);
+    assert_eq!(mobile.server.listen_addr().port(), 4101);
     assert_eq!(mobile.server.max_concurrent_requests, 256);
     assert_eq!(mobile.server.header_read_timeout, std::time::Duration::from_secs(10));
     let web = shipped::<web_bff::Web>("web");
@@ -81,7 +81,7 @@ fn environment_overrides_apply_and_are_validated() {
         ],
     )
     .unwrap();
-    assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.server.listen_addr().to_string(), "0.0.0.0:9000");
     assert_eq!(config.upstreams.get("users").unwrap().timeout, std::time::Duration::from_millis(750));
 
     let error = mobile(&example_text(), &[("MOBILE_BFF__SERVER__REQUEST_TIMEOUT", "soon")]).unwrap_err();

@@ -12,7 +12,7 @@ use crate::support::{TestStack, rss_bytes};
 
 /// Serves `router` under `server`'s limits on a free port until the test ends.
 async fn serve(router: axum::Router, mut server: ServerConfig) -> SocketAddr {
-    server.listen = "127.0.0.1:0".parse().unwrap();
+    server.listen = Some("127.0.0.1:0".parse().unwrap());
     let (addr, _task) = bff_platform::spawn_server_with(router, &server, std::future::pending()).await.unwrap();
     addr
 }
@@ -283,7 +283,7 @@ async fn a_draining_replica_is_not_ready_but_still_answers() {
     let t = TestStack::start().await;
     let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
     config.server.drain_delay = Duration::from_secs(1);
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.listen = Some("127.0.0.1:0".parse().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) =
         bff_platform::spawn_server_with(mobile_bff::app(config.clone()).unwrap(), &config.server, async {

@@ -18,7 +18,7 @@ async fn backends_are_told_the_remaining_budget() {
     config.server.request_timeout = Duration::from_secs(1);
     let (addr, _server) = bff_platform::spawn_server_with(
         mobile_bff::app(config.clone()).unwrap(),
-        &bff_gateway::config::ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..config.server },
+        &bff_gateway::config::ServerConfig { listen: Some("127.0.0.1:0".parse().unwrap()), ..config.server },
         std::future::pending(),
     )
     .await

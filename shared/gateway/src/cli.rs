@@ -77,7 +77,7 @@ pub fn main<B: Bff, E: Display>(app: impl FnOnce(Config<B::Own>) -> Result<Route
         }
     };
     let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(server.listen).await?;
+        let listener = tokio::net::TcpListener::bind(server.listen_addr()).await?;
         tracing::info!(name = B::NAME, address = %listener.local_addr()?, "listening");
         server::serve(listener, router, &server, server::shutdown_signal()).await
     });

@@ -293,6 +293,8 @@ mod tests {
     }
 
     const MINIMAL: &str = r#"
+        [server]
+        listen = "127.0.0.1:0"
         [auth.jwt]
         issuer = "https://idp.example.com"
         audience = "test"

@@ -18,6 +18,11 @@ use crate::{Authenticator, RequestLog};
 /// [`InboundStack::authenticates_itself`](super::InboundStack::authenticates_itself)).
 pub type SelfAuthenticating = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
+/// Marks a request that skipped authentication because its handler authenticates it (a WebSocket
+/// upgrade, the GraphiQL page): a stage after authentication finds this instead of an identity.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfAuthenticated;
+
 #[derive(Clone)]
 pub struct Authenticate {
     pub authenticator: Arc<Authenticator>,
@@ -27,6 +32,7 @@ pub struct Authenticate {
 impl Stage for Authenticate {
     async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
         if self.skip.as_ref().is_some_and(|skip| skip(&request)) {
+            request.extensions_mut().insert(SelfAuthenticated);
             return next.run(request).await;
         }
         let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);

@@ -157,7 +157,10 @@ impl InboundStack {
 
     /// Adds a layer at the slot after authentication, on API routes: the verified identity
     /// (`Arc<Identity>`) and the matched route template (`MatchedPath`) are in the request's
-    /// extensions, and the body has not been read. Stages added later run later.
+    /// extensions, and the body has not been read. A request whose handler authenticates it
+    /// ([`InboundStack::authenticates_itself`]) carries
+    /// [`SelfAuthenticated`](authenticate::SelfAuthenticated) instead of an identity. Stages added
+    /// later run later.
     pub fn after_authentication(mut self, name: &'static str, layer: impl RouterLayer) -> Self {
         self.after_authentication.push(step(name, move |router| router.route_layer(layer)));
         self

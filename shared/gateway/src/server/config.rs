@@ -12,9 +12,6 @@ use crate::config::{Problems, Validate, join};
 use crate::inbound::client_addr::IpBlock;
 use crate::inbound::cors::CorsConfig;
 
-/// Where a BFF listens when the config says nothing: loopback only, so nothing is exposed by
-/// accident; deployments set `0.0.0.0:PORT`.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 /// Whole-request budget when the config says nothing.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request body we read when the config says nothing: generous for GraphQL documents.
@@ -48,7 +45,9 @@ const MIN_HEADER_BYTES: usize = 8192;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// Where the BFF listens. No default: a deployment that lost it must not come up somewhere
+    /// else; validation reports it missing.
+    pub listen: Option<SocketAddr>,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
@@ -79,7 +78,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN,
+            listen: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -100,12 +99,19 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, ..Self::default() }
+        Self { listen: Some(listen), ..Self::default() }
+    }
+
+    /// The address to bind. A validated config always has one; a config built in code without
+    /// one binds an ephemeral loopback port.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 }
 
 impl Validate for ServerConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(path, "listen", self.listen.is_some(), "must be set: the address this BFF listens on");
         for (field, value) in [
             ("request_timeout", self.request_timeout),
             ("header_read_timeout", self.header_read_timeout),
@@ -160,19 +166,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_section_is_the_documented_defaults() {
-        let config: ServerConfig = toml::from_str("").unwrap();
-        assert_eq!(config.listen, DEFAULT_LISTEN);
+    fn a_section_with_only_its_listener_is_the_documented_defaults() {
+        let config: ServerConfig = toml::from_str("listen = \"0.0.0.0:8080\"").unwrap();
         assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(config.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
         let mut problems = Problems::default();
         config.validate("server", &mut problems);
         assert!(problems.keys().is_empty());
+        // The listener has no default.
+        let mut problems = Problems::default();
+        toml::from_str::<ServerConfig>("").unwrap().validate("server", &mut problems);
+        assert_eq!(problems.keys(), ["server.listen"]);
     }
 
     #[test]
     fn out_of_range_values_are_reported_by_key_path() {
-        let config: ServerConfig = toml::from_str("request_timeout = \"0s\"\nmax_header_bytes = 100").unwrap();
+        let config: ServerConfig =
+            toml::from_str("listen = \"127.0.0.1:0\"\nrequest_timeout = \"0s\"\nmax_header_bytes = 100").unwrap();
         let mut problems = Problems::default();
         config.validate("server", &mut problems);
         assert_eq!(problems.keys(), ["server.request_timeout", "server.max_header_bytes"]);
