@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
-use super::stage::{Downstream, Next, Stage};
+use super::stage::{Downstream, Next, RequestStage, Stage};
 use crate::error::PendingError;
 use crate::{RequestId, RequestLog};
 
@@ -54,14 +54,13 @@ impl Stage for AccessLog {
 #[derive(Debug, Clone, Copy)]
 pub struct RecordRoute;
 
-impl Stage for RecordRoute {
-    async fn run<S: Downstream>(&self, request: Request, next: Next<S>) -> Response {
+impl RequestStage for RecordRoute {
+    fn apply<B>(&self, request: &mut http::Request<B>) {
         if let (Some(path), Some(log)) =
             (request.extensions().get::<MatchedPath>(), request.extensions().get::<Arc<RequestLog>>())
         {
             let _ = log.route.set(path.as_str().to_owned());
         }
-        next.run(request).await
     }
 }
 

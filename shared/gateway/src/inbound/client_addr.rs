@@ -6,11 +6,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::response::Response;
 use serde::Deserialize;
 
-use super::stage::{Downstream, Next, Stage};
+use super::stage::RequestStage;
 use crate::server::PeerAddr;
 
 /// Most `X-Forwarded-For` entries read: proxy chains are short; a long header is an attack.
@@ -24,13 +22,12 @@ pub struct ClientAddr(pub IpAddr);
 #[derive(Debug, Clone)]
 pub struct ResolveClientAddr(pub Arc<[IpBlock]>);
 
-impl Stage for ResolveClientAddr {
-    async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
+impl RequestStage for ResolveClientAddr {
+    fn apply<B>(&self, request: &mut http::Request<B>) {
         if let Some(PeerAddr(peer)) = request.extensions().get::<PeerAddr>().copied() {
             let client = client_addr(peer.ip(), request.headers(), &self.0);
             request.extensions_mut().insert(ClientAddr(client));
         }
-        next.run(request).await
     }
 }
 
@@ -110,23 +107,24 @@ impl<'de> Deserialize<'de> for IpBlock {
 
 #[cfg(test)]
 mod tests {
+    use axum::extract::Request;
     use axum::response::IntoResponse;
+    use tower::{Layer, ServiceExt};
 
     use super::*;
-    use crate::inbound::stage::testing::{get, run};
+    use crate::inbound::stage::RequestStageLayer;
+    use crate::inbound::stage::testing::get;
 
     async fn resolved(peer: &str, trusted: &[&str], forwarded: &[(&str, &str)]) -> String {
         let trusted: Arc<[IpBlock]> = trusted.iter().map(|b| b.parse().unwrap_or_else(|e| panic!("{e}"))).collect();
         let mut request = get(forwarded);
         request.extensions_mut().insert(PeerAddr(format!("{peer}:4000").parse().unwrap_or_else(|e| panic!("{e}"))));
-        let response = run(
-            ResolveClientAddr(trusted),
-            |request: Request| async move {
-                request.extensions().get::<ClientAddr>().map(|a| a.0.to_string()).unwrap_or_default().into_response()
-            },
-            request,
-        )
-        .await;
+        let handler = tower::service_fn(|request: Request| async move {
+            let client = request.extensions().get::<ClientAddr>().map(|a| a.0.to_string()).unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(client.into_response())
+        });
+        let response =
+            RequestStageLayer::new(ResolveClientAddr(trusted)).layer(handler).oneshot(request).await.unwrap();
         let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap_or_default();
         String::from_utf8_lossy(&body).into_owned()
     }

@@ -48,7 +48,7 @@ use axum::response::IntoResponse;
 use axum::routing::Route;
 use http::HeaderValue;
 use http::header::{self, AUTHORIZATION, COOKIE, HeaderName};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -58,8 +58,7 @@ use self::authenticate::{Authenticate, SelfAuthenticating};
 use self::client_addr::ResolveClientAddr;
 use self::deadline::EnforceDeadline;
 use self::render_errors::RenderErrors;
-use self::request_id::AssignRequestId;
-use self::stage::StageLayer;
+use self::stage::{RequestStageLayer, StageLayer};
 use self::strip_identity::StripIdentityHeaders;
 use crate::auth::API_KEY_HEADER;
 use crate::backends::BackendSet;
@@ -99,6 +98,12 @@ impl<S> RouteService for S where
         + Sync
         + 'static
 {
+}
+
+/// `layer`, its name noted in `names`.
+fn named<L>(names: &mut Vec<&'static str>, name: &'static str, layer: L) -> L {
+    names.push(name);
+    layer
 }
 
 /// What [`Router::layer`] and [`Router::route_layer`] take.
@@ -196,71 +201,70 @@ impl InboundStack {
         } = self;
         let limit = server.body_limit_bytes;
         let readiness = Readiness::new(authenticator.clone(), backends);
-        let mut outer = vec![
-            step("sensitive headers", |router| {
-                router
-                    .layer(SetResponseHeaderLayer::overriding(
-                        header::X_CONTENT_TYPE_OPTIONS,
-                        HeaderValue::from_static("nosniff"),
-                    ))
-                    .layer(SetSensitiveRequestHeadersLayer::new([
-                        AUTHORIZATION,
-                        COOKIE,
-                        HeaderName::from_static(API_KEY_HEADER),
-                    ]))
-            }),
-            step("request id", |router| router.layer(StageLayer::new(AssignRequestId))),
-            step("client address", {
-                let trusted = server.trusted_proxies.clone().into();
-                move |router| router.layer(StageLayer::new(ResolveClientAddr(trusted)))
-            }),
-            step("access log", |router| router.layer(StageLayer::new(AccessLog))),
-            step("error rendering", move |router| router.layer(StageLayer::new(RenderErrors(format)))),
-            step("CORS", {
-                let cors = server.cors.clone();
-                move |router| match cors {
-                    Some(cors) => router.layer(cors::layer(&cors)),
-                    None => router,
-                }
-            }),
-            step("probes", move |router| router.merge(health::routes(readiness))),
-            step("overload", {
-                let (max, retry_after) = (server.max_concurrent_requests, server.overload_retry_after);
-                move |router| overload::limit(router, max, retry_after)
-            }),
-            step("panic catching", |router| router.layer(CatchPanicLayer::custom(catch_panic::panic_response))),
-            step("identity header stripping", |router| router.layer(StageLayer::new(StripIdentityHeaders))),
-            step("deadline", {
-                let timeout = server.request_timeout;
-                move |router| router.layer(StageLayer::new(EnforceDeadline(timeout)))
-            }),
-            step(BEFORE_AUTHENTICATION, |router| router),
-        ];
-        outer.extend(before_authentication);
-        outer.push(step("body limit", move |router| body_limit::limit(router, limit)));
-        // On API routes, as route layers: they run once a route has matched.
-        let mut on_api = vec![
-            step("authentication", move |router| {
-                router.route_layer(StageLayer::new(Authenticate { authenticator, skip: self_authenticating }))
-            }),
-            step(AFTER_AUTHENTICATION, |router| router),
-        ];
-        on_api.extend(after_authentication);
+        // Each step is named where it is built, in request order, so the names are the order
+        // composed. The core's own layers are grouped into two tower stacks, each applied to the
+        // router once: every `Router::layer` boxes every route again, which costs per request.
+        let mut names = Vec::new();
+        let edge = ServiceBuilder::new()
+            .layer(named(
+                &mut names,
+                "sensitive headers",
+                SetSensitiveRequestHeadersLayer::new([AUTHORIZATION, COOKIE, HeaderName::from_static(API_KEY_HEADER)]),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(named(&mut names, "request id", request_id::layer()))
+            .layer(named(
+                &mut names,
+                "client address",
+                RequestStageLayer::new(ResolveClientAddr(server.trusted_proxies.clone().into())),
+            ))
+            .layer(named(&mut names, "access log", StageLayer::new(AccessLog)))
+            .layer(named(&mut names, "error rendering", StageLayer::new(RenderErrors(format))))
+            .option_layer(named(&mut names, "CORS", server.cors.as_ref().map(cors::layer)));
+        names.push("probes");
+        let guard = ServiceBuilder::new()
+            .layer(named(
+                &mut names,
+                "overload",
+                overload::layer(server.max_concurrent_requests, server.overload_retry_after),
+            ))
+            .map_response(IntoResponse::into_response)
+            .layer(named(
+                &mut names,
+                "panic catching",
+                CatchPanicLayer::custom(catch_panic::panic_response as fn(_) -> _),
+            ))
+            .layer(named(&mut names, "identity header stripping", StageLayer::new(StripIdentityHeaders)))
+            .layer(named(&mut names, "deadline", StageLayer::new(EnforceDeadline(server.request_timeout))));
+        names.push(BEFORE_AUTHENTICATION);
+        names.extend(before_authentication.iter().map(|s| s.name));
+        names.extend(["body limit", "routing", "authentication", AFTER_AUTHENTICATION]);
+        names.extend(after_authentication.iter().map(|s| s.name));
 
-        let mut names: Vec<&'static str> = outer.iter().map(|s| s.name).collect();
-        names.push("routing");
-        names.extend(on_api.iter().map(|s| s.name));
-
-        // Layers wrap what is already there, so the steps are applied from the inside out.
-        // axum refuses a route layer on no routes; a BFF with nothing behind authentication is
-        // odd but not wrong.
-        let api = if api.has_routes() { on_api.into_iter().rev().fold(api, |router, s| (s.wrap)(router)) } else { api };
+        // Layers wrap what is already there, so what follows applies them from the inside out.
+        // On API routes, as route layers (they run once a route has matched): the stages after
+        // authentication, then authentication around them. axum refuses a route layer on no
+        // routes; a BFF with nothing behind authentication is odd but not wrong.
+        let api = if api.has_routes() {
+            after_authentication
+                .into_iter()
+                .rev()
+                .fold(api, |router, s| (s.wrap)(router))
+                .route_layer(StageLayer::new(Authenticate { authenticator, skip: self_authenticating }))
+        } else {
+            api
+        };
         let mut router = Router::new().merge(api).merge(public);
         if router.has_routes() {
-            router = router.route_layer(StageLayer::new(RecordRoute));
+            router = router.route_layer(RequestStageLayer::new(RecordRoute));
         }
         router = router.fallback(fallback::not_found).method_not_allowed_fallback(fallback::method_not_allowed);
-        let router = outer.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
+        let router = body_limit::limit(router, limit);
+        let router = before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
+        let router = router.layer(guard).merge(health::routes(readiness)).layer(edge);
         (router, names)
     }
 }

@@ -3,23 +3,38 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 
 use crate::GatewayError;
 
+/// The limit, as one layer: a refusal is answered at once, never queued.
+pub(crate) fn layer(
+    max_concurrent_requests: usize,
+    retry_after: Duration,
+) -> ServiceBuilder<
+    Stack<
+        GlobalConcurrencyLimitLayer,
+        Stack<
+            LoadShedLayer,
+            Stack<HandleErrorLayer<impl Fn(tower::BoxError) -> std::future::Ready<Response> + Clone, ()>, Identity>,
+        >,
+    >,
+> {
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded(retry_after)))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(max_concurrent_requests))
+}
+
 /// `router` behind the limit.
-pub(crate) fn limit(router: Router, max_concurrent_requests: usize, retry_after: Duration) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(overloaded(retry_after)))
-            .load_shed()
-            .layer(GlobalConcurrencyLimitLayer::new(max_concurrent_requests))
-            .map_response(IntoResponse::into_response),
-    )
+#[cfg(test)]
+fn limit(router: axum::Router, max_concurrent_requests: usize, retry_after: Duration) -> axum::Router {
+    router.layer(layer(max_concurrent_requests, retry_after).map_response(IntoResponse::into_response))
 }
 
 /// What the load shedder's refusal becomes.
@@ -47,7 +62,7 @@ mod tests {
     async fn past_the_limit_a_request_is_refused_at_once_not_queued() {
         let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
         let entered_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(entered_tx)));
-        let router = Router::new().route(
+        let router = axum::Router::new().route(
             "/",
             get(move || {
                 let entered_tx = entered_tx.clone();

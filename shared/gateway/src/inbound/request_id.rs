@@ -1,15 +1,17 @@
 //! The request id: a well-formed client `X-Request-Id` is kept, anything else is replaced by a
 //! minted UUIDv7 (unique, and sortable by time in log searches). Every stage and handler below
-//! reads it as [`RequestId`]; the response echoes it; every backend call carries it.
+//! reads it as [`RequestId`]; the response echoes it (tower-http's `PropagateRequestId`, inside
+//! this stage); every backend call carries it.
 
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::response::Response;
 use bff_upstream::headers::REQUEST_ID;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower_http::request_id::PropagateRequestIdLayer;
 
-use super::stage::{Downstream, Next, Stage};
+use super::stage::{RequestStage, RequestStageLayer};
 use crate::RequestId;
 
 /// Longest client-sent request id we keep; longer ones are replaced, not truncated.
@@ -25,8 +27,8 @@ pub fn is_well_formed_request_id(id: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct AssignRequestId;
 
-impl Stage for AssignRequestId {
-    async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
+impl RequestStage for AssignRequestId {
+    fn apply<B>(&self, request: &mut http::Request<B>) {
         let kept = request.headers().get(REQUEST_ID).filter(|v| v.to_str().is_ok_and(is_well_formed_request_id));
         let (id, value) = match kept {
             Some(value) => (Arc::<str>::from(value.to_str().unwrap_or_default()), value.clone()),
@@ -36,32 +38,35 @@ impl Stage for AssignRequestId {
                 (Arc::from(minted), value)
             }
         };
-        request.headers_mut().insert(REQUEST_ID, value.clone());
+        request.headers_mut().insert(REQUEST_ID, value);
         request.extensions_mut().insert(RequestId(id));
-        let mut response = next.run(request).await;
-        response.headers_mut().entry(REQUEST_ID).or_insert(value);
-        response
     }
+}
+
+/// The request id assigned on the way in and echoed on the way out.
+pub(crate) fn layer()
+-> ServiceBuilder<Stack<PropagateRequestIdLayer, Stack<RequestStageLayer<AssignRequestId>, Identity>>> {
+    ServiceBuilder::new()
+        .layer(RequestStageLayer::new(AssignRequestId))
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(REQUEST_ID)))
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::extract::Request;
     use axum::response::IntoResponse;
+    use tower::ServiceExt;
 
     use super::*;
-    use crate::inbound::stage::testing::{get, run};
+    use crate::inbound::stage::testing::get;
 
     async fn seen_and_echoed(headers: &[(&str, &str)]) -> (String, String, String) {
-        let response = run(
-            AssignRequestId,
-            |request: Request| async move {
-                let extension = request.extensions().get::<RequestId>().map(|id| id.0.to_string()).unwrap_or_default();
-                let header = request.headers()[REQUEST_ID].to_str().unwrap_or_default().to_owned();
-                format!("{extension} {header}").into_response()
-            },
-            get(headers),
-        )
-        .await;
+        let handler = tower::service_fn(|request: Request| async move {
+            let extension = request.extensions().get::<RequestId>().map(|id| id.0.to_string()).unwrap_or_default();
+            let header = request.headers()[REQUEST_ID].to_str().unwrap_or_default().to_owned();
+            Ok::<_, std::convert::Infallible>(format!("{extension} {header}").into_response())
+        });
+        let response = layer().service(handler).oneshot(get(headers)).await.unwrap();
         let echoed = response.headers()[REQUEST_ID].to_str().unwrap_or_default().to_owned();
         let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap_or_default();
         let body = String::from_utf8_lossy(&body).into_owned();

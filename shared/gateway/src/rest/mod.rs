@@ -130,7 +130,9 @@ impl JsonSchema {
     }
 
     /// The body as JSON if it is valid: 400 when it is not JSON at all, 422 naming each
-    /// violation when it is JSON but not what the schema allows.
+    /// violation when it is JSON but not what the schema allows. A number with no fractional
+    /// part comes back as an integer (`2.0` as `2`): JSON Schema counts it as one, so the types
+    /// the body is read into must too.
     pub fn body(&self, body: &[u8]) -> Result<serde_json::Value, GatewayError> {
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| GatewayError::Invalid {
             unprocessable: false,
@@ -144,7 +146,7 @@ impl JsonSchema {
             .map(|error| violation(Some(error.instance_path.to_string()), None, &error))
             .collect();
         if violations.is_empty() {
-            Ok(value)
+            Ok(integral_numbers_as_integers(value))
         } else {
             Err(GatewayError::Invalid {
                 unprocessable: true,
@@ -199,5 +201,51 @@ impl JsonSchema {
                 violations,
             })
         }
+    }
+}
+
+/// `value` with every number that has no fractional part (`2.0`, `1e2`) written as an integer,
+/// where one holds it. JSON Schema's `integer` is any such number, while serde reads only an
+/// integer token into an integer type: without this, a body the schema accepts would not read.
+fn integral_numbers_as_integers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            // i64::MAX as f64 is 2^63, just past the largest i64: compare with < (u64 likewise).
+            let integer = if float.fract() != 0.0 || !float.is_finite() {
+                None
+            } else if float >= i64::MIN as f64 && float < i64::MAX as f64 {
+                Some(Value::from(float as i64))
+            } else if float >= 0.0 && float < u64::MAX as f64 {
+                Some(Value::from(float as u64))
+            } else {
+                None
+            };
+            integer.unwrap_or(Value::Number(number))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(integral_numbers_as_integers).collect()),
+        Value::Object(members) => Value::Object(
+            members.into_iter().map(|(name, member)| (name, integral_numbers_as_integers(member))).collect(),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn integral_numbers_read_as_integers() {
+        let value: serde_json::Value = serde_json::from_str(
+            r#"{"a": [2.0, 1e2, -0.0, 2.5, 3], "b": {"c": 1e300, "d": -9.223372036854775808e18}}"#,
+        )
+        .unwrap();
+        let normalised = integral_numbers_as_integers(value);
+        assert_eq!(normalised, json!({ "a": [2, 100, 0, 2.5, 3], "b": { "c": 1e300, "d": i64::MIN } }));
+        assert!(normalised["a"][0].is_i64() && normalised["b"]["c"].is_f64());
     }
 }
