@@ -12,7 +12,9 @@ use tower::load_shed::LoadShedLayer;
 
 use crate::GatewayError;
 
-/// The limit, as one layer: a refusal is answered at once, never queued.
+/// The limit, as one layer: a refusal is answered at once, never queued. (The type is spelled out
+/// so the stack can compose it with the core's other layers into one tower stack.)
+#[allow(clippy::type_complexity)]
 pub(crate) fn layer(
     max_concurrent_requests: usize,
     retry_after: Duration,
