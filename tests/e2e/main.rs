@@ -6,6 +6,7 @@
 mod attacks;
 mod browser;
 mod config;
+mod contract;
 mod gateway;
 mod inbound;
 mod mobile;

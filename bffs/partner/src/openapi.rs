@@ -33,11 +33,13 @@ pub fn document<V: Version>(token_url: &str) -> Value {
     components.insert("Problem".into(), problem_schema());
     components.insert("Violation".into(), violation_schema());
 
+    // The query parameters' schemas read the resources' members from here.
+    let schemas = json!({ "components": { "schemas": components } });
     let mut paths = serde_json::Map::new();
     for route in ROUTES {
         let path = format!("/{}{}", V::NAME, route.path);
         let item = paths.entry(path).or_insert_with(|| json!({}));
-        item[route.method.as_str().to_ascii_lowercase()] = operation::<V>(route.operation, route.scope);
+        item[route.method.as_str().to_ascii_lowercase()] = operation::<V>(route.operation, route.scope, &schemas);
     }
     let deprecated = !V::HEADERS.is_empty();
     json!({
@@ -55,7 +57,7 @@ pub fn document<V: Version>(token_url: &str) -> Value {
         },
         "paths": paths,
         "components": {
-            "schemas": components,
+            "schemas": schemas["components"]["schemas"],
             "securitySchemes": {
                 "apiKey": { "type": "apiKey", "in": "header", "name": "X-API-Key" },
                 "oauth2": {
@@ -94,29 +96,68 @@ pub fn body_schema<V: Version>() -> Value {
 }
 
 /// The query parameters `operation` takes, as one object schema: unknown ones are refused.
-pub fn query_schema(operation: Operation) -> Value {
-    let fields = json!({
-        "type": "string",
-        "maxLength": 512,
-        "pattern": "^[A-Za-z_]+(\\.[A-Za-z_]+)*(,[A-Za-z_]+(\\.[A-Za-z_]+)*)*$",
-        "description": "A sparse fieldset: the members to return, comma-separated, nested ones by dots \
-                        (`id,name,stock.available`). The backends are asked only for these.",
-    });
-    let properties = match operation {
-        Operation::GetProduct | Operation::GetOrder => json!({ "fields": fields }),
-        Operation::ListOrders => json!({
-            "limit": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE,
-                       "description": "Orders per page." },
-            "cursor": { "type": "string", "maxLength": 128, "pattern": TOKEN_PATTERN,
-                        "description": "Where the page starts: the cursor of the previous page's next link." },
-            "fields": fields,
-        }),
-        Operation::GetStock | Operation::CreateOrder => json!({}),
+/// `document` holds the component schemas; `fields` accepts exactly the members of the resource
+/// the operation returns (nested ones by dots), so a fieldset the document allows is one the
+/// handlers serve.
+pub fn query_schema(operation: Operation, document: &Value) -> Value {
+    let fields = |resource: &str| {
+        let names = member_paths(document, resource).iter().map(|path| path.replace('.', "\\.")).collect::<Vec<_>>();
+        let member = format!("(?:{})", names.join("|"));
+        json!({
+            "type": "string",
+            "pattern": format!("^{member}(?:,{member}){{0,{}}}$", MAX_FIELDS - 1),
+            "description": format!(
+                "A sparse fieldset: the members to return, comma-separated, nested ones by dots \
+                 (`id,name,stock.available`), at most {MAX_FIELDS}. The backends are asked only for these."
+            ),
+        })
     };
+    let mut properties = serde_json::Map::new();
+    if operation == Operation::ListOrders {
+        properties.insert(
+            "limit".into(),
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE,
+                    "description": "Orders per page." }),
+        );
+        properties.insert(
+            "cursor".into(),
+            json!({ "type": "string", "maxLength": 128, "pattern": TOKEN_PATTERN,
+                    "description": "Where the page starts: the cursor of the previous page's next link." }),
+        );
+    }
+    if let Some(resource) = operation.fieldset_of() {
+        properties.insert("fields".into(), fields(resource));
+    }
     json!({ "type": "object", "properties": properties, "additionalProperties": false })
 }
 
-fn operation<V: Version>(operation: Operation, scope: &str) -> Value {
+/// Every member of component `schema` a fieldset may name: each property and, below an object
+/// that requires none of its members (`stock`), each of its own as `outer.inner`. An object with
+/// required members (`price`, a `Money`) is selected whole: a part of it would break its schema.
+pub fn member_paths(document: &Value, schema: &str) -> Vec<String> {
+    fn walk(document: &Value, schema: &Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
+        for (name, member) in schema["properties"].as_object().into_iter().flatten() {
+            let path = format!("{prefix}{name}");
+            out.push(path.clone());
+            let member = resolve(document, member);
+            let partial_is_valid = member["required"].as_array().is_none_or(Vec::is_empty);
+            if depth < MAX_FIELD_DEPTH && partial_is_valid {
+                walk(document, member, &format!("{path}."), depth + 1, out);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(document, resolve(document, &document["components"]["schemas"][schema]), "", 1, &mut paths);
+    paths
+}
+
+/// Most members one fieldset names (a bound on the work a query makes, far above what any
+/// resource has).
+const MAX_FIELDS: usize = 32;
+/// How deep a fieldset reaches (`stock.available` is 2).
+const MAX_FIELD_DEPTH: usize = 3;
+
+fn operation<V: Version>(operation: Operation, scope: &str, schemas: &Value) -> Value {
     let (id, summary, success, resource) = match operation {
         Operation::GetProduct => ("getProduct", "A product of the catalog", "200", "Product"),
         Operation::GetStock => ("getStock", "A product's stock level", "200", "Stock"),
@@ -131,7 +172,7 @@ fn operation<V: Version>(operation: Operation, scope: &str) -> Value {
             "schema": { "type": "string", "maxLength": 128, "pattern": TOKEN_PATTERN },
         }));
     }
-    let query = query_schema(operation);
+    let query = query_schema(operation, schemas);
     for (name, schema) in query["properties"].as_object().into_iter().flatten() {
         parameters.push(json!({ "name": name, "in": "query", "required": false, "schema": schema }));
     }
@@ -170,8 +211,18 @@ fn operation<V: Version>(operation: Operation, scope: &str) -> Value {
             "content": { "application/json": { "schema": schema_ref(resource) } },
         }),
     );
+    let malformed = match operation {
+        Operation::ListOrders => {
+            "A malformed request (`errors` names each bad parameter), or a `cursor` this API did not issue"
+        }
+        Operation::CreateOrder => {
+            "A malformed request (a body that is not JSON, a bad `Idempotency-Key`), or an order the orders \
+             service refused, such as one for a product it does not sell"
+        }
+        _ => "A malformed request: `errors` names each bad parameter",
+    };
     let mut errors = vec![
-        ("400", "A malformed request: `errors` names each bad parameter"),
+        ("400", malformed),
         ("401", "No valid credential"),
         ("403", "The credential lacks the scope, or the plan does not include the route"),
         ("406", "`Accept` names a version this API does not serve (`supported` lists those it does)"),
@@ -276,14 +327,9 @@ pub fn check_field_map(document: &Value, schema: &str, map: &FieldMap) -> Result
     Ok(())
 }
 
-/// Whether `path` (`["stock", "available"]`) names a member of component `schema`.
+/// Whether `path` (`["stock", "available"]`) names a member of component `schema` that a
+/// fieldset may select ([`member_paths`]).
 pub fn has_member(document: &Value, schema: &str, path: &[String]) -> bool {
-    let mut current = resolve(document, &document["components"]["schemas"][schema]);
-    for name in path {
-        match current["properties"].get(name) {
-            Some(member) => current = resolve(document, member),
-            None => return false,
-        }
-    }
-    true
+    let path = path.join(".");
+    member_paths(document, schema).contains(&path)
 }

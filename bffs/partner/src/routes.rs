@@ -55,6 +55,17 @@ pub enum Operation {
     CreateOrder,
 }
 
+impl Operation {
+    /// The resource whose members `?fields=` selects, for the operations that take one.
+    pub fn fieldset_of(self) -> Option<&'static str> {
+        match self {
+            Self::GetProduct => Some("Product"),
+            Self::ListOrders | Self::GetOrder => Some("Order"),
+            Self::GetStock | Self::CreateOrder => None,
+        }
+    }
+}
+
 /// One route of the API, in every version: what access control and the OpenAPI documents read.
 #[derive(Debug)]
 pub struct Route {
@@ -100,7 +111,9 @@ impl<V: Version> Api<V> {
         let new_order = JsonSchema::new(&openapi::body_schema::<V>(), components)?;
         let queries = ROUTES
             .iter()
-            .map(|route| Ok((route.operation, JsonSchema::new(&openapi::query_schema(route.operation), components)?)))
+            .map(|route| {
+                Ok((route.operation, JsonSchema::new(&openapi::query_schema(route.operation, &document), components)?))
+            })
             .collect::<Result<_, GatewayError>>()?;
         Ok(Self { backends, idempotency, document, new_order, queries, version: PhantomData })
     }
@@ -109,12 +122,43 @@ impl<V: Version> Api<V> {
         &self.document
     }
 
+    /// `raw` checked against `operation`'s published query schema. That schema also refuses a
+    /// fieldset naming a member the resource does not have; the refusal then names the member.
     fn query(&self, operation: Operation, raw: Option<&str>) -> Result<Value, GatewayError> {
-        self.queries
+        let schema = self
+            .queries
             .get(&operation)
-            .ok_or_else(|| GatewayError::Internal(format!("{operation:?} has no query schema")))?
-            .query(raw)
+            .ok_or_else(|| GatewayError::Internal(format!("{operation:?} has no query schema")))?;
+        schema.query(raw).map_err(|error| match operation.fieldset_of() {
+            Some(resource) => self.name_unknown_member(error, raw, resource),
+            None => error,
+        })
     }
+
+    fn name_unknown_member(&self, error: GatewayError, raw: Option<&str>, resource: &str) -> GatewayError {
+        let GatewayError::Invalid { unprocessable, message, mut violations } = error else { return error };
+        let fields = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or_default())
+            .ok()
+            .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "fields"))
+            .map(|(_, value)| value);
+        let unknown = fields.as_deref().and_then(|fields| {
+            fields.split(',').filter(|name| !name.is_empty()).find(|name| !is_member(&self.document, resource, name))
+        });
+        let Some(unknown) = unknown else { return GatewayError::Invalid { unprocessable, message, violations } };
+        let only = violations.len() == 1;
+        for violation in violations.iter_mut().filter(|v| v.parameter.as_deref() == Some("fields")) {
+            violation.detail = format!("unknown member `{unknown}`");
+        }
+        let message = match only {
+            true => format!("`{unknown}` is not a member of {resource}"),
+            false => format!("`{unknown}` is not a member of {resource}; `errors` lists each problem"),
+        };
+        GatewayError::Invalid { unprocessable, message, violations }
+    }
+}
+
+fn is_member(document: &Value, resource: &str, name: &str) -> bool {
+    openapi::has_member(document, resource, &name.split('.').map(str::to_owned).collect::<Vec<_>>())
 }
 
 /// The routes of version `V`, relative to its prefix.

@@ -208,7 +208,8 @@ pub struct NewOrder {
 #[serde(deny_unknown_fields)]
 #[schema(as = NewOrderItem)]
 pub struct NewOrderItem {
-    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,127}$")]
+    /// A product of the catalog.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,127}$", example = "p-7")]
     product_id: String,
     #[schema(minimum = 1, maximum = 100)]
     quantity: i32,

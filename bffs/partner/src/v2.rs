@@ -234,7 +234,8 @@ pub struct NewOrder {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewOrderLine {
-    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,127}$")]
+    /// A product of the catalog.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,127}$", example = "p-7")]
     product_id: String,
     #[schema(minimum = 1, maximum = 100)]
     quantity: i32,
