@@ -90,6 +90,15 @@ impl GrpcTransport {
         // A status with a source was made on this side, from a transport error; one without came
         // over the wire from the backend.
         if let Some(source) = std::error::Error::source(status) {
+            // tonic's own timer, from the `grpc-timeout` this call carries, can end it at the
+            // same moment as the call budget's: a timeout either way, whichever fires first.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+            while let Some(error) = cause {
+                if error.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+                    return UpstreamError::Timeout { service, after: budget };
+                }
+                cause = error.source();
+            }
             let chain = error_chain(source);
             return if chain.contains("connect") {
                 // No connection (refused, unreachable, TLS handshake): the call never left.
