@@ -579,3 +579,34 @@ async fn a_correctly_signed_token_over_8_kib_is_refused_for_its_size() {
     assert_eq!(reply.body["errors"][0]["message"], "invalid token: too long", "{:#}", reply.body);
     assert_eq!(backend_calls(&t).await, 0);
 }
+
+/// A correctly signed token whose subject, client or scopes could not travel as a header or serve
+/// as a key (empty, huge, spaces, control characters) is refused with 401 before anything is
+/// called: a signature does not make a malformed identity usable.
+#[tokio::test]
+async fn a_signed_token_with_a_malformed_identity_is_refused() {
+    let t = TestStack::start().await;
+    let demo = &t.stack.demo;
+    let with = |field: &str, value: Value| {
+        let mut c = claims(&t);
+        c[field] = value;
+        demo.sign_raw(&json!({ "alg": "RS256", "kid": KID }), &c, KID)
+    };
+    let cases = [
+        ("empty subject", with("sub", json!(""))),
+        ("subject with a newline", with("sub", json!("u-1\nx-user-id: u-2"))),
+        ("subject with a space", with("sub", json!("u 1"))),
+        ("a 300-byte subject", with("sub", json!("u".repeat(300)))),
+        ("client id with a control character", with("azp", json!("mobile\u{7}"))),
+        ("a scope with a control character", with("scope", json!("profile orders\u{1}"))),
+    ];
+    for (name, token) in cases {
+        let reply = t.graphql(t.stack.mobile, Some(&token), HOME_QUERY, json!({})).await;
+        assert_eq!((reply.status.as_u16(), reply.error_codes()), unauthenticated(), "{name}: {:#}", reply.body);
+        let message = reply.body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("invalid token: malformed"), "{name}: {message}");
+    }
+    assert_eq!(backend_calls(&t).await, 0);
+    // The well-formed token of the same claims still works.
+    assert_eq!(home_with(&t, &with("sub", json!("auth0|u-1"))).await.0, 200);
+}

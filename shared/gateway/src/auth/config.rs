@@ -161,7 +161,15 @@ pub struct ApiKeyEntry {
 
 impl Validate for ApiKeyEntry {
     fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(path, "client_id", !self.client_id.trim().is_empty(), "must be set");
+        problems.check(
+            path,
+            "client_id",
+            super::jwt::is_well_formed_id(&self.client_id),
+            "must be set: at most 255 visible ASCII characters, no spaces",
+        );
+        for scope in &self.scopes {
+            problems.check(path, "scopes", super::jwt::is_well_formed_id(scope), &format!("`{scope}` is not a scope"));
+        }
         problems.check(
             path,
             "sha256",

@@ -16,6 +16,17 @@ use crate::GatewayError;
 
 /// Tokens longer than this are refused before any parsing or signature work.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Longest subject, client id or scope accepted: identities travel as headers and limit keys.
+pub const MAX_ID_LEN: usize = 255;
+/// Most scopes one token may carry.
+const MAX_SCOPES: usize = 64;
+
+/// Non-empty, at most [`MAX_ID_LEN`] bytes, visible ASCII only (no spaces or control characters):
+/// what an identity part must be to travel as a header value and serve as a key.
+pub fn is_well_formed_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The `typ` values an access token may carry when the config names none (RFC 9068 and the
 /// generic JWT type). An ID token (`id+jwt`), a logout token or a DPoP proof is not an access token.
 const ACCESS_TOKEN_TYPES: [&str; 2] = ["jwt", "at+jwt"];
@@ -120,8 +131,18 @@ impl JwtVerifier {
             }
         })?;
         let claims = data.claims;
+        // What becomes the identity is sent to backends as headers and used as a key: a signed
+        // token does not make an empty, huge or control-laden subject usable as one.
+        let ids = [Some(&claims.sub), claims.client_id.as_ref(), claims.azp.as_ref()];
+        if !ids.into_iter().flatten().all(|id| is_well_formed_id(id)) {
+            return Err(invalid("malformed subject or client"));
+        }
         let expires_at = Some(std::time::UNIX_EPOCH + Duration::from_secs(claims.exp));
-        let scopes = claims.scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+        let scopes: Vec<String> =
+            claims.scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+        if scopes.len() > MAX_SCOPES || !scopes.iter().all(|scope| is_well_formed_id(scope)) {
+            return Err(invalid("malformed scope"));
+        }
         // A client-credentials token is issued to the client itself: its subject is the client.
         if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
             return Ok(Identity {
