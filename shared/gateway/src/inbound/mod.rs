@@ -201,9 +201,11 @@ impl InboundStack {
         } = self;
         let limit = server.body_limit_bytes;
         let readiness = Readiness::new(authenticator.clone(), backends);
-        // Each step is named where it is built, in request order, so the names are the order
-        // composed. The core's own layers are grouped into two tower stacks, each applied to the
-        // router once: every `Router::layer` boxes every route again, which costs per request.
+        // The layers of the two tower stacks are named where they are built, in request order; the
+        // steps from the slot before authentication inwards are listed in the order the code
+        // below applies them, and the README test holds both to the documented order. The core's
+        // own layers are grouped into those two stacks, each applied to the router once: every
+        // `Router::layer` boxes every route again, which costs per request.
         let mut names = Vec::new();
         let edge = ServiceBuilder::new()
             .layer(named(
