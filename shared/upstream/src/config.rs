@@ -71,7 +71,7 @@ impl UpstreamConfig {
             }
         }
         if let Some(path) = &self.ca_file
-            && let Err(error) = crate::tls::read_ca_file(path)
+            && let Err(error) = crate::tls::read_certificates(path)
         {
             problems.push(("ca_file", error));
         }

@@ -5,7 +5,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use super::codes::RetryAfter;
 use super::{ErrorFormat, GatewayError};
 
 impl GatewayError {
@@ -54,7 +53,7 @@ impl GatewayError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Some(after) = self.retry_after().filter(|_| self.code().retry_after() != RetryAfter::Never) {
+        if let Some(after) = self.retry_after() {
             // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry storm.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use super::config::TlsConfig;
@@ -18,13 +18,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
 /// the BFF before it serves.
 pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, String> {
     let (cert_file, key_file) = (&config.cert_file, &config.key_file);
-    let chain = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| format!("cannot read {}: {e}", cert_file.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not PEM: {e}", cert_file.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no certificate", cert_file.display()));
-    }
+    let chain = bff_upstream::tls::read_certificates(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // The safe defaults are TLS 1.2 and 1.3: nothing older is offered.

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// The certificates of a PEM file; an error names what is wrong with it.
-pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates of a PEM file; an error names what is wrong with it. Backends' CA files and
+/// the gateway's own certificate chain are read with this.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -23,7 +24,7 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 pub(crate) fn client_config(ca_file: Option<&Path>, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = ca_file {
-        for cert in read_ca_file(path)? {
+        for cert in read_certificates(path)? {
             roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
