@@ -38,6 +38,9 @@ pub struct StackConfig {
     pub partner_port: u16,
     pub upstream_timeout: Duration,
     pub partner_api_key: String,
+    /// A Redis every BFF shares its state through (limits, persisted queries, idempotency
+    /// records); `None` keeps each BFF's state in process.
+    pub redis: Option<String>,
 }
 
 impl StackConfig {
@@ -51,6 +54,7 @@ impl StackConfig {
             partner_port: 4003,
             upstream_timeout: DEVSTACK_UPSTREAM_TIMEOUT,
             partner_api_key: DEMO_PARTNER_API_KEY.to_owned(),
+            redis: None,
         }
     }
 
@@ -62,7 +66,7 @@ impl StackConfig {
     /// The devstack's settings with command-line overrides applied: `--mobile-port N`,
     /// `--web-port`, `--partner-port`, `--identity-port`, `--users-port`, `--catalog-port`,
     /// `--orders-port`, `--inventory-port`, `--recommendations-port`, `--control-port`,
-    /// `--upstream-timeout 2s` and `--partner-api-key KEY`.
+    /// `--upstream-timeout 2s`, `--partner-api-key KEY` and `--redis URL`.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut config = Self::devstack();
         let mut args = args.into_iter();
@@ -91,6 +95,11 @@ impl StackConfig {
                         .ok_or_else(|| format!("{flag}: `{value}` is not a duration such as 2s or 500ms"))?;
                 }
                 "--partner-api-key" if !value.is_empty() => config.partner_api_key = value,
+                "--redis" => {
+                    redis::Client::open(value.as_str())
+                        .map_err(|e| format!("{flag}: `{value}` is not a Redis URL: {e}"))?;
+                    config.redis = Some(value);
+                }
                 _ => return Err(format!("unknown or empty argument `{flag}`\n{USAGE}")),
             }
         }
@@ -101,7 +110,8 @@ impl StackConfig {
 /// The devstack's command line.
 pub const USAGE: &str = "usage: devstack [--mobile-port N] [--web-port N] [--partner-port N] [--identity-port N] \
 [--users-port N] [--catalog-port N] [--orders-port N] [--inventory-port N] [--recommendations-port N] \
-[--control-port N] [--upstream-timeout 2s] [--partner-api-key KEY]";
+[--control-port N] [--upstream-timeout 2s] [--partner-api-key KEY] [--redis redis://127.0.0.1:6379]
+(REDIS_URL also sets --redis)";
 
 /// A running platform. Dropping it stops the demo backends; [`Stack::shutdown`] also drains the BFFs.
 pub struct Stack {
@@ -122,10 +132,18 @@ impl Stack {
         let (shutdown, _) = watch::channel(false);
         let listen = |port| SocketAddr::new(config.host, port);
 
-        let mobile = mobile_config(&demo, listen(config.mobile_port), config.upstream_timeout);
-        let web = web_config(&demo, listen(config.web_port), config.upstream_timeout);
-        let partner =
+        let mut mobile = mobile_config(&demo, listen(config.mobile_port), config.upstream_timeout);
+        let mut web = web_config(&demo, listen(config.web_port), config.upstream_timeout);
+        let mut partner =
             partner_config(&demo, listen(config.partner_port), config.upstream_timeout, &config.partner_api_key);
+        if let Some(url) = &config.redis {
+            share_through(&mut mobile, url);
+            mobile.own.graphql.persisted_queries.shared = true;
+            share_through(&mut web, url);
+            web.own.graphql.persisted_queries.shared = true;
+            share_through(&mut partner, url);
+            partner.own.idempotency.shared = true;
+        }
         let bffs = [
             ("mobile", mobile.server.clone(), mobile_bff::app(mobile)?),
             ("web", web.server.clone(), web_bff::app(web)?),
@@ -203,6 +221,12 @@ fn backend_addr_in(a: &DemoAddrs, name: &str) -> Option<SocketAddr> {
         "recommendations" => a.recommendations,
         _ => return None,
     })
+}
+
+/// Points `config` at the Redis at `url` and decides its limits there.
+pub fn share_through<O>(config: &mut Config<O>, url: &str) {
+    config.redis.url = Some(url.to_owned());
+    config.limits.shared = true;
 }
 
 /// BFF `B`'s shipped example config, pointed at `demo`, listening on `listen`, with `extra`

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow};
 use bff_demo::{Demo, DemoAddrs, DemoConfig};
 use bff_gateway::config::Config;
+use bff_gateway::limits::Quota;
 use serde_json::json;
 
 use crate::scenario::{Bff, Tokens, USER};
@@ -119,11 +120,32 @@ fn large_token(demo: &Demo) -> String {
     demo.sign_raw(&header, &claims(groups), bff_demo::KID)
 }
 
-/// Production settings with quotas the load cannot reach: the harness measures cost, not limits.
+/// A quota no load here reaches: a billion a second.
+const UNREACHABLE: Quota = Quota::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000);
+
+/// Production settings with quotas the load cannot reach: the harness measures cost, not limits,
+/// so every limit stays on (each request still pays for its decisions) and only its quota rises.
 fn high_limits<O>(config: &mut Config<O>) {
     config.server.max_concurrent_requests = 100_000;
     config.server.max_connections = 100_000;
-    config.auth.max_failures_per_minute = u32::MAX;
+    let limits = &mut config.limits;
+    limits.failed_authentication = UNREACHABLE;
+    for quota in [&mut limits.global, &mut limits.per_address, &mut limits.per_principal, &mut limits.cost] {
+        if let Some(quota) = quota {
+            *quota = UNREACHABLE;
+        }
+    }
+    for route in &mut limits.routes {
+        (route.rate, route.per, route.burst) = (UNREACHABLE.rate, UNREACHABLE.per, UNREACHABLE.burst);
+    }
+}
+
+/// The partner's plans with quotas the load cannot reach.
+fn high_plan_limits(options: &mut partner_bff::PartnerOptions) {
+    for plan in options.plans.values_mut() {
+        plan.limit = plan.limit.map(|_| UNREACHABLE);
+        plan.route_limits.values_mut().for_each(|quota| *quota = UNREACHABLE);
+    }
 }
 
 /// Serves BFF `bff` with its shipped production config against the demo at `demo`, as its own
@@ -155,6 +177,7 @@ pub fn bff(bff: Bff, demo: DemoAddrs) -> anyhow::Result<()> {
         }
         Bff::Partner => {
             high_limits(&mut partner);
+            high_plan_limits(&mut partner.own);
             let server = partner.server.clone();
             (partner_bff::app(partner).map_err(|e| app_error(&e))?, server)
         }

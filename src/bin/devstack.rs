@@ -1,7 +1,8 @@
 //! `cargo run --release --bin devstack`: the demo backends and all three BFFs in one process, on
 //! the default ports, with a ready-made token, API key and example request for each BFF.
 //! Ctrl-C (or SIGTERM) drains in-flight requests and stops. `-- --help` lists the overrides
-//! (ports, upstream timeout, partner API key).
+//! (ports, upstream timeout, partner API key, and `--redis URL` or `REDIS_URL`, which shares
+//! limits, persisted queries and idempotency records through that Redis).
 
 use std::process::ExitCode;
 
@@ -16,7 +17,10 @@ fn main() -> ExitCode {
         print_usage();
         return ExitCode::SUCCESS;
     }
-    let config = match StackConfig::from_args(std::env::args().skip(1)) {
+    // `REDIS_URL` is the default `--redis`: an explicit flag later in the list wins.
+    let redis = std::env::var("REDIS_URL").ok().filter(|url| !url.is_empty()).map(|url| ["--redis".to_owned(), url]);
+    let args = redis.into_iter().flatten().chain(std::env::args().skip(1));
+    let config = match StackConfig::from_args(args) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("{message}");

@@ -9,6 +9,7 @@ mod config;
 mod contract;
 mod gateway;
 mod inbound;
+mod limits;
 mod mobile;
 mod outbound;
 mod partner;

@@ -177,3 +177,24 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
     let addr = socket.local_addr().unwrap();
     (socket, addr)
 }
+
+/// The project's Redis (`REDIS_URL`, else 127.0.0.1:6379), or a failure that says how to start one.
+pub async fn shared_redis() -> String {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let reachable = match redis::Client::open(url.as_str()) {
+        Ok(client) => client.get_multiplexed_async_connection().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(
+        reachable,
+        "this test needs Redis at {url} (set REDIS_URL to use another); start one with \
+         `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`"
+    );
+    url
+}
+
+/// A string no other run of these tests has used: Redis outlives test runs.
+pub fn unique() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{nanos:x}-{:x}", std::process::id())
+}

@@ -333,22 +333,9 @@ async fn an_idempotent_post_replayed_concurrently_creates_one_order() {
     assert_eq!(calls_to(&t.calls().await, "orders", "/CreateOrder").len(), 3);
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 #[tokio::test]
 async fn two_replicas_sharing_redis_replay_each_others_answers() {
-    let url = redis_url();
-    let reachable = match redis::Client::open(url.as_str()) {
-        Ok(client) => client.get_multiplexed_async_connection().await.is_ok(),
-        Err(_) => false,
-    };
-    assert!(
-        reachable,
-        "this test needs Redis at {url} (set REDIS_URL to use another); start one with \
-         `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`"
-    );
+    let url = crate::support::shared_redis().await;
     let t = TestStack::start().await;
     let shared = |config: &mut partner_bff::Config| {
         config.redis = bff_gateway::config::RedisConfig::new(url.clone());
@@ -357,7 +344,7 @@ async fn two_replicas_sharing_redis_replay_each_others_answers() {
     let (first, second) = (replica(&t, shared).await, replica(&t, shared).await);
     let (a, b) = (Partner::new(&t, first).await, Partner::new(&t, second).await);
     // A key of this run only: Redis outlives test runs.
-    let key = format!("shared-{}", uuid_like());
+    let key = format!("shared-{}", crate::support::unique());
     let headers = [("idempotency-key", key.as_str())];
     let body = json!({ "lines": [{ "productId": "p-11", "quantity": 1 }] });
     let placed = a.place(&headers, body.clone()).await;
@@ -399,11 +386,6 @@ async fn an_unreachable_redis_refuses_keyed_orders_and_nothing_else() {
     // Requests that need no record are served as ever.
     assert_eq!(p.place(&[], body).await.status, 201);
     assert_eq!(p.get("v2", "/products/{id}", "/v2/products/p-13").await.status, 200);
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{nanos:x}-{:x}", std::process::id())
 }
 
 /// The published documents are what the code generates, and a real OpenAPI validator accepts

@@ -21,8 +21,10 @@ pub mod schema;
 use std::sync::Arc;
 
 use axum::Router;
+use bff_gateway::config::Bff;
 use bff_gateway::graphql::GraphQlService;
 use bff_gateway::inbound::InboundStack;
+use bff_gateway::limits::Limits;
 use bff_gateway::store::Redis;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
@@ -38,11 +40,12 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
 /// stack a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
-    let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
     let store = Redis::from_config(&config.redis)?;
+    let limits = Limits::from_config(Mobile::NAME, &config.limits, store.as_ref())?;
+    let authenticator = Arc::new(Authenticator::from_config(&config.auth, limits.clone())?);
     let graphql = &config.own.graphql;
     let service = GraphQlService {
-        endpoint: schema::endpoint(backends.clone(), graphql)?.with_shared_store(store.as_ref()),
+        endpoint: schema::endpoint(backends.clone(), graphql)?.with_shared_store(store.as_ref()).with_limits(&limits),
         prepare: Arc::new(|_, request| request.data(schema::Memo::default())),
         graphiql: graphql.graphiql,
         subscriptions: None,

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use bff_gateway::config::{Bff, Problems, Validate, join};
+use bff_gateway::limits::Quota;
 use bff_gateway::rest::idempotency::IdempotencyConfig;
 use serde::Deserialize;
 
@@ -32,7 +33,9 @@ pub struct PartnerOptions {
     pub idempotency: IdempotencyConfig,
 }
 
-/// A plan: the API versions its clients may call and, optionally, only some of their routes.
+/// A plan: the API versions its clients may call, optionally only some of their routes, and how
+/// fast: each client of the plan has its own quota (`limit`), and optionally a tighter one on
+/// some routes (`route_limits`), on top of the BFF's `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -40,6 +43,11 @@ pub struct Plan {
     /// `"GET /v1/products/{id}"` entries of the route table; absent means every route of the
     /// plan's versions.
     pub routes: Option<Vec<String>>,
+    /// Requests per client of this plan.
+    pub limit: Option<Quota>,
+    /// Requests per client of this plan on one route (`"POST /v2/orders"`).
+    #[serde(default)]
+    pub route_limits: BTreeMap<String, Quota>,
 }
 
 impl PartnerOptions {
@@ -68,9 +76,20 @@ impl Validate for PartnerOptions {
                     &format!("`{version}` is not a version this API serves ({})", crate::VERSIONS.join(", ")),
                 );
             }
+            let known =
+                |route: &str| crate::routes::ROUTES.iter().any(|r| crate::VERSIONS.iter().any(|v| r.name(v) == route));
             for route in plan.routes.iter().flatten() {
-                let known = crate::routes::ROUTES.iter().any(|r| crate::VERSIONS.iter().any(|v| r.name(v) == *route));
-                problems.check(&path, "routes", known, &format!("`{route}` is not a route of the route table"));
+                problems.check(&path, "routes", known(route), &format!("`{route}` is not a route of the route table"));
+            }
+            if let Some(limit) = &plan.limit {
+                limit.validate(&join(&path, "limit"), problems);
+            }
+            for (route, limit) in &plan.route_limits {
+                let at = join(&join(&path, "route_limits"), route);
+                if !known(route) {
+                    problems.push(at.clone(), "not a route of the route table");
+                }
+                limit.validate(&at, problems);
             }
         }
         for (client, plan) in &self.client_plans {

@@ -30,6 +30,7 @@ pub mod v1;
 pub mod v2;
 pub mod version;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -39,6 +40,7 @@ use axum::routing::{MethodFilter, any, get, on};
 use bff_gateway::config::Bff;
 use bff_gateway::inbound::InboundStack;
 use bff_gateway::inbound::stage::{Downstream, Next, Stage, StageLayer};
+use bff_gateway::limits::{Limits, OwnLimits, Policy};
 use bff_gateway::rest::idempotency::Idempotency;
 use bff_gateway::store::Redis;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat, GatewayError, RequestContext};
@@ -67,8 +69,9 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
 /// [`app`], or a stack a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
-    let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
     let store = Redis::from_config(&config.redis)?;
+    let limits = Limits::from_config(Partner::NAME, &config.limits, store.as_ref())?;
+    let authenticator = Arc::new(Authenticator::from_config(&config.auth, limits.clone())?);
     let idempotency = Arc::new(Idempotency::new(Partner::NAME, &config.own.idempotency, store.as_ref())?);
     let token_url = format!("{}/oauth/token", config.auth.jwt.issuer.trim_end_matches('/'));
     let v1 = Arc::new(Api::<V1>::new(backends.clone(), idempotency.clone(), &token_url)?);
@@ -102,7 +105,13 @@ pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     Ok(InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
         .routes(api, documents)
         .backends(&backends)
-        .after_authentication("partner access", StageLayer::new(Authorize(Arc::new(config.own)))))
+        .after_authentication(
+            "partner access",
+            StageLayer::new(Authorize {
+                plans: Arc::new(PlanQuotas::new(&config.own, &limits)),
+                options: Arc::new(config.own),
+            }),
+        ))
 }
 
 fn document(document: &serde_json::Value) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
@@ -154,7 +163,47 @@ struct SelectedVersion(&'static str);
 /// scope the route table names, and a plan that covers the version and route. An unversioned
 /// request's version comes from `Accept` here (and the answer varies by it).
 #[derive(Debug, Clone)]
-struct Authorize(Arc<PartnerOptions>);
+struct Authorize {
+    options: Arc<PartnerOptions>,
+    plans: Arc<PlanQuotas>,
+}
+
+/// Each plan's quotas as limits, made once: every client of a plan has its own key in them.
+#[derive(Debug, Default)]
+struct PlanQuotas {
+    /// client id -> the plan's limit, and its limits by route name.
+    by_client: HashMap<String, (Option<Arc<Policy>>, HashMap<String, Arc<Policy>>)>,
+}
+
+impl PlanQuotas {
+    fn new(options: &PartnerOptions, limits: &Limits) -> Self {
+        let plans: HashMap<&str, _> = options
+            .plans
+            .iter()
+            .map(|(name, plan)| {
+                let limit = plan.limit.map(|quota| limits.policy(format!("plan:{name}"), quota));
+                let routes = plan
+                    .route_limits
+                    .iter()
+                    .map(|(route, quota)| (route.clone(), limits.policy(format!("plan:{name}:{route}"), *quota)))
+                    .collect();
+                (name.as_str(), (limit, routes))
+            })
+            .collect();
+        let by_client = options
+            .client_plans
+            .iter()
+            .filter_map(|(client, plan)| Some((client.clone(), plans.get(plan.as_str())?.clone())))
+            .collect();
+        Self { by_client }
+    }
+
+    /// The limits `client`'s plan puts on `route`.
+    fn quotas(&self, client: &str, route: &str) -> Vec<Arc<Policy>> {
+        let Some((limit, routes)) = self.by_client.get(client) else { return Vec::new() };
+        limit.iter().chain(routes.get(route)).cloned().collect()
+    }
+}
 
 impl Stage for Authorize {
     async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
@@ -170,7 +219,12 @@ impl Stage for Authorize {
             }),
         };
         let mut response = match decision {
-            Ok(()) => next.run(request).await,
+            Ok(limits) => {
+                if !limits.is_empty() {
+                    request.extensions_mut().insert(OwnLimits(limits));
+                }
+                next.run(request).await
+            }
             Err(error) => error.into_response(),
         };
         if versioned.is_none() {
@@ -181,7 +235,8 @@ impl Stage for Authorize {
 }
 
 impl Authorize {
-    fn decide(&self, request: &Request, version: &str, route_path: &str) -> Result<(), GatewayError> {
+    /// Whether the caller may call this route of `version`, and if so its plan's quotas on it.
+    fn decide(&self, request: &Request, version: &str, route_path: &str) -> Result<Vec<Arc<Policy>>, GatewayError> {
         let route = ROUTES
             .iter()
             .find(|r| r.method == request.method() && r.path.trim_start_matches('/') == route_path)
@@ -195,9 +250,9 @@ impl Authorize {
         }
         cx.require_scope(route.scope)?;
         let name = route.name(version);
-        if !self.0.allows(&principal.client_id, version, &name) {
+        if !self.options.allows(&principal.client_id, version, &name) {
             return Err(GatewayError::Forbidden(format!("your plan does not include {name}")));
         }
-        Ok(())
+        Ok(self.plans.quotas(&principal.client_id, &name))
     }
 }

@@ -201,6 +201,14 @@ fn operation<V: Version>(operation: Operation, scope: &str, schemas: &Value) -> 
             "schema": { "type": "string", "minLength": 1, "maxLength": 255 },
         }));
     }
+    // Every answer says what is left of each limit that applied (draft-ietf-httpapi-ratelimit-headers).
+    let rate_limit_headers = json!({
+        "RateLimit-Policy": { "schema": { "type": "string" }, "description": "The limits that apply: `\"plan:full\";q=100;w=2`." },
+        "RateLimit": { "schema": { "type": "string" }, "description": "What is left of each: `\"plan:full\";r=99;t=1`." },
+    });
+    for (name, header) in rate_limit_headers.as_object().into_iter().flatten() {
+        headers.insert(name.clone(), header.clone());
+    }
     let problem = |description: &str| json!({ "description": description, "content": { "application/problem+json": { "schema": schema_ref("Problem") } } });
     let mut responses = serde_json::Map::new();
     responses.insert(
@@ -226,7 +234,11 @@ fn operation<V: Version>(operation: Operation, scope: &str, schemas: &Value) -> 
         ("401", "No valid credential"),
         ("403", "The credential lacks the scope, or the plan does not include the route"),
         ("406", "`Accept` names a version this API does not serve (`supported` lists those it does)"),
-        ("429", "Too many failed authentication attempts"),
+        (
+            "429",
+            "A limit is used up (`RATE_LIMITED`: the plan's or the API's, named in `violated-policies`), or too \
+             many failed authentication attempts (`TOO_MANY_FAILED_ATTEMPTS`); `Retry-After` says when to retry",
+        ),
         ("502", "A backend failed"),
         ("503", "A backend or this service is unavailable"),
         ("504", "A backend or the request timed out"),
@@ -244,6 +256,12 @@ fn operation<V: Version>(operation: Operation, scope: &str, schemas: &Value) -> 
     }
     for (status, description) in errors {
         responses.insert(status.into(), problem(description));
+    }
+    responses["429"]["headers"] = json!({
+        "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds until the request would be admitted." },
+    });
+    for (name, header) in rate_limit_headers.as_object().into_iter().flatten() {
+        responses["429"]["headers"][name] = header.clone();
     }
     responses.insert("default".into(), problem("Any other error"));
     let mut operation_object = json!({
@@ -281,6 +299,8 @@ fn problem_schema() -> Value {
                         "description": "With VALIDATION_FAILED and BAD_REQUEST: each violation." },
             "supported": { "type": "array", "items": { "type": "string" },
                            "description": "With UNSUPPORTED_VERSION: the media types this API serves." },
+            "violated-policies": { "type": "array", "items": { "type": "string" },
+                                   "description": "With RATE_LIMITED: the limit that refused the request." },
         },
     })
 }

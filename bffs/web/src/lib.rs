@@ -21,9 +21,11 @@ pub mod schema;
 use std::sync::Arc;
 
 use axum::Router;
+use bff_gateway::config::Bff;
 use bff_gateway::graphql::GraphQlService;
 use bff_gateway::graphql::ws::Subscriptions;
 use bff_gateway::inbound::InboundStack;
+use bff_gateway::limits::Limits;
 use bff_gateway::store::Redis;
 use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
@@ -39,12 +41,13 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
 /// a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     let backends = Backends::new(&config.upstreams)?;
-    let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
     let store = Redis::from_config(&config.redis)?;
+    let limits = Limits::from_config(Web::NAME, &config.limits, store.as_ref())?;
+    let authenticator = Arc::new(Authenticator::from_config(&config.auth, limits.clone())?);
     let graphql = &config.own.graphql;
     let loaders_for = backends.clone();
     let service = GraphQlService {
-        endpoint: schema::endpoint(backends.clone(), graphql)?.with_shared_store(store.as_ref()),
+        endpoint: schema::endpoint(backends.clone(), graphql)?.with_shared_store(store.as_ref()).with_limits(&limits),
         // Data loaders carry the request's context to the backends they batch for.
         prepare: Arc::new(move |cx, request| {
             request.data(schema::loaders(&loaders_for, cx.upstream())).data(schema::Memo::default())

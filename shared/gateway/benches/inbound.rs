@@ -29,7 +29,8 @@ fn stacked() -> Router {
     let server = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     // Never called: the bench route is public, so no token is verified.
     let jwt = JwtConfig::new("https://idp.invalid", "bench", "https://idp.invalid/jwks".parse().unwrap());
-    let authenticator = Arc::new(Authenticator::from_config(&AuthConfig::new(jwt)).unwrap());
+    let authenticator =
+        Arc::new(Authenticator::from_config(&AuthConfig::new(jwt), bff_gateway::limits::Limits::unlimited()).unwrap());
     InboundStack::new(&server, ErrorFormat::GraphQl, authenticator).routes(Router::new(), route()).build()
 }
 

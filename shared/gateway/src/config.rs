@@ -9,7 +9,8 @@
 
 //!
 //! The loader is all that lives here: each section's type, defaults and validation live with its
-//! concern ([`ServerConfig`], [`AuthConfig`], [`RedisConfig`], `UpstreamConfig`, and a BFF's own).
+//! concern ([`ServerConfig`], [`AuthConfig`], [`RedisConfig`], [`LimitsConfig`], `UpstreamConfig`,
+//! and a BFF's own).
 //! A struct takes its defaults from its `Default` impl (`#[serde(default)]` on the struct), which
 //! names each value once as a constant.
 
@@ -24,6 +25,7 @@ pub use crate::auth::config::{ApiKeyEntry, AuthConfig, JwtConfig};
 use crate::backends::BackendSet;
 pub use crate::inbound::client_addr::IpBlock;
 pub use crate::inbound::cors::CorsConfig;
+pub use crate::limits::LimitsConfig;
 pub use crate::server::config::{ServerConfig, TlsConfig};
 pub use crate::store::RedisConfig;
 pub use bff_upstream::{UpstreamConfig, Upstreams};
@@ -40,7 +42,8 @@ pub trait Bff: 'static {
     type Backends: BackendSet;
     /// Whether `[[auth.api_keys]]` may be configured (partners); user-facing BFFs take JWTs only.
     const ACCEPTS_API_KEYS: bool = false;
-    /// The BFF's own top-level keys, beside the core's `server`, `auth`, `redis` and `upstreams`.
+    /// The BFF's own top-level keys, beside the core's `server`, `auth`, `redis`, `limits`
+    /// and `upstreams`.
     type Own: DeserializeOwned + Validate + Clone + fmt::Debug + Send + Sync + 'static;
 }
 
@@ -60,18 +63,20 @@ pub struct Config<Own> {
     pub auth: AuthConfig,
     /// The shared store, for the features whose section says `shared = true`.
     pub redis: RedisConfig,
+    pub limits: LimitsConfig,
     pub upstreams: Upstreams,
     pub own: Own,
 }
 
 /// The top-level keys the core owns; everything else belongs to the BFF.
-const CORE_SECTIONS: [&str; 4] = ["server", "auth", "redis", "upstreams"];
+const CORE_SECTIONS: [&str; 5] = ["server", "auth", "redis", "limits", "upstreams"];
 
 impl<Own: Validate> Config<Own> {
     fn validate_for<B: Bff>(&self, problems: &mut Problems) {
         self.server.validate("server", problems);
         self.auth.validate("auth", problems);
         self.redis.validate("redis", problems);
+        self.limits.validate("limits", problems);
         if !B::ACCEPTS_API_KEYS && !self.auth.api_keys.is_empty() {
             problems.push("auth.api_keys".into(), format!("{} takes bearer tokens only", B::NAME));
         }
@@ -97,6 +102,7 @@ impl<Own: Validate> Config<Own> {
         self.own.validate("", problems);
         if self.redis.url.is_none() {
             let mut users = Vec::new();
+            self.limits.shared_store_users("limits", &mut users);
             self.own.shared_store_users("", &mut users);
             for key in users {
                 problems.push(key, "needs the shared store: set [redis] url");
@@ -206,13 +212,14 @@ pub fn from_toml<B: Bff>(
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
     apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
-    let [server, auth, redis, upstreams] = CORE_SECTIONS.map(|key| table.remove(key));
+    let [server, auth, redis, limits, upstreams] = CORE_SECTIONS.map(|key| table.remove(key));
     // `[auth]` has keys without defaults, so it must be there; the others may be left out.
     let or_empty = |value: Option<Value>| value.or_else(|| Some(Value::Table(toml::Table::new())));
     let config = Config {
         server: section("server", or_empty(server))?,
         auth: section("auth", auth)?,
         redis: section("redis", or_empty(redis))?,
+        limits: section("limits", or_empty(limits))?,
         upstreams: section("upstreams", or_empty(upstreams))?,
         // What is left is the BFF's own; its `deny_unknown_fields` catches typos at the top level.
         own: section("", Some(Value::Table(table)))?,

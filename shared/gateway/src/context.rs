@@ -1,5 +1,5 @@
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
@@ -7,6 +7,7 @@ use bff_upstream::{CallContext, CallRecorder, Identity};
 use http::request::Parts;
 
 use crate::GatewayError;
+use crate::limits::{Decision, Policy, Source};
 
 /// The request's id: the client's `X-Request-Id` when well formed, else one we made.
 #[derive(Debug, Clone)]
@@ -26,7 +27,40 @@ pub struct RequestLog {
     pub operation: OnceLock<String>,
     /// The GraphQL cost of what the request ran (summed over a batch), as the limits computed it.
     pub cost: AtomicU64,
+    /// The limit closest to refusing the request (or the one that did), with what was left of
+    /// it, and where it was decided.
+    pub limit: Mutex<Option<LimitRecord>>,
     pub upstream: CallRecorder,
+}
+
+/// The access log's account of a limit decision.
+#[derive(Debug, Clone)]
+pub struct LimitRecord {
+    pub policy: Arc<Policy>,
+    pub remaining: u64,
+    pub admitted: bool,
+    pub source: Source,
+}
+
+impl RequestLog {
+    /// Notes `decision` if it is the stricter of what the request met so far (a GraphQL request
+    /// meets two: its request limits, then its cost).
+    pub fn record_limit(&self, decision: &Decision) {
+        let Some((policy, outcome)) = decision.deciding() else { return };
+        let mut limit = self.limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stricter = match &*limit {
+            None => true,
+            Some(seen) => seen.admitted && (!decision.admitted || outcome.remaining < seen.remaining),
+        };
+        if stricter {
+            *limit = Some(LimitRecord {
+                policy: policy.clone(),
+                remaining: outcome.remaining,
+                admitted: decision.admitted,
+                source: decision.source,
+            });
+        }
+    }
 }
 
 /// Everything a handler or resolver needs to call backends on behalf of this request.

@@ -5,7 +5,8 @@
 //! whatever they do. A backend's outage does not make a replica unready: every
 //! replica shares the backend, so pulling them all out of the load balancer would turn a partial
 //! outage into a total one, while the BFF answers with partial data. `/readyz?verbose` lists each
-//! check in the Kubernetes style, and each backend's last probe result and latency as information.
+//! check in the Kubernetes style, and each backend's last probe result and latency, and whether
+//! rate limits are decided through Redis or (while it is away) in process, as information.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::Authenticator;
+use crate::limits::Limits;
 use crate::server::Draining;
 
 /// Longest a single probe may take before it counts as failed.
@@ -74,6 +76,8 @@ struct ProbeResult {
 pub struct Readiness {
     signing_keys: ReadinessCheck,
     backends: Vec<ReadinessCheck>,
+    /// Whether limits are decided through Redis or, while it is away, in process.
+    limits: Arc<Limits>,
     /// The last round of backend probes and when it ran; the lock also makes concurrent callers
     /// share one round.
     last: Mutex<Option<(Instant, Vec<ProbeResult>)>>,
@@ -81,7 +85,13 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(authenticator: Arc<Authenticator>, backends: Vec<ReadinessCheck>) -> Self {
-        Self { signing_keys: ReadinessCheck::new("signing-keys", authenticator), backends, last: Mutex::new(None) }
+        let limits = authenticator.limits().clone();
+        Self {
+            signing_keys: ReadinessCheck::new("signing-keys", authenticator),
+            backends,
+            limits,
+            last: Mutex::new(None),
+        }
     }
 
     /// Every backend's probe, for information only: never on the plain `/readyz` path, which a
@@ -145,6 +155,11 @@ async fn readyz(
             Err(reason) => writeln!(text, "[-]backend:{} failed: {reason} ({ms}ms, informational)", probe.name),
         };
     }
+    let _ = match readiness.limits.limiter().shared_status() {
+        None => writeln!(text, "[+]rate-limits in process (informational)"),
+        Some(Ok(())) => writeln!(text, "[+]rate-limits shared through Redis (informational)"),
+        Some(Err(why)) => writeln!(text, "[-]rate-limits {why} (informational)"),
+    };
     text.push_str(if ready { "readyz check passed\n" } else { "readyz check failed\n" });
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }

@@ -8,8 +8,6 @@ use url::Url;
 
 use crate::config::{Problems, Validate, join};
 
-/// Failed authentication attempts one client address may make per minute before it is refused.
-pub const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 60;
 /// Clock skew we tolerate on `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 /// How often the signing keys are fetched again: a removed key stops working within this.
@@ -25,18 +23,11 @@ const MIN_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
 pub struct AuthConfig {
     pub jwt: JwtConfig,
     pub api_keys: Vec<ApiKeyEntry>,
-    /// Past this many failed attempts in a minute, a client address gets 429
-    /// `TOO_MANY_FAILED_ATTEMPTS` until the minute is over, before any verification work.
-    pub max_failures_per_minute: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            jwt: JwtConfig::default(),
-            api_keys: Vec::new(),
-            max_failures_per_minute: DEFAULT_MAX_FAILURES_PER_MINUTE,
-        }
+        Self { jwt: JwtConfig::default(), api_keys: Vec::new() }
     }
 }
 
@@ -49,7 +40,6 @@ impl AuthConfig {
 impl Validate for AuthConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         self.jwt.validate(&join(path, "jwt"), problems);
-        problems.check(path, "max_failures_per_minute", self.max_failures_per_minute >= 1, "must be at least 1");
         for (i, key) in self.api_keys.iter().enumerate() {
             let key_path = format!("{}[{i}]", join(path, "api_keys"));
             key.validate(&key_path, problems);
@@ -205,7 +195,6 @@ mod tests {
         assert_eq!(problems(""), ["auth.jwt.issuer", "auth.jwt.audience", "auth.jwt.jwks_url"]);
         let config: AuthConfig = toml::from_str("[jwt]\nissuer = \"i\"").unwrap();
         assert_eq!(config.jwt.leeway, DEFAULT_JWT_LEEWAY);
-        assert_eq!(config.max_failures_per_minute, DEFAULT_MAX_FAILURES_PER_MINUTE);
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //! - [`token_cache`]: verified tokens remembered until they expire or the keys change;
 //! - [`api_keys`]: hashed keys compared in constant time.
 //!
-//! Failed attempts are counted per client address ([`FailedAttempts`]); a source past
-//! `auth.max_failures_per_minute` is refused for the rest of the minute before any verification
-//! work, so guessing keys or replaying junk tokens stays cheap for us and slow for them.
+//! Failed attempts are a limit per client address (`[limits] failed_authentication`, see
+//! [`FailedAttempts`](crate::limits::FailedAttempts)); a source past it is refused before any
+//! verification work, so guessing keys or replaying junk tokens stays cheap for us and slow for
+//! them.
 
 pub mod api_keys;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod jwt;
 pub mod token_cache;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bff_upstream::{Identity, Probe};
 use http::HeaderMap;
@@ -31,7 +33,7 @@ pub use self::api_keys::ApiKeys;
 pub use self::config::{ApiKeyEntry, AuthConfig, JwtConfig};
 pub use self::jwt::{JwtVerifier, install_jwt_crypto};
 use crate::GatewayError;
-use crate::limits::FailedAttempts;
+use crate::limits::Limits;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -39,35 +41,42 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     api_keys: Option<ApiKeys>,
-    failures: FailedAttempts,
+    /// Where failed attempts are counted.
+    limits: Arc<Limits>,
 }
 
 impl Authenticator {
-    pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>, max_failures_per_minute: u32) -> Self {
-        Self { jwt, api_keys, failures: FailedAttempts::new(max_failures_per_minute) }
+    pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>, limits: Arc<Limits>) -> Self {
+        Self { jwt, api_keys, limits }
     }
 
     /// Bearer JWTs always; API keys when any are configured. Starts fetching the signing keys at
     /// once when called inside a Tokio runtime (else on first use).
-    pub fn from_config(config: &AuthConfig) -> Result<Self, GatewayError> {
+    pub fn from_config(config: &AuthConfig, limits: Arc<Limits>) -> Result<Self, GatewayError> {
         install_jwt_crypto();
         let api_keys = (!config.api_keys.is_empty()).then(|| ApiKeys::new(&config.api_keys)).transpose()?;
         let jwt = JwtVerifier::new(&config.jwt)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             jwt.start_refresh();
         }
-        Ok(Self::new(Some(jwt), api_keys, config.max_failures_per_minute))
+        Ok(Self::new(Some(jwt), api_keys, limits))
+    }
+
+    /// The limits this BFF enforces, failed attempts among them.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// The verified caller of a request with `headers`, from `client` (the address failures are
     /// counted against).
     pub async fn authenticate(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<Identity, GatewayError> {
-        if let Some(retry_after) = client.and_then(|ip| self.failures.blocked(ip)) {
+        let failures = self.limits.failed_attempts();
+        if let Some(retry_after) = client.and_then(|ip| failures.blocked(ip)) {
             return Err(GatewayError::TooManyFailedAttempts { retry_after });
         }
         let result = self.verify(headers).await;
         if let (Err(GatewayError::Unauthenticated(_)), Some(ip)) = (&result, client) {
-            self.failures.record(ip);
+            failures.record(self.limits.limiter(), ip).await;
         }
         result
     }

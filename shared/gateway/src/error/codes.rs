@@ -87,8 +87,11 @@ error_codes! {
     PayloadTooLarge = ("PAYLOAD_TOO_LARGE", 413, Gateway, Never),
     /// The whole request ran past `[server] request_timeout`.
     RequestTimeout = ("REQUEST_TIMEOUT", 504, Gateway, Never),
-    /// This client address failed to authenticate too often this minute.
+    /// This client address failed to authenticate too often (`[limits] failed_authentication`).
     TooManyFailedAttempts = ("TOO_MANY_FAILED_ATTEMPTS", 429, Gateway, Always),
+    /// A limit of `[limits]` (or a partner plan's) is used up; the answer names it, and
+    /// `RateLimit` says what is left of each limit that applied.
+    RateLimited = ("RATE_LIMITED", 429, Gateway, Always),
     /// This replica serves `max_concurrent_requests` already; refused at once, never queued.
     Overloaded = ("OVERLOADED", 503, Gateway, Always),
     /// A backend did not answer within its budget.

@@ -74,6 +74,9 @@ pub enum GatewayError {
     /// `retry_after`.
     #[error("too many failed authentication attempts; retry after {}s", .retry_after.as_secs().max(1))]
     TooManyFailedAttempts { retry_after: Duration },
+    /// A limit named `limit` is used up; it admits this request again after `retry_after`.
+    #[error("rate limit `{limit}` exceeded; retry after {}s", seconds_up(*.retry_after))]
+    RateLimited { limit: String, retry_after: Duration },
     /// This replica is serving as many requests as it may; try again after `retry_after`.
     #[error("the server is overloaded; retry after {}s", .retry_after.as_secs().max(1))]
     Overloaded { retry_after: Duration },
@@ -106,6 +109,7 @@ impl GatewayError {
             Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::Overloaded { .. } => ErrorCode::Overloaded,
             Self::TooManyFailedAttempts { .. } => ErrorCode::TooManyFailedAttempts,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout { .. } => ErrorCode::UpstreamTimeout,
                 UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => ErrorCode::UpstreamUnavailable,
@@ -138,7 +142,9 @@ impl GatewayError {
     /// How long the client should wait before trying again, when we know.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Overloaded { retry_after } | Self::TooManyFailedAttempts { retry_after } => Some(*retry_after),
+            Self::Overloaded { retry_after }
+            | Self::TooManyFailedAttempts { retry_after }
+            | Self::RateLimited { retry_after, .. } => Some(*retry_after),
             Self::Upstream(e) => e.retry_after(),
             _ => None,
         }
@@ -154,6 +160,12 @@ pub struct Violation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter: Option<String>,
     pub detail: String,
+}
+
+/// `duration` in whole seconds, rounded up and at least one: what `Retry-After` says, and what
+/// a message may promise (`0` would invite an immediate retry storm).
+pub fn seconds_up(duration: Duration) -> u64 {
+    (duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).max(1)
 }
 
 fn upstream_phrase(error: &UpstreamError) -> &'static str {

@@ -31,6 +31,8 @@ impl GatewayError {
             // RFC 9457's `errors` extension member: each violation by JSON pointer or parameter.
             Self::Invalid { violations, .. } => body["errors"] = serde_json::to_value(violations).unwrap_or_default(),
             Self::UnsupportedVersion { supported } => body["supported"] = json!(supported),
+            // The member the ratelimit-headers draft's problem types use to name the limit.
+            Self::RateLimited { limit, .. } => body["violated-policies"] = json!([limit]),
             _ => {}
         }
         self.respond(status, "application/problem+json", body)
@@ -38,12 +40,11 @@ impl GatewayError {
 
     /// A GraphQL response carrying only this error, for failures before execution (auth, limits).
     pub fn to_graphql(&self, request_id: &str) -> Response {
-        let body = json!({
-            "errors": [{
-                "message": self.public_message(),
-                "extensions": { "code": self.code(), "requestId": request_id },
-            }]
-        });
+        let mut extensions = json!({ "code": self.code(), "requestId": request_id });
+        if let Some(after) = self.retry_after() {
+            extensions["retryAfter"] = json!(super::seconds_up(after));
+        }
+        let body = json!({ "errors": [{ "message": self.public_message(), "extensions": extensions }] });
         self.respond(self.status(), "application/json", body)
     }
 
@@ -54,9 +55,7 @@ impl GatewayError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Some(after) = self.retry_after() {
-            // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry storm.
-            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(super::seconds_up(after)));
         }
         response
     }

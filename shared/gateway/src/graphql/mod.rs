@@ -23,6 +23,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use crate::limits::{Decision, Limits, Policy, gcra};
 pub use documents::{
     DEFAULT_APQ_STORE_BYTES, DEFAULT_DOCUMENT_CACHE_BYTES, PersistedQueriesConfig, PersistedQueryMode,
 };
@@ -124,6 +125,8 @@ pub struct Endpoint<Q, M, S> {
     limits: QueryLimits,
     introspection: bool,
     documents: documents::Documents,
+    /// Where each operation's cost is spent from its caller's budget.
+    budget: Option<Arc<Limits>>,
 }
 
 impl<Q, M, S> Clone for Endpoint<Q, M, S> {
@@ -134,6 +137,7 @@ impl<Q, M, S> Clone for Endpoint<Q, M, S> {
             limits: self.limits.clone(),
             introspection: self.introspection,
             documents: self.documents.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -152,7 +156,15 @@ where
             limits: config.limits.clone(),
             introspection: config.introspection,
             documents: documents::Documents::new(&config.persisted_queries, config.document_cache_bytes),
+            budget: None,
         }
+    }
+
+    /// Spends each operation's cost from its caller's `[limits] cost` budget, and counts the
+    /// `[[limits.routes]]` limits on operations, before anything runs.
+    pub fn with_limits(mut self, limits: &Arc<Limits>) -> Self {
+        self.budget = Some(limits.clone());
+        self
     }
 
     /// Shares automatic persisted queries through `store` when `[graphql.persisted_queries]
@@ -167,8 +179,10 @@ where
     }
 
     /// Runs a request or a batch. Each operation is checked against the limits on its one parse
-    /// before async-graphql validates or runs it; `prepare` adds per-operation data (data loaders,
-    /// memos) to each. The status and media type follow GraphQL over HTTP ([`http`]).
+    /// before async-graphql validates or runs it; then the whole request's cost is spent from the
+    /// caller's budget at once (or, for a dry run, only reported); `prepare` adds per-operation
+    /// data (data loaders, memos) to each. The status and media type follow GraphQL over HTTP
+    /// ([`http`]).
     pub async fn execute(&self, cx: RequestContext, http: GraphQlHttpRequest, prepare: &Prepare) -> Response {
         let GraphQlHttpRequest { request, media, via_get } = http;
         let respond = |status: StatusCode, body: Vec<u8>| {
@@ -176,25 +190,8 @@ where
             response.headers_mut().insert(http::header::CONTENT_TYPE, media.content_type());
             response
         };
-        match request {
-            GraphQlRequest::Single(request) => {
-                let _ = cx.log.operation.set(operation_label(request.operation_name.as_deref()).to_owned());
-                let (response, not_run) = self.execute_one(&cx, *request, via_get, prepare).await;
-                let status = match not_run {
-                    Some(status) => media.refused_status(status),
-                    None => StatusCode::OK,
-                };
-                // A request that never ran has no `data` at all (not null), as the specification says.
-                let body = match not_run {
-                    Some(_) => serde_json::to_vec(&serde_json::json!({ "errors": response.errors })),
-                    None => serde_json::to_vec(&response),
-                };
-                let mut answer = respond(status, body.unwrap_or_default());
-                if status == StatusCode::METHOD_NOT_ALLOWED {
-                    answer.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-                }
-                answer
-            }
+        let (requests, batch) = match request {
+            GraphQlRequest::Single(request) => (vec![*request], false),
             GraphQlRequest::Batch(requests) => {
                 let _ = cx.log.operation.set("(batch)".to_owned());
                 if requests.len() > self.limits.max_batch {
@@ -205,24 +202,116 @@ where
                     );
                     return GatewayError::QueryRefused { code: ErrorCode::BatchTooLarge, message }.into_response();
                 }
-                let runs = requests.into_iter().map(|request| self.execute_one(&cx, request, via_get, prepare));
-                let responses: Vec<_> = futures::future::join_all(runs).await.into_iter().map(|(r, _)| r).collect();
-                respond(StatusCode::OK, serde_json::to_vec(&responses).unwrap_or_default())
+                (requests, true)
             }
+        };
+        let dry_run = requests.iter().any(asks_for_dry_run);
+        let mut checked = Vec::with_capacity(requests.len());
+        for mut request in requests {
+            self.documents.fill_from_shared(&mut request).await;
+            let outcome = self.check(&cx, &mut request, via_get, false);
+            checked.push((request, outcome));
         }
+        if let [(request, outcome)] = checked.as_slice()
+            && !batch
+        {
+            // The name the document gives the operation, which a client cannot leave out.
+            let named = outcome.as_ref().ok().and_then(|c| c.operation.as_deref());
+            let _ = cx.log.operation.set(operation_label(named.or(request.operation_name.as_deref())).to_owned());
+        }
+        let spent = match self.spend(&cx, &checked, !dry_run).await {
+            Ok(spent) => spent,
+            Err(refusal) => return refusal,
+        };
+        let mut answer = if dry_run {
+            // What each operation would cost, and nothing run; one that would be refused says so.
+            let mut status = StatusCode::OK;
+            let mut reports: Vec<serde_json::Value> = checked
+                .into_iter()
+                .map(|(_, outcome)| match outcome {
+                    Ok(_) => serde_json::json!({ "extensions": { "rateLimit": spent.report(true) } }),
+                    Err(refusal) => {
+                        status = media.refused_status(refusal.code.status());
+                        serde_json::json!({ "errors": refused(refusal, &cx.request_id).errors })
+                    }
+                })
+                .collect();
+            let body = match (batch, reports.pop()) {
+                (false, Some(report)) => report,
+                (_, last) => {
+                    status = StatusCode::OK;
+                    reports.extend(last);
+                    serde_json::Value::Array(reports)
+                }
+            };
+            respond(status, serde_json::to_vec(&body).unwrap_or_default())
+        } else if batch {
+            let runs = checked.into_iter().map(|(request, checked)| self.execute_one(&cx, request, checked, prepare));
+            let mut responses: Vec<_> = futures::future::join_all(runs).await.into_iter().map(|(r, _)| r).collect();
+            for response in &mut responses {
+                spent.annotate(response);
+            }
+            respond(StatusCode::OK, serde_json::to_vec(&responses).unwrap_or_default())
+        } else {
+            let Some((request, checked)) = checked.pop() else { return StatusCode::OK.into_response() };
+            let (mut response, not_run) = self.execute_one(&cx, request, checked, prepare).await;
+            let status = match not_run {
+                Some(status) => media.refused_status(status),
+                None => StatusCode::OK,
+            };
+            // A request that never ran has no `data` at all (not null), as the specification says.
+            let body = match not_run {
+                Some(_) => serde_json::to_vec(&serde_json::json!({ "errors": response.errors })),
+                None => {
+                    spent.annotate(&mut response);
+                    serde_json::to_vec(&response)
+                }
+            };
+            let mut answer = respond(status, body.unwrap_or_default());
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                answer.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            }
+            answer
+        };
+        spent.write_headers(answer.headers_mut());
+        answer
     }
 
-    /// One operation; the status is set when it did not run.
+    /// Spends the cost of every operation that passed its checks from the caller's budget, all
+    /// at once (`spend` false: only looks), or the refusal to send instead.
+    async fn spend(
+        &self,
+        cx: &RequestContext,
+        checked: &[(async_graphql::Request, Result<Checked, limits::Refusal>)],
+        spend: bool,
+    ) -> Result<Spent, Response> {
+        let passed = || checked.iter().filter_map(|(_, outcome)| outcome.as_ref().ok());
+        let cost = passed().map(|c| c.cost).sum();
+        let (Some(limits), Ok(identity)) = (&self.budget, cx.principal()) else {
+            return Ok(Spent { cost, decision: None });
+        };
+        let operations: Vec<&str> = passed().filter_map(|c| c.operation.as_deref()).collect();
+        let decision = limits.spend_cost(identity, &operations, cost, spend).await;
+        cx.log.record_limit(&decision);
+        if decision.admitted {
+            return Ok(Spent { cost, decision: Some(decision) });
+        }
+        let limit = decision.deciding().map(|(policy, _)| policy.name().to_owned()).unwrap_or_default();
+        let mut refusal = GatewayError::RateLimited { limit, retry_after: decision.retry_after() }.into_response();
+        decision.write_headers(refusal.headers_mut());
+        Err(refusal)
+    }
+
+    /// One operation, checked already; the status is set when it did not run.
     async fn execute_one(
         &self,
         cx: &RequestContext,
         mut request: async_graphql::Request,
-        via_get: bool,
+        checked: Result<Checked, limits::Refusal>,
         prepare: &Prepare,
     ) -> (async_graphql::Response, Option<StatusCode>) {
-        self.documents.fill_from_shared(&mut request).await;
-        let document = match self.check(cx, &mut request, via_get, false) {
-            Ok(document) => document,
+        let document = match checked {
+            Ok(checked) => checked.document,
             Err(refusal) => {
                 let status = refusal.code.status();
                 return (refused(refusal, &cx.request_id), Some(status));
@@ -246,6 +335,7 @@ where
 
     /// A subscription (or any operation) sent over a socket: the same checks, then a stream of
     /// responses, each branded like any other.
+    /// A subscription spends its cost once, when it is subscribed to.
     pub fn execute_stream(
         &self,
         cx: RequestContext,
@@ -253,26 +343,46 @@ where
         prepare: Prepare,
     ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
         use futures::StreamExt as _;
-        let document = match self.check(&cx, &mut request, false, true) {
-            Ok(document) => document,
+        let checked = match self.check(&cx, &mut request, false, true) {
+            Ok(checked) => checked,
             Err(refusal) => {
                 return futures::stream::once(std::future::ready(refused(refusal, &cx.request_id))).boxed();
             }
         };
-        request.set_parsed_query((*document).clone());
-        let request_id = cx.request_id.clone();
-        let max_errors = self.limits.max_errors;
-        self.schema
-            .execute_stream(prepare(&cx, request.data(cx.clone())))
-            .map(move |mut response| {
-                for error in &mut response.errors {
-                    brand(error, &request_id);
-                    null_errored_field(&mut response.data, &error.path);
+        request.set_parsed_query((*checked.document).clone());
+        let endpoint = self.clone();
+        futures::stream::once(async move {
+            let request_id = cx.request_id.clone();
+            if let Err(refusal) = endpoint.spend(&cx, &[(async_graphql::Request::new(""), Ok(checked))], true).await {
+                let retry_after =
+                    refusal.extensions().get::<crate::error::PendingError>().and_then(|e| e.0.retry_after());
+                let limited = limits::Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: "the caller's GraphQL budget is spent (limits.cost)".to_owned(),
+                };
+                let mut response = refused(limited, &request_id);
+                if let (Some(after), Some(error)) = (retry_after, response.errors.first_mut()) {
+                    let seconds = crate::error::seconds_up(after);
+                    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("retryAfter", seconds);
                 }
-                cap_errors(&mut response.errors, max_errors, &request_id);
-                response
-            })
-            .boxed()
+                return futures::stream::once(std::future::ready(response)).boxed();
+            }
+            let max_errors = endpoint.limits.max_errors;
+            endpoint
+                .schema
+                .execute_stream(prepare(&cx, request.data(cx.clone())))
+                .map(move |mut response| {
+                    for error in &mut response.errors {
+                        brand(error, &request_id);
+                        null_errored_field(&mut response.data, &error.path);
+                    }
+                    cap_errors(&mut response.errors, max_errors, &request_id);
+                    response
+                })
+                .boxed()
+        })
+        .flatten()
+        .boxed()
     }
 
     /// The document (persisted or sent, parsed once per text), then the shape and cost limits.
@@ -283,7 +393,7 @@ where
         request: &mut async_graphql::Request,
         via_get: bool,
         streaming: bool,
-    ) -> Result<Arc<ExecutableDocument>, limits::Refusal> {
+    ) -> Result<Checked, limits::Refusal> {
         let document = self.documents.resolve(request, &self.limits)?;
         let refuse = |code: ErrorCode, message: &str| Err(limits::Refusal { code, message: message.to_owned() });
         match operation_kind(&document, request.operation_name.as_deref()) {
@@ -307,7 +417,81 @@ where
             self.introspection,
         )?;
         cx.log.cost.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
-        Ok(document)
+        let operation = selected_operation(&document, request.operation_name.as_deref()).map(str::to_owned);
+        Ok(Checked { document, cost, operation })
+    }
+}
+
+/// One operation past its checks: its document, its cost, and the name the document gives the
+/// operation that runs (never the client's word alone: a limit on `Home` must not be evaded by
+/// leaving `operationName` out).
+struct Checked {
+    document: Arc<ExecutableDocument>,
+    cost: u64,
+    operation: Option<String>,
+}
+
+/// What a request spent from its caller's budget.
+struct Spent {
+    cost: u64,
+    /// `None` when no budget applies (none configured, or no caller).
+    decision: Option<Decision>,
+}
+
+impl Spent {
+    /// `extensions.rateLimit`: what the request cost, what is left of the budget, and when it is
+    /// whole again (GitHub's `rateLimit` names).
+    fn report(&self, dry_run: bool) -> serde_json::Value {
+        let mut report = serde_json::json!({ "cost": self.cost });
+        if let Some((policy, outcome)) = self.budget() {
+            report["limit"] = serde_json::json!(policy.quota().burst);
+            report["remaining"] = serde_json::json!(outcome.remaining);
+            let reset_at = std::time::SystemTime::now() + outcome.reset;
+            report["resetAt"] = serde_json::json!(humantime::format_rfc3339_seconds(reset_at).to_string());
+        }
+        if dry_run {
+            report["dryRun"] = serde_json::json!(true);
+        }
+        report
+    }
+
+    fn budget(&self) -> Option<&(Arc<Policy>, gcra::Outcome)> {
+        let decision = self.decision.as_ref()?;
+        decision.states.iter().find(|(policy, _)| policy.name() == "cost")
+    }
+
+    fn annotate(&self, response: &mut async_graphql::Response) {
+        if let Ok(value) = Value::from_json(self.report(false)) {
+            response.extensions.insert("rateLimit".to_owned(), value);
+        }
+    }
+
+    fn write_headers(&self, headers: &mut http::HeaderMap) {
+        if let Some(decision) = &self.decision {
+            decision.write_headers(headers);
+        }
+    }
+}
+
+/// Whether a request asks only what it would cost: `extensions.rateLimit.dryRun = true`.
+fn asks_for_dry_run(request: &async_graphql::Request) -> bool {
+    match request.extensions.get("rateLimit") {
+        Some(Value::Object(fields)) => fields.get("dryRun") == Some(&Value::Boolean(true)),
+        _ => false,
+    }
+}
+
+/// The name of the operation `name` selects in `document`, as the document writes it.
+fn selected_operation<'a>(document: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a str> {
+    use async_graphql::parser::types::DocumentOperations;
+    match &document.operations {
+        // The parser keeps only an anonymous operation as `Single`: it has no name.
+        DocumentOperations::Single(_) => None,
+        DocumentOperations::Multiple(operations) => match name {
+            Some(name) => operations.get_key_value(name).map(|(key, _)| key.as_str()),
+            None if operations.len() == 1 => operations.keys().next().map(|key| key.as_str()),
+            None => None,
+        },
     }
 }
 

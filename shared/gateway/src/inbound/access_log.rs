@@ -31,6 +31,7 @@ impl Stage for AccessLog {
         if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
             upstream.push(format!("+{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS));
         }
+        let limit = log.limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         tracing::info!(
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
@@ -42,6 +43,9 @@ impl Stage for AccessLog {
             error_code = response.extensions().get::<PendingError>().map(|e| e.0.code().as_str()).unwrap_or("-"),
             latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
+            limit = limit.as_ref().map_or("-", |l| l.policy.name()),
+            limit_remaining = limit.as_ref().map(|l| l.remaining),
+            limit_decided = limit.as_ref().map_or("-", |l| l.source.as_str()),
             upstream_calls = calls.len(),
             upstream = %upstream.join(", "),
         );

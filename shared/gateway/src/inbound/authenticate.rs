@@ -71,7 +71,10 @@ mod tests {
             revoked: false,
         };
         let keys = ApiKeys::new(&[entry]).unwrap();
-        Authenticate { authenticator: Arc::new(Authenticator::new(None, Some(keys), 3)), skip: None }
+        Authenticate {
+            authenticator: Arc::new(Authenticator::new(None, Some(keys), crate::limits::Limits::unlimited())),
+            skip: None,
+        }
     }
 
     async fn who(request: Request) -> Response {

@@ -23,7 +23,9 @@
 //!     fallbacks ([`fallback`]);
 //! 15. authentication ([`authenticate`], API routes only);
 //! 16. **the slot after authentication** ([`InboundStack::after_authentication`]): the verified
-//!     identity and the route template are known, the body is unread.
+//!     identity and the route template are known, the body is unread;
+//! 17. rate limits ([`RateLimit`](crate::limits::RateLimit), API routes only): after the BFF's
+//!     own stages, so their answers (a partner's plan) join the one decision.
 
 pub mod access_log;
 pub mod authenticate;
@@ -63,6 +65,7 @@ use self::strip_identity::StripIdentityHeaders;
 use crate::auth::API_KEY_HEADER;
 use crate::backends::BackendSet;
 use crate::health::{self, Readiness, ReadinessCheck};
+use crate::limits::RateLimit;
 use crate::server::ServerConfig;
 use crate::{Authenticator, ErrorFormat};
 
@@ -200,6 +203,7 @@ impl InboundStack {
             self_authenticating,
         } = self;
         let limit = server.body_limit_bytes;
+        let limits = authenticator.limits().clone();
         let readiness = Readiness::new(authenticator.clone(), backends);
         // The layers of the two tower stacks are named where they are built, in request order; the
         // steps from the slot before authentication inwards are listed in the order the code
@@ -245,16 +249,18 @@ impl InboundStack {
         names.extend(before_authentication.iter().map(|s| s.name));
         names.extend(["body limit", "routing", "authentication", AFTER_AUTHENTICATION]);
         names.extend(after_authentication.iter().map(|s| s.name));
+        names.push("rate limits");
 
         // Layers wrap what is already there, so what follows applies them from the inside out.
-        // On API routes, as route layers (they run once a route has matched): the stages after
-        // authentication, then authentication around them. axum refuses a route layer on no
-        // routes; a BFF with nothing behind authentication is odd but not wrong.
+        // On API routes, as route layers (they run once a route has matched): the rate limits,
+        // the stages after authentication around them, then authentication around those. axum
+        // refuses a route layer on no routes; a BFF with nothing behind authentication is odd but
+        // not wrong.
         let api = if api.has_routes() {
             after_authentication
                 .into_iter()
                 .rev()
-                .fold(api, |router, s| (s.wrap)(router))
+                .fold(api.route_layer(StageLayer::new(RateLimit(limits))), |router, s| (s.wrap)(router))
                 .route_layer(StageLayer::new(Authenticate { authenticator, skip: self_authenticating }))
         } else {
             api

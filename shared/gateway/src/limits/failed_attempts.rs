@@ -1,79 +1,81 @@
-//! Failed authentication attempts per client address, in fixed one-minute windows, in a map of
-//! bounded size: a source past its limit is refused before any verification work.
+//! Failed authentication attempts per client address, as one more limit (`[limits]
+//! failed_authentication`): each failure spends a unit, through Redis when limits are shared.
+//! Whether an address may try again is answered in process, before any verification work, from
+//! what the last failure's decision said (here or on Redis), so a successful request costs no
+//! round trip for it, and a replica learns of failures made on the others at its next failure.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most client addresses whose failures are tracked at once; past it, the oldest windows go.
-const MAX_TRACKED_SOURCES: usize = 100_000;
-/// The window failed attempts are counted in.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+use super::limiter::{Check, Limiter, Policy};
+use super::local::Table;
 
-/// Failed authentication attempts per client address, in fixed one-minute windows, in a map of
-/// bounded size.
 pub struct FailedAttempts {
-    limit: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    policy: Arc<Policy>,
+    /// Address -> until when it is refused (nanoseconds on `epoch`).
+    blocked: Table,
+    epoch: Instant,
 }
 
 impl FailedAttempts {
-    pub fn new(limit: u32) -> Self {
-        Self { limit, windows: Mutex::new(HashMap::new()) }
+    pub(super) fn new(policy: Arc<Policy>, max_keys: usize) -> Self {
+        Self { policy, blocked: Table::new(max_keys), epoch: Instant::now() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
-        self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// How long `client` must wait, when it has used up its failures for this window.
+    /// How long `client` must wait, when it has used up its failures.
     pub fn blocked(&self, client: IpAddr) -> Option<Duration> {
-        let windows = self.lock();
-        let (start, failures) = windows.get(&client)?;
-        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
-        (*failures >= self.limit).then_some(left)
+        let slot = self.blocked.slot(&client.to_string());
+        let until = *self.blocked.lock(slot).get(&slot.hash())?;
+        let now = self.now();
+        (until > now).then(|| Duration::from_nanos(until - now))
     }
 
-    pub fn record(&self, client: IpAddr) {
-        let mut windows = self.lock();
-        if windows.len() >= MAX_TRACKED_SOURCES && !windows.contains_key(&client) {
-            windows.retain(|_, (start, _)| start.elapsed() < FAILURE_WINDOW);
-            if windows.len() >= MAX_TRACKED_SOURCES {
-                // Every tracked source is active: forget them all rather than grow without bound.
-                windows.clear();
-            }
+    /// Counts a failure from `client`; past the limit, the address is refused until a unit is back.
+    pub async fn record(&self, limiter: &Limiter, client: IpAddr) {
+        let key = client.to_string();
+        let decision = limiter.decide(&[Check { policy: &self.policy, key: &key, cost: 1 }], true).await;
+        let Some((_, outcome)) = decision.states.first() else { return };
+        let wait = if !outcome.admitted {
+            outcome.retry_after
+        } else if outcome.remaining == 0 {
+            // Spent the last unit: the next one is back once the key is rested but for a burst's worth.
+            let quota = self.policy.quota();
+            let per_unit = quota.per / u32::try_from(quota.rate).unwrap_or(u32::MAX).max(1);
+            outcome.reset.saturating_sub(per_unit * u32::try_from(quota.burst - 1).unwrap_or(u32::MAX))
+        } else {
+            return;
+        };
+        if wait.is_zero() {
+            return;
         }
-        let window = windows.entry(client).or_insert((Instant::now(), 0));
-        if window.0.elapsed() >= FAILURE_WINDOW {
-            *window = (Instant::now(), 0);
-        }
-        window.1 = window.1.saturating_add(1);
+        let now = self.now();
+        let slot = self.blocked.slot(&key);
+        let until = now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        self.blocked.store(&mut self.blocked.lock(slot), slot, until, now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{Quota, Unit};
 
-    #[test]
-    fn a_source_is_blocked_after_its_limit_and_others_are_not() {
-        let failures = FailedAttempts::new(2);
+    #[tokio::test]
+    async fn a_source_is_blocked_after_its_limit_and_others_are_not() {
+        let limiter = Limiter::new(100, None);
+        let policy = limiter.policy("failed", Quota::new(2, Duration::from_secs(60), 2), Unit::Requests);
+        let failures = FailedAttempts::new(policy, 100);
         let (bad, good): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        failures.record(bad);
+        failures.record(&limiter, bad).await;
         assert!(failures.blocked(bad).is_none());
-        failures.record(bad);
+        failures.record(&limiter, bad).await;
         let wait = failures.blocked(bad).expect("blocked after 2 failures");
-        assert!(wait <= FAILURE_WINDOW && !wait.is_zero());
+        assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(29), "{wait:?}: one unit's time");
         assert!(failures.blocked(good).is_none());
-    }
-
-    #[test]
-    fn the_map_is_bounded_whatever_the_number_of_sources() {
-        let failures = FailedAttempts::new(5);
-        for i in 0..(MAX_TRACKED_SOURCES as u32 + 10) {
-            failures.record(IpAddr::V4(std::net::Ipv4Addr::from(i)));
-        }
-        assert!(failures.lock().len() <= MAX_TRACKED_SOURCES);
     }
 }

@@ -1,6 +1,206 @@
-//! Traffic limits. Today: failed authentication attempts per client address
-//! ([`FailedAttempts`]); the keyed rate limits of the traffic-limits work land here too.
+//! Traffic limits: how much each caller, client address, route, GraphQL operation and the whole
+//! BFF may ask for, so a runaway client cannot starve the others or the backends behind them.
+//!
+//! - [`config`]: `[limits]`, quotas as rate, period and burst;
+//! - [`gcra`]: the generic cell rate algorithm, one number per key;
+//! - [`local`]: each limit's keys in process, in a bounded table;
+//! - [`limiter`]: decisions over several limits at once, all admitting or none spending, and the
+//!   `RateLimit-Policy` / `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers);
+//! - [`shared`]: the same decisions for every replica through Redis, one atomic script per
+//!   decision, falling back to this replica's share when Redis does not answer in time;
+//! - [`stage`]: the inbound stage after authentication: per principal, per address, per route
+//!   and global limits, and a BFF's own (partner plans), before any body is read;
+//! - [`failed_attempts`]: failed authentication as one more limit per client address, checked
+//!   before any verification work.
+//!
+//! GraphQL budgets spend each operation's computed cost from the caller's `cost` limit; the
+//! GraphQL endpoint asks [`Limits::spend_cost`] once it has costed the document.
 
+pub mod config;
 mod failed_attempts;
+pub mod gcra;
+pub mod limiter;
+mod local;
+mod shared;
+pub mod stage;
 
-pub use failed_attempts::FailedAttempts;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bff_upstream::Identity;
+
+pub use self::config::{KeyedBy, LimitsConfig, Quota, RouteLimit};
+pub use self::failed_attempts::FailedAttempts;
+pub use self::limiter::{Check, Decision, Limiter, Policy, RATELIMIT, RATELIMIT_POLICY, Source, Unit};
+pub use self::stage::{OwnLimits, RateLimit};
+use crate::GatewayError;
+use crate::store::Redis;
+
+/// The key of the limits counted over every request together.
+const GLOBAL_KEY: &str = "*";
+
+/// A limit on one route (method and template) or one GraphQL operation.
+#[derive(Debug)]
+struct Scoped {
+    method: Option<http::Method>,
+    /// The route template, or the operation name.
+    name: String,
+    by: KeyedBy,
+    policy: Arc<Policy>,
+}
+
+/// Every limit of one BFF, and the limiter that decides them.
+pub struct Limits {
+    limiter: Limiter,
+    global: Option<Arc<Policy>>,
+    per_address: Option<Arc<Policy>>,
+    per_principal: Option<Arc<Policy>>,
+    cost: Option<Arc<Policy>>,
+    routes: Vec<Scoped>,
+    operations: Vec<Scoped>,
+    failed_attempts: FailedAttempts,
+}
+
+impl Limits {
+    /// `config`'s limits for the BFF `bff`, shared through `store` when `[limits] shared`.
+    pub fn from_config(
+        bff: &'static str,
+        config: &LimitsConfig,
+        store: Option<&Arc<Redis>>,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let shared = match (config.shared, store) {
+            (true, Some(redis)) => {
+                let shared = Arc::new(shared::Shared::new(redis.clone(), bff, config.shared_timeout, config.replicas));
+                shared.warm_up();
+                Some(shared)
+            }
+            (true, None) => return Err(GatewayError::Internal("limits.shared needs [redis] url".into())),
+            (false, _) => None,
+        };
+        let limiter = Limiter::new(config.max_keys, shared);
+        let requests = |name: &str, quota: &Option<Quota>| quota.map(|q| limiter.policy(name, q, Unit::Requests));
+        let scoped = |limit: &RouteLimit, i: usize| {
+            let (method, name) = match (&limit.route, &limit.operation) {
+                (Some(route), _) => {
+                    let (method, template) = route.split_once(' ').unwrap_or(("GET", route));
+                    (http::Method::from_bytes(method.as_bytes()).ok(), template.to_owned())
+                }
+                (None, operation) => (None, operation.clone().unwrap_or_default()),
+            };
+            // Named by position: the route or operation is in the config, and names stay short.
+            let policy = limiter.policy(format!("route-{i}"), limit.quota(), Unit::Requests);
+            Scoped { method, name, by: limit.by, policy }
+        };
+        let (routes, operations): (Vec<_>, Vec<_>) =
+            config.routes.iter().enumerate().map(|(i, l)| scoped(l, i)).partition(|s| s.method.is_some());
+        let failed = limiter.policy("failed-authentication", config.failed_authentication, Unit::Requests);
+        Ok(Arc::new(Self {
+            global: requests("global", &config.global),
+            per_address: requests("address", &config.per_address),
+            per_principal: requests("principal", &config.per_principal),
+            cost: config.cost.map(|q| limiter.policy("cost", q, Unit::Cost)),
+            routes,
+            operations,
+            failed_attempts: FailedAttempts::new(failed, config.max_keys),
+            limiter,
+        }))
+    }
+
+    /// Limits that admit everything but failed authentication (tests, tools).
+    pub fn unlimited() -> Arc<Self> {
+        Self::from_config("-", &LimitsConfig::default(), None).unwrap_or_else(|_| unreachable!("no store is asked for"))
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// A limit of the BFF's own (a partner plan's quota) to hand the [`stage`] per request.
+    pub fn policy(&self, name: impl Into<Arc<str>>, quota: Quota) -> Arc<Policy> {
+        self.limiter.policy(name, quota, Unit::Requests)
+    }
+
+    pub fn failed_attempts(&self) -> &FailedAttempts {
+        &self.failed_attempts
+    }
+
+    /// The GraphQL budget, when one is configured.
+    pub fn cost_policy(&self) -> Option<&Arc<Policy>> {
+        self.cost.as_ref()
+    }
+
+    /// Spends `cost` from `identity`'s GraphQL budget and one request from the limits on each of
+    /// `operations` (by operation name; names with no limit are ignored), all or nothing. With
+    /// `spend` false, only looks (a dry run). Admits everything when no limit applies.
+    pub async fn spend_cost(&self, identity: &Identity, operations: &[&str], cost: u64, spend: bool) -> Decision {
+        let owner = identity.owner().unwrap_or_default();
+        let mut checks = Vec::new();
+        if let Some(policy) = &self.cost {
+            checks.push(Check { policy, key: &owner, cost });
+        }
+        for limit in self.operations.iter().filter(|l| operations.contains(&l.name.as_str())) {
+            // Each operation limit once, however often the batch names it.
+            if checks.iter().any(|c| Arc::ptr_eq(c.policy, &limit.policy)) {
+                continue;
+            }
+            // Validation keeps operation limits to these two: the address is the stage's to count.
+            let key = match limit.by {
+                KeyedBy::Global => GLOBAL_KEY,
+                KeyedBy::Principal | KeyedBy::Address => owner.as_str(),
+            };
+            checks.push(Check { policy: &limit.policy, key, cost: 1 });
+        }
+        self.limiter.decide(&checks, spend).await
+    }
+
+    /// The keys of one request, for the limits the stage checks.
+    fn request_checks<'a>(
+        &'a self,
+        method: &http::Method,
+        template: Option<&str>,
+        keys: &'a RequestKeys,
+        own: &'a [Arc<Policy>],
+    ) -> Vec<Check<'a>> {
+        let mut checks = Vec::with_capacity(4 + own.len());
+        let key = |by: KeyedBy| match by {
+            KeyedBy::Principal => keys.principal.as_deref(),
+            KeyedBy::Address => keys.address.as_deref(),
+            KeyedBy::Global => Some(GLOBAL_KEY),
+        };
+        let mut add = |policy: &'a Arc<Policy>, by: KeyedBy| {
+            if let Some(key) = key(by) {
+                checks.push(Check { policy, key, cost: 1 });
+            }
+        };
+        if let Some(policy) = &self.global {
+            add(policy, KeyedBy::Global);
+        }
+        if let Some(policy) = &self.per_address {
+            add(policy, KeyedBy::Address);
+        }
+        if let Some(policy) = &self.per_principal {
+            add(policy, KeyedBy::Principal);
+        }
+        if let Some(template) = template {
+            for limit in self.routes.iter().filter(|l| l.name == template && l.method.as_ref() == Some(method)) {
+                add(&limit.policy, limit.by);
+            }
+        }
+        for policy in own {
+            add(policy, KeyedBy::Principal);
+        }
+        checks
+    }
+}
+
+/// What a request's limits are keyed by.
+struct RequestKeys {
+    principal: Option<String>,
+    address: Option<String>,
+}
+
+impl RequestKeys {
+    fn new(identity: Option<&Identity>, address: Option<IpAddr>) -> Self {
+        Self { principal: identity.and_then(Identity::owner), address: address.map(|ip| ip.to_string()) }
+    }
+}

@@ -1,5 +1,5 @@
 //! The shared store: one Redis per BFF (`[redis]`), where replicas keep the state they share
-//! (idempotency records, automatic persisted queries; later limits and the cache's shared level).
+//! (idempotency records, automatic persisted queries, rate limits; later the cache's shared level).
 //! A feature's own section says only whether it uses the store (`shared = true`). Connected on
 //! first use, so a BFF starts and serves without it; what needs it answers 503 (or treats it as a
 //! miss) while it is unreachable, and nothing else waits on it.
@@ -99,6 +99,13 @@ impl Redis {
         store: &'static str,
         command: &redis::Cmd,
     ) -> Result<T, GatewayError> {
+        let mut connection = self.connection(store).await?;
+        command.query_async(&mut connection).await.map_err(|e| unavailable(store, e.to_string()))
+    }
+
+    /// The shared connection, for what a single command cannot say (a script), on behalf of
+    /// `store`. Cheap: a handle to the one multiplexed connection.
+    pub async fn connection(&self, store: &'static str) -> Result<redis::aio::ConnectionManager, GatewayError> {
         let connection = self
             .connection
             .get_or_try_init(|| async {
@@ -111,7 +118,7 @@ impl Redis {
                     .map_err(|e| unavailable(store, e.to_string()))
             })
             .await?;
-        command.query_async(&mut connection.clone()).await.map_err(|e| unavailable(store, e.to_string()))
+        Ok(connection.clone())
     }
 }
 
