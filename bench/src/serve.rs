@@ -130,10 +130,10 @@ fn high_limits<O>(config: &mut Config<O>) {
     config.server.max_connections = 100_000;
     let limits = &mut config.limits;
     limits.failed_authentication = UNREACHABLE;
-    for quota in [&mut limits.global, &mut limits.per_address, &mut limits.per_principal, &mut limits.cost] {
-        if let Some(quota) = quota {
-            *quota = UNREACHABLE;
-        }
+    for quota in
+        [&mut limits.global, &mut limits.per_address, &mut limits.per_principal, &mut limits.cost].into_iter().flatten()
+    {
+        *quota = UNREACHABLE;
     }
     for route in &mut limits.routes {
         (route.rate, route.per, route.burst) = (UNREACHABLE.rate, UNREACHABLE.per, UNREACHABLE.burst);

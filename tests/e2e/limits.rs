@@ -221,6 +221,35 @@ async fn graphql_requests_spend_their_computed_cost_and_a_dry_run_spends_nothing
     assert_eq!(spent(&other).1, 1000 - home_cost);
 }
 
+#[tokio::test]
+async fn a_subscription_spends_its_cost_when_it_subscribes() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let t = TestStack::start().await;
+    let mut config = bff_platform::web_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(2));
+    config.limits.cost = Some(Quota::new(1, Duration::from_secs(3600), 1000));
+    let addr = serve(web_bff::app(config).unwrap()).await;
+    let token = t.token("u-21", "web");
+    let place =
+        r#"mutation { placeOrder(input: {lines: [{productId: "p-3", quantity: 1}], idempotencyKey: "l-1"}) { id } }"#;
+    let placed = post_graphql(&t, addr, &token, json!({ "query": place })).await;
+    let id = placed.body["data"]["placeOrder"]["id"].as_str().expect("an order").to_owned();
+    let remaining = || async {
+        let dry = json!({ "query": "{ me { id } }", "extensions": { "rateLimit": { "dryRun": true } } });
+        spent(&post_graphql(&t, addr, &token, dry).await).1
+    };
+    let before = remaining().await;
+
+    let mut socket = crate::surfaces::subscribe_at(addr, &token).await;
+    assert_eq!(crate::surfaces::next_json(&mut socket).await["type"], "connection_ack");
+    let query = format!(r#"subscription {{ orderStatusChanged(orderId: "{id}") {{ orderId status }} }}"#);
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+    socket.send(Message::text(subscribe.to_string())).await.unwrap();
+    let first = crate::surfaces::next_json(&mut socket).await;
+    assert_eq!(first["payload"]["data"]["orderStatusChanged"]["status"], "PENDING", "{first:#}");
+    assert!(remaining().await < before, "subscribing spent nothing");
+}
+
 /// Partner replicas deciding through `redis_url` under a key prefix of their own.
 fn shared(redis_url: &str, prefix: &str) -> impl Fn(&mut partner_bff::Config) {
     let (url, prefix) = (redis_url.to_owned(), prefix.to_owned());
@@ -305,9 +334,11 @@ impl OwnRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server: {e}; install it with `apt-get install -y redis-server`"));
+        // Owned at once, so a panic below still stops it.
+        let redis = Self { child, port };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Self { child, port };
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

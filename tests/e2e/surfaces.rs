@@ -302,7 +302,15 @@ async fn subscribe(
     t: &TestStack,
     token: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("ws://{}/graphql", t.stack.web).into_client_request().unwrap();
+    subscribe_at(t.stack.web, token).await
+}
+
+/// A graphql-transport-ws socket to the web BFF at `addr`, `connection_init` sent with `token`.
+pub async fn subscribe_at(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("ws://{addr}/graphql").into_client_request().unwrap();
     request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-transport-ws");
@@ -311,7 +319,7 @@ async fn subscribe(
     socket
 }
 
-async fn next_json(
+pub async fn next_json(
     socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 ) -> Value {
     let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();

@@ -68,6 +68,11 @@ impl Validate for PartnerOptions {
         self.idempotency.validate("idempotency", problems);
         for (name, plan) in &self.plans {
             let path = join("plans", name);
+            // A plan's name names its limits in `RateLimit` headers and in Redis keys.
+            let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !plain {
+                problems.push(path.clone(), "a plan's name is letters, digits, `-` and `_`");
+            }
             for version in &plan.versions {
                 problems.check(
                     &path,

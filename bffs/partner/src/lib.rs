@@ -17,7 +17,8 @@
 //! **Access** is decided in one place, at the gateway's slot after authentication, before any
 //! handler runs or any body is read: the route's scope from the route table ([`routes::ROUTES`])
 //! and the client's plan (`[plans]`, `[client_plans]`): which versions and routes it may call. A
-//! client with no plan is refused everything.
+//! client with no plan is refused everything. A plan's quotas (`limit`, `route_limits`) are handed
+//! on to the gateway's rate limits, which decide them with the BFF's own `[limits]` at once.
 //!
 //! Errors are RFC 9457 problem+json with a stable `code` and the request id; a body or a query
 //! that breaks the schema lists every violation in `errors`, by JSON pointer or parameter.
@@ -171,9 +172,11 @@ struct Authorize {
 /// Each plan's quotas as limits, made once: every client of a plan has its own key in them.
 #[derive(Debug, Default)]
 struct PlanQuotas {
-    /// client id -> the plan's limit, and its limits by route name.
-    by_client: HashMap<String, (Option<Arc<Policy>>, HashMap<String, Arc<Policy>>)>,
+    by_client: HashMap<String, PlanLimits>,
 }
+
+/// One plan's limit, and its limits by route name.
+type PlanLimits = (Option<Arc<Policy>>, HashMap<String, Arc<Policy>>);
 
 impl PlanQuotas {
     fn new(options: &PartnerOptions, limits: &Limits) -> Self {

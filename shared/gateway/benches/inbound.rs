@@ -2,7 +2,11 @@
 //! same route served by a bare router. In process (`oneshot`, no sockets), so the figures are the
 //! layers' own CPU cost, not the kernel's.
 //!
-//! `cargo bench -p bff-gateway --bench inbound` (add `-- 200000` for more iterations).
+//! Then what one rate-limit decision costs (three limits at once: global, address, principal),
+//! in process, and through Redis against a bare `PING` round trip measured in the same run.
+//!
+//! `cargo bench -p bff-gateway --bench inbound` (add `-- 200000` for more iterations; `REDIS_URL`
+//! picks the Redis, 127.0.0.1:6379 by default).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -14,6 +18,8 @@ use axum::body::Body;
 use axum::routing::get;
 use bff_gateway::config::{AuthConfig, JwtConfig, ServerConfig};
 use bff_gateway::inbound::InboundStack;
+use bff_gateway::limits::{Check, Limits, LimitsConfig, Quota};
+use bff_gateway::store::{Redis, RedisConfig};
 use bff_gateway::{Authenticator, ErrorFormat};
 use http::Request;
 use tower::ServiceExt;
@@ -47,6 +53,59 @@ async fn per_request(router: &Router, iterations: u32) -> Duration {
     started.elapsed() / iterations
 }
 
+/// Three limits on one request, each of them admitting: what every limited request decides.
+async fn decisions(limits: &Limits, iterations: u32) -> Duration {
+    let quota = Quota::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000);
+    let policies = [limits.policy("global", quota), limits.policy("address", quota), limits.policy("principal", quota)];
+    let principals: Vec<String> = (0..1_000).map(|i| format!("user:u-{i}")).collect();
+    let started = Instant::now();
+    for i in 0..iterations as usize {
+        let checks = [
+            Check { policy: &policies[0], key: "*", cost: 1 },
+            Check { policy: &policies[1], key: "192.0.2.7", cost: 1 },
+            Check { policy: &policies[2], key: &principals[i % principals.len()], cost: 1 },
+        ];
+        let decision = limits.limiter().decide(&checks, true).await;
+        assert!(decision.admitted && decision.states.len() == 3);
+    }
+    started.elapsed() / iterations
+}
+
+/// One bare round trip to `redis`: the floor a shared decision cannot go below.
+async fn pings(redis: &Redis, iterations: u32) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let pong: String = redis.query("bench", &redis::cmd("PING")).await.unwrap();
+        assert_eq!(pong, "PONG");
+    }
+    started.elapsed() / iterations
+}
+
+async fn limit_decisions(iterations: u32) {
+    let local = decisions(&Limits::from_config("bench", &LimitsConfig::default(), None).unwrap(), iterations).await;
+    println!("rate-limit decisions, three limits each:");
+    println!("  in process       {:>8.3} µs/decision", local.as_nanos() as f64 / 1000.0);
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let store = RedisConfig { key_prefix: format!("bench-{}", std::process::id()), ..RedisConfig::new(url.clone()) };
+    let redis = Redis::from_config(&store).unwrap().unwrap();
+    if redis.query::<String>("bench", &redis::cmd("PING")).await.is_err() {
+        println!("  through Redis    skipped: no Redis at {url} (set REDIS_URL, or start redis-server)");
+        return;
+    }
+    let config = LimitsConfig { shared: true, shared_timeout: Duration::from_secs(1), ..LimitsConfig::default() };
+    let shared = Limits::from_config("bench", &config, Some(&redis)).unwrap();
+    let round_trips = iterations.min(20_000);
+    decisions(&shared, round_trips / 10).await;
+    let (ping, decision) = (pings(&redis, round_trips).await, decisions(&shared, round_trips).await);
+    assert!(shared.limiter().shared_status() == Some(Ok(())), "every decision was made in Redis");
+    println!("  Redis PING       {:>8.3} µs/round trip  (baseline)", ping.as_nanos() as f64 / 1000.0);
+    println!(
+        "  through Redis    {:>8.3} µs/decision  ({:.2}x a round trip: one script call)",
+        decision.as_nanos() as f64 / 1000.0,
+        decision.as_nanos() as f64 / ping.as_nanos().max(1) as f64,
+    );
+}
+
 fn main() {
     bff_upstream::tls::install_default_provider();
     let iterations = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(DEFAULT_ITERATIONS);
@@ -62,4 +121,5 @@ fn main() {
         stacked.as_nanos() as f64 / bare.as_nanos().max(1) as f64,
         overhead.as_nanos() as f64 / 1000.0,
     );
+    runtime.block_on(limit_decisions(iterations));
 }

@@ -18,17 +18,11 @@ pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub jwt: JwtConfig,
     pub api_keys: Vec<ApiKeyEntry>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self { jwt: JwtConfig::default(), api_keys: Vec::new() }
-    }
 }
 
 impl AuthConfig {

@@ -163,6 +163,15 @@ where
     /// Spends each operation's cost from its caller's `[limits] cost` budget, and counts the
     /// `[[limits.routes]]` limits on operations, before anything runs.
     pub fn with_limits(mut self, limits: &Arc<Limits>) -> Self {
+        if let Some(budget) = limits.cost_policy()
+            && budget.quota().burst < self.limits.max_cost
+        {
+            tracing::warn!(
+                burst = budget.quota().burst,
+                max_cost = self.limits.max_cost,
+                "limits.cost burst is below graphql.limits.max_cost: the costliest operations can never run"
+            );
+        }
         self.budget = Some(limits.clone());
         self
     }
@@ -286,6 +295,10 @@ where
         spend: bool,
     ) -> Result<Spent, Response> {
         let passed = || checked.iter().filter_map(|(_, outcome)| outcome.as_ref().ok());
+        if passed().next().is_none() {
+            // Nothing will run: nothing to spend, and no reason to ask a shared store.
+            return Ok(Spent { cost: 0, decision: None });
+        }
         let cost = passed().map(|c| c.cost).sum();
         let (Some(limits), Ok(identity)) = (&self.budget, cx.principal()) else {
             return Ok(Spent { cost, decision: None });

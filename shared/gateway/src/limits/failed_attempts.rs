@@ -40,16 +40,8 @@ impl FailedAttempts {
         let key = client.to_string();
         let decision = limiter.decide(&[Check { policy: &self.policy, key: &key, cost: 1 }], true).await;
         let Some((_, outcome)) = decision.states.first() else { return };
-        let wait = if !outcome.admitted {
-            outcome.retry_after
-        } else if outcome.remaining == 0 {
-            // Spent the last unit: the next one is back once the key is rested but for a burst's worth.
-            let quota = self.policy.quota();
-            let per_unit = quota.per / u32::try_from(quota.rate).unwrap_or(u32::MAX).max(1);
-            outcome.reset.saturating_sub(per_unit * u32::try_from(quota.burst - 1).unwrap_or(u32::MAX))
-        } else {
-            return;
-        };
+        // Refused, or the last unit spent: the address waits for the next one.
+        let wait = if outcome.admitted { outcome.next_unit } else { outcome.retry_after };
         if wait.is_zero() {
             return;
         }

@@ -44,6 +44,8 @@ pub struct Outcome {
     pub reset: Duration,
     /// How long until this spend would be admitted (zero when it is).
     pub retry_after: Duration,
+    /// How long until one more unit may be spent, as things stand after this decision.
+    pub next_unit: Duration,
 }
 
 /// Whether `cost` units may be spent at `now` from a key whose TAT is `tat` (0: never seen).
@@ -59,6 +61,7 @@ pub fn decide(tat: u64, now: u64, rate: Rate, cost: u64) -> Outcome {
         remaining: tolerance.saturating_sub(standing - now) / rate.interval_ns,
         reset: Duration::from_nanos(standing - now),
         retry_after: Duration::from_nanos((spent_tat - now).saturating_sub(tolerance)),
+        next_unit: Duration::from_nanos((standing + rate.interval_ns - now).saturating_sub(tolerance)),
     }
 }
 
@@ -84,6 +87,7 @@ mod tests {
         assert_eq!(admitted, 3, "the burst, all at once");
         let refused = decide(tat, now, rate, 1);
         assert_eq!((refused.remaining, refused.retry_after), (0, Duration::from_millis(100)));
+        assert_eq!(refused.next_unit, Duration::from_millis(100));
         assert_eq!(refused.reset, Duration::from_millis(300));
         let later = decide(tat, now + SECOND / 10, rate, 1);
         assert!(later.admitted, "one unit came back after one interval");

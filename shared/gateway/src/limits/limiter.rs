@@ -138,9 +138,12 @@ impl Decision {
         for (policy, outcome) in &self.states {
             let separator = if policies.is_empty() { "" } else { ", " };
             let _ = write!(policies, "{separator}{}", policy.header_item);
-            // Whole seconds, rounded up: a client that waits `t` finds the key rested.
-            let reset = outcome.reset.as_secs() + u64::from(outcome.reset.subsec_nanos() > 0);
-            let _ = write!(limits, "{separator}\"{}\";r={};t={reset}", policy.name, outcome.remaining);
+            // `t`: the window in which at most `r` more may be used. With units left, until the
+            // key is whole again; with none, until the next one (so `Retry-After` is never
+            // earlier than its end, as the draft asks). Whole seconds, rounded up.
+            let window = if outcome.remaining == 0 { outcome.next_unit } else { outcome.reset };
+            let seconds = window.as_secs() + u64::from(window.subsec_nanos() > 0);
+            let _ = write!(limits, "{separator}\"{}\";r={};t={seconds}", policy.name, outcome.remaining);
         }
         for (name, value) in [(RATELIMIT_POLICY, policies), (RATELIMIT, limits)] {
             if let Ok(value) = HeaderValue::try_from(value) {
@@ -181,6 +184,15 @@ impl Limiter {
         if checks.is_empty() {
             return Decision::admit_all();
         }
+        // A policy named twice would lock its shard twice: the first mention counts.
+        let repeated = |i: usize| checks[..i].iter().any(|earlier| Arc::ptr_eq(earlier.policy, checks[i].policy));
+        let deduplicated: Vec<Check<'_>>;
+        let checks = if (1..checks.len()).any(repeated) {
+            deduplicated = (0..checks.len()).filter(|&i| !repeated(i)).map(|i| checks[i]).collect();
+            &deduplicated[..]
+        } else {
+            checks
+        };
         if let Some(shared) = &self.shared {
             if shared.is_up() {
                 match shared.decide(checks, spend).await {

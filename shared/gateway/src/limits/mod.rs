@@ -204,3 +204,66 @@ impl RequestKeys {
         Self { principal: identity.and_then(Identity::owner), address: address.map(|ip| ip.to_string()) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flood_of_distinct_addresses_leaves_each_limit_bounded() {
+        let config = LimitsConfig {
+            per_address: Some(Quota::new(1, Duration::from_secs(60), 5)),
+            max_keys: 1_000,
+            ..LimitsConfig::default()
+        };
+        let limits = Limits::from_config("test", &config, None).unwrap();
+        for i in 0..50_000u32 {
+            let keys = RequestKeys::new(None, Some(IpAddr::V4(i.into())));
+            let checks = limits.request_checks(&http::Method::GET, None, &keys, &[]);
+            assert!(limits.limiter.decide(&checks, true).await.admitted, "every address is new");
+        }
+        let (held, most) = limits.per_address.as_ref().unwrap().tracked_keys();
+        assert!(held <= most && most <= 1_000 + 16, "{held} keys held, at most {most}");
+    }
+
+    #[tokio::test]
+    async fn the_limits_that_apply_follow_the_route_the_caller_and_the_address() {
+        let quota = Quota::new(1, Duration::from_secs(1), 1);
+        let route = |route: &str, by| RouteLimit {
+            route: Some(route.into()),
+            operation: None,
+            by,
+            rate: 1,
+            per: Duration::from_secs(1),
+            burst: 1,
+        };
+        let config = LimitsConfig {
+            global: Some(quota),
+            per_principal: Some(quota),
+            routes: vec![route("POST /v2/orders", KeyedBy::Principal), route("GET /v2/orders", KeyedBy::Global)],
+            ..LimitsConfig::default()
+        };
+        let limits = Limits::from_config("test", &config, None).unwrap();
+        let identity = Identity {
+            user_id: None,
+            client_id: "acme".into(),
+            credential: bff_upstream::Credential::ApiKey,
+            scopes: Vec::new(),
+            expires_at: None,
+        };
+        let keys = RequestKeys::new(Some(&identity), Some("192.0.2.1".parse().unwrap()));
+        let named = |method: http::Method, template| -> Vec<(String, String)> {
+            let checks = limits.request_checks(&method, Some(template), &keys, &[]);
+            checks.iter().map(|c| (c.policy.name().to_owned(), c.key.to_owned())).collect()
+        };
+        let owner = ("principal".to_owned(), "key:acme".to_owned());
+        assert_eq!(
+            named(http::Method::POST, "/v2/orders"),
+            [("global".to_owned(), "*".to_owned()), owner.clone(), ("route-0".to_owned(), "key:acme".to_owned())]
+        );
+        assert_eq!(named(http::Method::GET, "/v2/orders")[2], ("route-1".to_owned(), "*".to_owned()));
+        assert_eq!(named(http::Method::GET, "/v2/products/{id}").len(), 2, "no route limit on this one");
+    }
+}

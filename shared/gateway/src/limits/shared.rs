@@ -28,7 +28,8 @@ const STORE: &str = "rate limit store";
 /// The GCRA of [`super::gcra`] in Redis. `KEYS`: one per limit. `ARGV[1]`: `1` to spend, `0` to
 /// look. Then per key: the interval (microseconds, may be fractional), the burst, the cost.
 /// Answers the verdict, then per key: units remaining, microseconds until rested, microseconds
-/// until this cost would be admitted. TATs are whole microseconds on Redis's clock.
+/// until this cost would be admitted, microseconds until one more unit could be. TATs are whole
+/// microseconds on Redis's clock.
 const SCRIPT: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -55,6 +56,7 @@ for i = 1, #KEYS do
   answer[#answer + 1] = math.floor(math.max(0, tolerance - (standing - now)) / interval)
   answer[#answer + 1] = standing - now
   answer[#answer + 1] = math.ceil(math.max(0, spent[i] - now - tolerance))
+  answer[#answer + 1] = math.ceil(math.max(0, standing + interval - now - tolerance))
 end
 return answer
 ";
@@ -68,8 +70,8 @@ pub struct Shared {
     key_prefix: String,
     script: redis::Script,
     up: AtomicBool,
-    /// Why and since when decisions are made alone, while they are.
-    outage: Mutex<Option<(Instant, String)>>,
+    /// Since when decisions are made alone, while they are.
+    outage: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -115,10 +117,11 @@ impl Shared {
 
     pub fn status(&self) -> Result<(), String> {
         let outage = self.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The reason is in the log only: it may name hosts, and `/readyz` is public.
         match &*outage {
             None => Ok(()),
-            Some((since, why)) => Err(format!(
-                "Redis unavailable for {}s ({why}); deciding in process with 1/{} of each quota",
+            Some(since) => Err(format!(
+                "Redis unavailable for {}s; deciding in process with 1/{} of each quota",
                 since.elapsed().as_secs(),
                 self.replicas
             )),
@@ -145,13 +148,13 @@ impl Shared {
             Ok(answer) => answer?,
             Err(_) => return Err(format!("no answer within {}ms", self.timeout.as_millis())),
         };
-        if answer.len() != 1 + 3 * checks.len() {
+        if answer.len() != 1 + 4 * checks.len() {
             return Err(format!("the script answered {} values", answer.len()));
         }
         let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
         let states = checks
             .iter()
-            .zip(answer[1..].chunks_exact(3))
+            .zip(answer[1..].chunks_exact(4))
             .map(|(check, values)| {
                 let outcome = Outcome {
                     admitted: values[2] <= 0,
@@ -159,6 +162,7 @@ impl Shared {
                     remaining: u64::try_from(values[0]).unwrap_or(0),
                     reset: micros(values[1]),
                     retry_after: micros(values[2]),
+                    next_unit: micros(values[3]),
                 };
                 (check.policy.clone(), outcome)
             })
@@ -176,7 +180,7 @@ impl Shared {
             replicas = self.replicas,
             "rate limits: Redis unavailable; deciding in process with this replica's share of each quota"
         );
-        *self.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), why));
+        *self.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let shared = self.clone();
         tokio::spawn(async move {
             loop {
