@@ -190,6 +190,11 @@ impl Documents {
         }
     }
 
+    /// Whether only the manifest's operations run (so their names are the manifest's).
+    pub fn is_safelist(&self) -> bool {
+        self.mode == PersistedQueryMode::Safelist
+    }
+
     /// Gives the automatic store its shared tier in `store`, when the config asks for one.
     pub fn use_store(&mut self, store: Option<&Arc<Redis>>) {
         self.shared = self.shared_ttl.zip(store).map(|(ttl, redis)| (redis.clone(), ttl));

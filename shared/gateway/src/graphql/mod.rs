@@ -172,6 +172,12 @@ where
                 "limits.cost burst is below graphql.limits.max_cost: the costliest operations can never run"
             );
         }
+        if limits.has_operation_limits() && !self.documents.is_safelist() {
+            tracing::warn!(
+                "[[limits.routes]] operation limits key on the name a document gives its operation, which a \
+                 client chooses unless graphql.persisted_queries.mode = \"safelist\""
+            );
+        }
         self.budget = Some(limits.clone());
         self
     }
@@ -215,12 +221,19 @@ where
             }
         };
         let dry_run = requests.iter().any(asks_for_dry_run);
-        let mut checked = Vec::with_capacity(requests.len());
-        for mut request in requests {
+        // Persisted texts from the shared store all at once: a slow store costs a batch one wait.
+        let filled = requests.into_iter().map(|mut request| async move {
             self.documents.fill_from_shared(&mut request).await;
-            let outcome = self.check(&cx, &mut request, via_get, false);
-            checked.push((request, outcome));
-        }
+            request
+        });
+        let mut checked: Vec<_> = futures::future::join_all(filled)
+            .await
+            .into_iter()
+            .map(|mut request| {
+                let outcome = self.check(&cx, &mut request, via_get, false);
+                (request, outcome)
+            })
+            .collect();
         if let [(request, outcome)] = checked.as_slice()
             && !batch
         {
@@ -228,7 +241,7 @@ where
             let named = outcome.as_ref().ok().and_then(|c| c.operation.as_deref());
             let _ = cx.log.operation.set(operation_label(named.or(request.operation_name.as_deref())).to_owned());
         }
-        let spent = match self.spend(&cx, &checked, !dry_run).await {
+        let spent = match self.spend(&cx, &checked, !dry_run, false).await {
             Ok(spent) => spent,
             Err(refusal) => return refusal,
         };
@@ -293,6 +306,7 @@ where
         cx: &RequestContext,
         checked: &[(async_graphql::Request, Result<Checked, limits::Refusal>)],
         spend: bool,
+        over_socket: bool,
     ) -> Result<Spent, Response> {
         let passed = || checked.iter().filter_map(|(_, outcome)| outcome.as_ref().ok());
         if passed().next().is_none() {
@@ -304,7 +318,17 @@ where
             return Ok(Spent { cost, decision: None });
         };
         let operations: Vec<&str> = passed().filter_map(|c| c.operation.as_deref()).collect();
-        let decision = limits.spend_cost(identity, &operations, cost, spend).await;
+        if let Some(budget) = limits.cost_policy()
+            && cost > budget.quota().burst
+        {
+            // It could never be admitted: waiting would not help, so this is no 429.
+            let message = format!(
+                "this request costs {cost}, more than the budget's burst of {} (limits.cost)",
+                budget.quota().burst
+            );
+            return Err(GatewayError::QueryRefused { code: ErrorCode::QueryTooCostly, message }.into_response());
+        }
+        let decision = limits.spend_cost(identity, &operations, cost, spend, over_socket).await;
         cx.log.record_limit(&decision);
         if decision.admitted {
             return Ok(Spent { cost, decision: Some(decision) });
@@ -366,12 +390,13 @@ where
         let endpoint = self.clone();
         futures::stream::once(async move {
             let request_id = cx.request_id.clone();
-            if let Err(refusal) = endpoint.spend(&cx, &[(async_graphql::Request::new(""), Ok(checked))], true).await {
-                let retry_after =
-                    refusal.extensions().get::<crate::error::PendingError>().and_then(|e| e.0.retry_after());
+            let operation = [(async_graphql::Request::new(""), Ok(checked))];
+            if let Err(refusal) = endpoint.spend(&cx, &operation, true, true).await {
+                let error = refusal.extensions().get::<crate::error::PendingError>().map(|e| e.0.clone());
+                let retry_after = error.as_ref().and_then(|e| e.retry_after());
                 let limited = limits::Refusal {
-                    code: ErrorCode::RateLimited,
-                    message: "the caller's GraphQL budget is spent (limits.cost)".to_owned(),
+                    code: error.as_ref().map_or(ErrorCode::RateLimited, |e| e.code()),
+                    message: error.map_or_else(String::new, |e| e.public_message()),
                 };
                 let mut response = refused(limited, &request_id);
                 if let (Some(after), Some(error)) = (retry_after, response.errors.first_mut()) {

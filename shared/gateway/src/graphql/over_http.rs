@@ -111,7 +111,8 @@ impl<S: Send + Sync> FromRequest<S> for GraphQlHttpRequest {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let media = ResponseMedia::negotiate(request.headers())?;
-        if request.method() == Method::GET {
+        // HEAD is served by the GET route: it is a GET without a body in the answer, never a POST.
+        if request.method() == Method::GET || request.method() == Method::HEAD {
             let request = from_query_string(request.uri().query().unwrap_or_default())?;
             return Ok(Self { request: GraphQlRequest::Single(Box::new(request)), media, via_get: true });
         }

@@ -17,6 +17,8 @@ pub const DEFAULT_FAILED_AUTHENTICATIONS_PER_MINUTE: u64 = 60;
 const MAX_REPLICAS: u32 = 10_000;
 /// The longest period a quota may be stated over.
 const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// The longest a key may take to rest fully (`per * burst / rate`).
+const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A quota: `rate` units (requests, or GraphQL cost) per `per`, of which at most `burst` may be
 /// spent at once. A key that has been idle for `per * burst / rate` has its whole burst again.
@@ -45,13 +47,16 @@ impl Validate for Quota {
             self.per >= Duration::from_millis(1) && self.per <= MAX_PERIOD,
             "must be between 1ms and 24h",
         );
-        // One unit must take at least a nanosecond to come back, or the arithmetic loses it.
+        // One unit must take at least a microsecond to come back (Redis counts microseconds).
         problems.check(
             path,
             "rate",
-            self.rate as u128 <= self.per.as_nanos(),
-            "is more than one unit per nanosecond of `per`",
+            self.rate as u128 * 1_000 <= self.per.as_nanos(),
+            "is more than one unit per microsecond of `per`",
         );
+        // The time a key takes to rest must stay far inside the arithmetic's range.
+        let window = self.per.as_nanos().saturating_mul(u128::from(self.burst)) / u128::from(self.rate.max(1));
+        problems.check(path, "burst", window <= MAX_WINDOW.as_nanos(), "takes more than 30 days to refill at `rate`");
     }
 }
 
@@ -165,7 +170,7 @@ impl Validate for LimitsConfig {
                     &at,
                     "route",
                     route.split_once(' ').is_some_and(|(method, template)| {
-                        http::Method::from_bytes(method.as_bytes()).is_ok() && template.starts_with('/')
+                        ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].contains(&method) && template.starts_with('/')
                     }),
                     "must be a method and a route template, as in \"GET /v2/products/{id}\"",
                 ),

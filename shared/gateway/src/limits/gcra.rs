@@ -19,11 +19,12 @@ pub struct Rate {
 
 impl Rate {
     /// `quota`, or the `1 / share` of it one of `share` replicas enforces alone (never below one
-    /// unit of burst).
+    /// unit of burst). The interval is rounded up to whole microseconds, so the Redis script (on
+    /// Redis's microsecond clock) does exact integer arithmetic and agrees with this one.
     pub fn of(quota: &Quota, share: u32) -> Self {
         let share = u64::from(share.max(1));
         let per = u64::try_from(quota.per.as_nanos()).unwrap_or(u64::MAX);
-        let interval_ns = (per / quota.rate.max(1)).saturating_mul(share).max(1);
+        let interval_ns = per.div_ceil(quota.rate.max(1)).saturating_mul(share).div_ceil(1_000).max(1) * 1_000;
         Self { interval_ns, burst: (quota.burst / share).max(1) }
     }
 
@@ -61,7 +62,9 @@ pub fn decide(tat: u64, now: u64, rate: Rate, cost: u64) -> Outcome {
         remaining: tolerance.saturating_sub(standing - now) / rate.interval_ns,
         reset: Duration::from_nanos(standing - now),
         retry_after: Duration::from_nanos((spent_tat - now).saturating_sub(tolerance)),
-        next_unit: Duration::from_nanos((standing + rate.interval_ns - now).saturating_sub(tolerance)),
+        next_unit: Duration::from_nanos(
+            standing.saturating_add(rate.interval_ns).saturating_sub(now).saturating_sub(tolerance),
+        ),
     }
 }
 
@@ -101,8 +104,18 @@ mod tests {
         assert!(outcome.admitted);
         assert_eq!((outcome.remaining, outcome.reset), (13, Duration::from_secs(7)));
         let too_much = decide(0, SECOND, rate, 21);
-        assert!(!too_much.admitted);
-        assert_eq!((too_much.remaining, too_much.retry_after), (20, Duration::from_secs(1)));
+        assert!(
+            !too_much.admitted,
+            "a cost over the burst is never admitted (the GraphQL budget refuses it as too costly)"
+        );
+    }
+
+    #[test]
+    fn intervals_are_whole_microseconds_so_redis_agrees() {
+        // 27120 a minute: 2212.39 µs each, counted as 2213.
+        let rate = Rate::of(&Quota::new(27_120, Duration::from_secs(60), 9_040), 1);
+        assert_eq!(rate.interval_ns, 2_213_000);
+        assert!(decide(0, SECOND, rate, 9_040).admitted, "a fresh key spends its whole burst");
     }
 
     #[test]

@@ -138,10 +138,15 @@ impl Decision {
         for (policy, outcome) in &self.states {
             let separator = if policies.is_empty() { "" } else { ", " };
             let _ = write!(policies, "{separator}{}", policy.header_item);
-            // `t`: the window in which at most `r` more may be used. With units left, until the
-            // key is whole again; with none, until the next one (so `Retry-After` is never
-            // earlier than its end, as the draft asks). Whole seconds, rounded up.
-            let window = if outcome.remaining == 0 { outcome.next_unit } else { outcome.reset };
+            // `t`: the window in which at most `r` more may be used. For a limit that refused,
+            // until it would admit (what `Retry-After` says, as the draft asks them to agree);
+            // with no unit left, until the next one; else until the key is whole again. Whole
+            // seconds, rounded up.
+            let window = match (outcome.admitted, outcome.remaining) {
+                (false, _) => outcome.retry_after,
+                (true, 0) => outcome.next_unit,
+                (true, _) => outcome.reset,
+            };
             let seconds = window.as_secs() + u64::from(window.subsec_nanos() > 0);
             let _ = write!(limits, "{separator}\"{}\";r={};t={seconds}", policy.name, outcome.remaining);
         }
@@ -229,9 +234,10 @@ impl Limiter {
                     check.policy.table.store(shard, slots[i], states[i].1.spent_tat, now);
                 }
             }
-        } else if admitted {
-            // A look that spends nothing reports the key as it stands.
-            for (i, (_, outcome)) in states.iter_mut().enumerate() {
+        } else {
+            // Nothing was spent: a limit that would have admitted reports its key as it stands
+            // (as the Redis script does); one that refused keeps its wait.
+            for (i, (_, outcome)) in states.iter_mut().enumerate().filter(|(_, (_, o))| o.admitted) {
                 let tat = guards[i].as_ref().and_then(|shard| shard.get(&slots[i].hash())).copied().unwrap_or(0);
                 *outcome = gcra::decide(tat, now, Rate::of(&checks[i].policy.quota, share), 0);
             }

@@ -124,23 +124,38 @@ impl Limits {
         &self.failed_attempts
     }
 
+    /// Whether any `[[limits.routes]]` entry names a GraphQL operation.
+    pub fn has_operation_limits(&self) -> bool {
+        !self.operations.is_empty()
+    }
+
     /// The GraphQL budget, when one is configured.
     pub fn cost_policy(&self) -> Option<&Arc<Policy>> {
         self.cost.as_ref()
     }
 
     /// Spends `cost` from `identity`'s GraphQL budget and one request from the limits on each of
-    /// `operations` (by operation name; names with no limit are ignored), all or nothing. With
-    /// `spend` false, only looks (a dry run). Admits everything when no limit applies.
-    pub async fn spend_cost(&self, identity: &Identity, operations: &[&str], cost: u64, spend: bool) -> Decision {
+    /// `operations` (by operation name; names with no limit are ignored), all or nothing; with
+    /// `with_request_limits`, one from the global and per-principal limits too (an operation
+    /// over a socket, which the stage saw only as its upgrade). With `spend` false, only looks
+    /// (a dry run). Admits everything when no limit applies.
+    pub async fn spend_cost(
+        &self,
+        identity: &Identity,
+        operations: &[&str],
+        cost: u64,
+        spend: bool,
+        with_request_limits: bool,
+    ) -> Decision {
         let owner = identity.owner().unwrap_or_default();
         let mut checks = Vec::new();
         if let Some(policy) = &self.cost {
             checks.push(Check { policy, key: &owner, cost });
         }
-        for limit in self.operations.iter().filter(|l| operations.contains(&l.name.as_str())) {
-            // Each operation limit once, however often the batch names it.
-            if checks.iter().any(|c| Arc::ptr_eq(c.policy, &limit.policy)) {
+        for limit in self.operations.iter() {
+            // One unit per operation of that name: a batch of ten spends ten.
+            let count = operations.iter().filter(|name| **name == limit.name).count() as u64;
+            if count == 0 {
                 continue;
             }
             // Validation keeps operation limits to these two: the address is the stage's to count.
@@ -148,7 +163,15 @@ impl Limits {
                 KeyedBy::Global => GLOBAL_KEY,
                 KeyedBy::Principal | KeyedBy::Address => owner.as_str(),
             };
-            checks.push(Check { policy: &limit.policy, key, cost: 1 });
+            checks.push(Check { policy: &limit.policy, key, cost: count });
+        }
+        if with_request_limits {
+            if let Some(policy) = &self.global {
+                checks.push(Check { policy, key: GLOBAL_KEY, cost: 1 });
+            }
+            if let Some(policy) = &self.per_principal {
+                checks.push(Check { policy, key: &owner, cost: 1 });
+            }
         }
         self.limiter.decide(&checks, spend).await
     }
@@ -181,6 +204,8 @@ impl Limits {
         if let Some(policy) = &self.per_principal {
             add(policy, KeyedBy::Principal);
         }
+        // A HEAD is served by the GET route, and counts as one.
+        let method = if method == http::Method::HEAD { &http::Method::GET } else { method };
         if let Some(template) = template {
             for limit in self.routes.iter().filter(|l| l.name == template && l.method.as_ref() == Some(method)) {
                 add(&limit.policy, limit.by);

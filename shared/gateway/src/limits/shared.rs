@@ -26,7 +26,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 const STORE: &str = "rate limit store";
 
 /// The GCRA of [`super::gcra`] in Redis. `KEYS`: one per limit. `ARGV[1]`: `1` to spend, `0` to
-/// look. Then per key: the interval (microseconds, may be fractional), the burst, the cost.
+/// look. Then per key: the interval (whole microseconds), the burst, the cost: all the arithmetic
+/// is on integers, exact in Lua's doubles while below 2^53 microseconds (285 years).
 /// Answers the verdict, then per key: units remaining, microseconds until rested, microseconds
 /// until this cost would be admitted, microseconds until one more unit could be. TATs are whole
 /// microseconds on Redis's clock.
@@ -41,7 +42,7 @@ for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
   tats[i] = tat
-  spent[i] = math.ceil(tat + cost * interval)
+  spent[i] = tat + cost * interval
   if spent[i] - now > burst * interval then admitted = 0 end
 end
 local answer = { admitted }
@@ -136,7 +137,7 @@ impl Shared {
             let rate = Rate::of(check.policy.quota(), 1);
             invocation
                 .key(format!("{}{}:{}", self.key_prefix, check.policy.name(), check.key))
-                .arg(rate.interval_ns as f64 / 1_000.0)
+                .arg(rate.interval_ns / 1_000)
                 .arg(rate.burst)
                 .arg(check.cost);
         }
