@@ -4,7 +4,7 @@
 //! admits a spend of `cost` at `now` when `max(TAT, now) + cost * interval - now <= burst *
 //! interval`. A key whose TAT has passed is the same as a key never seen, which is what lets the
 //! in-process table drop it and Redis expire it. The Lua script of [`super::shared`] does the same
-//! arithmetic in Redis; the tests here pin both to these answers.
+//! arithmetic in Redis, on whole microseconds (see [`Rate::of`]), so both give the same answers.
 
 use std::time::Duration;
 
