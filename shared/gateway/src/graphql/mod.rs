@@ -241,9 +241,10 @@ where
             let named = outcome.as_ref().ok().and_then(|c| c.operation.as_deref());
             let _ = cx.log.operation.set(operation_label(named.or(request.operation_name.as_deref())).to_owned());
         }
-        let spent = match self.spend(&cx, &checked, !dry_run, false).await {
+        let passed: Vec<&Checked> = checked.iter().filter_map(|(_, outcome)| outcome.as_ref().ok()).collect();
+        let spent = match self.spend(&cx, &passed, !dry_run, false).await {
             Ok(spent) => spent,
-            Err(refusal) => return refusal,
+            Err(refused) => return refused.into_response(),
         };
         let mut answer = if dry_run {
             // What each operation would cost, and nothing run; one that would be refused says so.
@@ -304,20 +305,20 @@ where
     async fn spend(
         &self,
         cx: &RequestContext,
-        checked: &[(async_graphql::Request, Result<Checked, limits::Refusal>)],
+        passed: &[&Checked],
         spend: bool,
         over_socket: bool,
-    ) -> Result<Spent, Response> {
-        let passed = || checked.iter().filter_map(|(_, outcome)| outcome.as_ref().ok());
-        if passed().next().is_none() {
+    ) -> Result<Spent, Refused> {
+        let nothing = Spent { cost: 0, budget: None, decision: None };
+        if passed.is_empty() {
             // Nothing will run: nothing to spend, and no reason to ask a shared store.
-            return Ok(Spent { cost: 0, decision: None });
+            return Ok(nothing);
         }
-        let cost = passed().map(|c| c.cost).sum();
+        let cost = passed.iter().map(|c| c.cost).sum();
         let (Some(limits), Ok(identity)) = (&self.budget, cx.principal()) else {
-            return Ok(Spent { cost, decision: None });
+            return Ok(Spent { cost, ..nothing });
         };
-        let operations: Vec<&str> = passed().filter_map(|c| c.operation.as_deref()).collect();
+        let operations: Vec<&str> = passed.iter().filter_map(|c| c.operation.as_deref()).collect();
         if let Some(budget) = limits.cost_policy()
             && cost > budget.quota().burst
         {
@@ -326,17 +327,18 @@ where
                 "this request costs {cost}, more than the budget's burst of {} (limits.cost)",
                 budget.quota().burst
             );
-            return Err(GatewayError::QueryRefused { code: ErrorCode::QueryTooCostly, message }.into_response());
+            let error = GatewayError::QueryRefused { code: ErrorCode::QueryTooCostly, message };
+            return Err(Refused { error, decision: None });
         }
         let decision = limits.spend_cost(identity, &operations, cost, spend, over_socket).await;
         cx.log.record_limit(&decision);
-        if decision.admitted {
-            return Ok(Spent { cost, decision: Some(decision) });
+        if let Some(error) = decision.refusal() {
+            return Err(Refused { error, decision: Some(decision) });
         }
-        let limit = decision.deciding().map(|(policy, _)| policy.name().to_owned()).unwrap_or_default();
-        let mut refusal = GatewayError::RateLimited { limit, retry_after: decision.retry_after() }.into_response();
-        decision.write_headers(refusal.headers_mut());
-        Err(refusal)
+        let budget = limits
+            .cost_policy()
+            .and_then(|policy| decision.states.iter().find(|(spent_from, _)| Arc::ptr_eq(spent_from, policy)).cloned());
+        Ok(Spent { cost, budget, decision: Some(decision) })
     }
 
     /// One operation, checked already; the status is set when it did not run.
@@ -390,16 +392,10 @@ where
         let endpoint = self.clone();
         futures::stream::once(async move {
             let request_id = cx.request_id.clone();
-            let operation = [(async_graphql::Request::new(""), Ok(checked))];
-            if let Err(refusal) = endpoint.spend(&cx, &operation, true, true).await {
-                let error = refusal.extensions().get::<crate::error::PendingError>().map(|e| e.0.clone());
-                let retry_after = error.as_ref().and_then(|e| e.retry_after());
-                let limited = limits::Refusal {
-                    code: error.as_ref().map_or(ErrorCode::RateLimited, |e| e.code()),
-                    message: error.map_or_else(String::new, |e| e.public_message()),
-                };
+            if let Err(Refused { error, .. }) = endpoint.spend(&cx, &[&checked], true, true).await {
+                let limited = limits::Refusal { code: error.code(), message: error.public_message() };
                 let mut response = refused(limited, &request_id);
-                if let (Some(after), Some(error)) = (retry_after, response.errors.first_mut()) {
+                if let (Some(after), Some(error)) = (error.retry_after(), response.errors.first_mut()) {
                     let seconds = crate::error::seconds_up(after);
                     error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("retryAfter", seconds);
                 }
@@ -472,8 +468,27 @@ struct Checked {
 /// What a request spent from its caller's budget.
 struct Spent {
     cost: u64,
-    /// `None` when no budget applies (none configured, or no caller).
+    /// The budget as the spend left it; `None` when none applies (none configured, or no caller).
+    budget: Option<(Arc<Policy>, gcra::Outcome)>,
+    /// Every limit the spend was decided on, for the headers.
     decision: Option<Decision>,
+}
+
+/// A request refused before it ran: the error, and the decision that refused it (for the
+/// `RateLimit` headers) when a limit did.
+struct Refused {
+    error: GatewayError,
+    decision: Option<Decision>,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(decision) = &self.decision {
+            decision.write_headers(response.headers_mut());
+        }
+        response
+    }
 }
 
 impl Spent {
@@ -481,7 +496,7 @@ impl Spent {
     /// whole again (GitHub's `rateLimit` names).
     fn report(&self, dry_run: bool) -> serde_json::Value {
         let mut report = serde_json::json!({ "cost": self.cost });
-        if let Some((policy, outcome)) = self.budget() {
+        if let Some((policy, outcome)) = &self.budget {
             report["limit"] = serde_json::json!(policy.quota().burst);
             report["remaining"] = serde_json::json!(outcome.remaining);
             let reset_at = std::time::SystemTime::now() + outcome.reset;
@@ -491,11 +506,6 @@ impl Spent {
             report["dryRun"] = serde_json::json!(true);
         }
         report
-    }
-
-    fn budget(&self) -> Option<&(Arc<Policy>, gcra::Outcome)> {
-        let decision = self.decision.as_ref()?;
-        decision.states.iter().find(|(policy, _)| policy.name() == "cost")
     }
 
     fn annotate(&self, response: &mut async_graphql::Response) {

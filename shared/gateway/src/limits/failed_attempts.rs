@@ -29,7 +29,8 @@ impl FailedAttempts {
 
     /// How long `client` must wait, when it has used up its failures.
     pub fn blocked(&self, client: IpAddr) -> Option<Duration> {
-        let slot = self.blocked.slot(&client.to_string());
+        // Keyed by the address itself: nothing is formatted for the requests that succeed.
+        let slot = self.blocked.slot(&client);
         let until = *self.blocked.lock(slot).get(&slot.hash())?;
         let now = self.now();
         (until > now).then(|| Duration::from_nanos(until - now))
@@ -46,7 +47,7 @@ impl FailedAttempts {
             return;
         }
         let now = self.now();
-        let slot = self.blocked.slot(&key);
+        let slot = self.blocked.slot(&client);
         let until = now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
         self.blocked.store(&mut self.blocked.lock(slot), slot, until, now);
     }

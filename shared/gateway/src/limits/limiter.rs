@@ -14,6 +14,7 @@ use super::config::Quota;
 use super::gcra::{self, Outcome, Rate};
 use super::local::Table;
 use super::shared::Shared;
+use crate::GatewayError;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the quotas that applied.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -120,6 +121,16 @@ impl Decision {
         } else {
             self.states.iter().filter(|(_, o)| !o.admitted).max_by_key(|(_, outcome)| outcome.retry_after)
         }
+    }
+
+    /// The error a refused request is answered with, naming the limit that decided; `None` when
+    /// admitted.
+    pub fn refusal(&self) -> Option<GatewayError> {
+        if self.admitted {
+            return None;
+        }
+        let limit = self.deciding().map(|(policy, _)| policy.name().to_owned()).unwrap_or_default();
+        Some(GatewayError::RateLimited { limit, retry_after: self.retry_after() })
     }
 
     /// How long until the request would be admitted.

@@ -70,7 +70,7 @@ impl Table {
         }
     }
 
-    pub fn slot(&self, key: &str) -> Slot {
+    pub fn slot<K: std::hash::Hash + ?Sized>(&self, key: &K) -> Slot {
         let hash = self.hasher.hash_one(key);
         // The high bits pick the shard; the map uses all of them.
         Slot { hash, shard: (hash >> 60) as usize % SHARDS }

@@ -230,6 +230,18 @@ impl RequestKeys {
     }
 }
 
+impl Limits {
+    /// The keys of a request, written out only when some limit counts by them (a BFF with no
+    /// per-address or per-caller limit formats neither); `own` says the BFF's stage handed over
+    /// limits of its own, which count by caller.
+    fn request_keys(&self, identity: Option<&Identity>, address: Option<IpAddr>, own: bool) -> RequestKeys {
+        let by = |keyed: KeyedBy| self.routes.iter().any(|limit| limit.by == keyed);
+        let principal = own || self.per_principal.is_some() || by(KeyedBy::Principal);
+        let address_counts = self.per_address.is_some() || by(KeyedBy::Address);
+        RequestKeys::new(identity.filter(|_| principal), address.filter(|_| address_counts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -9,10 +9,10 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use bff_upstream::Identity;
 
-use super::{Limits, Policy, RequestKeys};
+use super::{Limits, Policy};
+use crate::RequestLog;
 use crate::inbound::client_addr::ClientAddr;
 use crate::inbound::stage::{Downstream, Next, Stage};
-use crate::{GatewayError, RequestLog};
 
 /// Limits a BFF's own stage after authentication asks this stage to check as well, keyed by the
 /// caller (a partner plan's quota), so that every limit of a request is one decision.
@@ -25,12 +25,13 @@ pub struct RateLimit(pub Arc<Limits>);
 impl Stage for RateLimit {
     async fn run<S: Downstream>(&self, request: Request, next: Next<S>) -> Response {
         let extensions = request.extensions();
-        let keys = RequestKeys::new(
+        let own = extensions.get::<OwnLimits>().map(|own| own.0.clone()).unwrap_or_default();
+        let keys = self.0.request_keys(
             extensions.get::<Arc<Identity>>().map(|identity| &**identity),
             extensions.get::<ClientAddr>().map(|addr| addr.0),
+            !own.is_empty(),
         );
         let template = extensions.get::<MatchedPath>().cloned();
-        let own = extensions.get::<OwnLimits>().map(|own| own.0.clone()).unwrap_or_default();
         let checks = self.0.request_checks(request.method(), template.as_ref().map(MatchedPath::as_str), &keys, &own);
         if checks.is_empty() {
             return next.run(request).await;
@@ -40,11 +41,9 @@ impl Stage for RateLimit {
         if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
             log.record_limit(&decision);
         }
-        let mut response = if decision.admitted {
-            next.run(request).await
-        } else {
-            let limit = decision.deciding().map(|(policy, _)| policy.name().to_owned()).unwrap_or_default();
-            GatewayError::RateLimited { limit, retry_after: decision.retry_after() }.into_response()
+        let mut response = match decision.refusal() {
+            None => next.run(request).await,
+            Some(refusal) => refusal.into_response(),
         };
         decision.write_headers(response.headers_mut());
         response
