@@ -255,6 +255,11 @@ fn from_example<B: Bff>(
             humantime::format_duration(upstream_timeout).to_string(),
         ));
     }
+    // The examples name a second catalog instance; the demo runs one only where asked to.
+    if <B::Backends as bff_gateway::backends::BackendSet>::NAMES.contains(&"catalog") {
+        let second = demo.catalog_second.map(|addr| format!("{:?}", bff_demo::http_url(addr)));
+        overrides.push((key("UPSTREAMS__CATALOG__INSTANCES"), format!("[{}]", second.unwrap_or_default())));
+    }
     overrides.extend(extra.iter().map(|(path, value)| (key(path), value.clone())));
     let file = format!("bffs/{}/config.example.toml", B::NAME.trim_end_matches("-bff"));
     bff_gateway::config::from_toml::<B>(example, Path::new(&file), overrides)

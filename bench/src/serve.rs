@@ -38,6 +38,7 @@ pub fn decode_addrs(encoded: &str) -> anyhow::Result<DemoAddrs> {
         inventory: addr("inventory")?,
         recommendations: addr("recommendations")?,
         control: addr("control")?,
+        catalog_second: None,
     })
 }
 
@@ -140,6 +141,17 @@ fn high_limits<O>(config: &mut Config<O>) {
     }
 }
 
+/// Every connection of a scenario acts for the same caller, so coalescing and the cache would
+/// answer most calls from each other, which no real crowd of users does, and the comparison with
+/// the baseline (which calls its backends for every request) would flatter the BFF. They are off
+/// here; every other layer stays on.
+fn no_shared_answers<O>(config: &mut Config<O>) {
+    for (_, upstream) in config.upstreams.0.iter_mut() {
+        upstream.coalesce = false;
+        upstream.cache = bff_upstream::layer::CacheConfig::default();
+    }
+}
+
 /// The partner's plans with quotas the load cannot reach.
 fn high_plan_limits(options: &mut partner_bff::PartnerOptions) {
     for plan in options.plans.values_mut() {
@@ -167,17 +179,20 @@ pub fn bff(bff: Bff, demo: DemoAddrs) -> anyhow::Result<()> {
     let (router, server) = match bff {
         Bff::Mobile => {
             high_limits(&mut mobile);
+            no_shared_answers(&mut mobile);
             let server = mobile.server.clone();
             (mobile_bff::app(mobile).map_err(|e| app_error(&e))?, server)
         }
         Bff::Web => {
             high_limits(&mut web);
+            no_shared_answers(&mut web);
             let server = web.server.clone();
             (web_bff::app(web).map_err(|e| app_error(&e))?, server)
         }
         Bff::Partner => {
             high_limits(&mut partner);
             high_plan_limits(&mut partner.own);
+            no_shared_answers(&mut partner);
             let server = partner.server.clone();
             (partner_bff::app(partner).map_err(|e| app_error(&e))?, server)
         }

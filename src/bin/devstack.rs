@@ -78,7 +78,7 @@ BFFs
 Demo backends
   identity         {identity}  JWKS, POST /oauth/token, POST /dev/token
   users            {users}
-  catalog          {catalog}
+  catalog          {catalog}, {catalog_second} (catalog-2)
   recommendations  {recommendations}
   orders           {orders}  gRPC
   inventory        {inventory}  gRPC
@@ -105,6 +105,7 @@ Ctrl-C stops everything.
         identity = url(a.identity),
         users = url(a.users),
         catalog = url(a.catalog),
+        catalog_second = a.catalog_second.map_or_else(|| "-".to_owned(), url),
         recommendations = url(a.recommendations),
         orders = url(a.orders),
         inventory = url(a.inventory),

@@ -18,9 +18,13 @@ async fn serve(router: axum::Router, mut server: ServerConfig) -> SocketAddr {
 }
 
 /// A mobile BFF against `t`'s demo with `tweak` applied to its server settings, on a free port.
+/// Coalescing is off, so each admitted request is one backend call the tests can count.
 async fn mobile_with(t: &TestStack, tweak: impl FnOnce(&mut ServerConfig)) -> SocketAddr {
     let mut config = bff_platform::mobile_config(&t.stack.demo, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(5));
     tweak(&mut config.server);
+    for (_, upstream) in config.upstreams.0.iter_mut() {
+        upstream.coalesce = false;
+    }
     serve(mobile_bff::app(config.clone()).unwrap(), config.server).await
 }
 

@@ -46,7 +46,12 @@ fn plan_quota(config: &mut partner_bff::Config, quota: Quota) {
 }
 
 async fn product(t: &TestStack, addr: SocketAddr, key: &str) -> Reply {
-    t.get(addr, "/v2/products/p-1", &[("x-api-key", key)]).await
+    product_n(t, addr, key, 1).await
+}
+
+/// Product `p-{n}`: distinct products are distinct backend calls (never coalesced or cached).
+async fn product_n(t: &TestStack, addr: SocketAddr, key: &str, n: usize) -> Reply {
+    t.get(addr, &format!("/v2/products/p-{n}"), &[("x-api-key", key)]).await
 }
 
 fn admitted(replies: &[Reply]) -> usize {
@@ -72,7 +77,7 @@ async fn a_burst_admits_its_burst_and_what_the_rate_replenished_and_refuses_the_
     let addr = partner(&t, |config| plan_quota(config, Quota::new(2, Duration::from_secs(1), 10))).await;
     t.reset().await;
     let started = Instant::now();
-    let replies = join_all((0..30).map(|_| product(&t, addr, KEY))).await;
+    let replies = join_all((1..=30).map(|n| product_n(&t, addr, KEY, n))).await;
     let elapsed = started.elapsed();
     let count = admitted(&replies);
     let replenished = (elapsed.as_secs_f64() * 2.0).floor() as usize;

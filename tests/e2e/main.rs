@@ -14,6 +14,7 @@ mod mobile;
 mod outbound;
 mod partner;
 mod readme;
+mod resilience;
 mod schemas;
 mod support;
 mod surfaces;

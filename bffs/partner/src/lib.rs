@@ -43,7 +43,7 @@ use bff_gateway::inbound::InboundStack;
 use bff_gateway::inbound::stage::{Downstream, Next, Stage, StageLayer};
 use bff_gateway::limits::{Limits, OwnLimits, Policy};
 use bff_gateway::rest::idempotency::Idempotency;
-use bff_gateway::store::Redis;
+use bff_gateway::store::{Redis, SharedCache};
 use bff_gateway::{Authenticator, BuildError, ErrorFormat, GatewayError, RequestContext};
 use http::{HeaderValue, header};
 use tower::ServiceExt;
@@ -69,8 +69,8 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
 /// The partner BFF's inbound stack with its routes, backends and access decision, not yet built:
 /// [`app`], or a stack a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
-    let backends = Backends::new(&config.upstreams)?;
     let store = Redis::from_config(&config.redis)?;
+    let backends = Backends::new(&SharedCache::upstreams(&config.upstreams, store.as_ref(), Partner::NAME))?;
     let limits = Limits::from_config(Partner::NAME, &config.limits, store.as_ref())?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth, limits.clone())?);
     let idempotency = Arc::new(Idempotency::new(Partner::NAME, &config.own.idempotency, store.as_ref())?);

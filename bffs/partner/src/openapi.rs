@@ -191,6 +191,15 @@ fn operation<V: Version>(operation: Operation, scope: &str, schemas: &Value) -> 
             json!({ "schema": { "type": "string" }, "description": "`rel=\"next\"`: the next page." }),
         );
     }
+    if operation == Operation::GetProduct {
+        headers.insert(
+            "Partial-Response".into(),
+            json!({ "schema": { "type": "string" }, "description": "Present when an optional backend could not answer and its members were left out: \
+                     `stock; backend=\"inventory\"; code=\"UPSTREAM_TIMEOUT\"` (the member, the backend, and the error code it \
+                     would have failed with). The product itself comes from the catalog, which is required: when it cannot \
+                     answer, the request fails (504 for a timeout, 502 or 503 otherwise)." }),
+        );
+    }
     if operation == Operation::CreateOrder {
         headers.insert("Location".into(), json!({ "schema": { "type": "string" } }));
         headers.insert("Idempotency-Replayed".into(), json!({ "schema": { "const": "true" }, "description": "This is the stored answer to an earlier request with the same key." }));

@@ -250,11 +250,13 @@ impl Fieldset {
     }
 
     /// `value` with only the selected members. A selected member that is missing means
-    /// `service` did not return what it was asked for: a fault, never silently dropped.
-    fn apply(&self, mut value: Value, service: &'static str) -> Result<Value, GatewayError> {
+    /// `service` did not return what it was asked for: a fault, never silently dropped (unless it
+    /// is one of the `omitted` members, left out and said so in `Partial-Response`).
+    fn apply(&self, mut value: Value, service: &'static str, omitted: &[&str]) -> Result<Value, GatewayError> {
         let Some(paths) = &self.paths else { return Ok(value) };
         let kept = prune(&mut value, paths, 0);
-        if let Some(missing) = paths.iter().find(|p| !has_path(&kept, p)) {
+        let allowed = |path: &Vec<String>| omitted.contains(&path[0].as_str());
+        if let Some(missing) = paths.iter().find(|p| !has_path(&kept, p) && !allowed(p)) {
             return Err(UpstreamError::BadBody {
                 service,
                 reason: format!("`{}` was selected but not returned", missing.join(".")),
@@ -308,18 +310,51 @@ async fn get_product<V: Version>(
     let catalog_fields = fields.backend_fields(&V::PRODUCT_FIELDS);
     let wants_stock = V::PRODUCT_STOCK.is_some_and(|member| fields.selects(member));
     let catalog = api.backends.catalog.get(cx.upstream(), id, &catalog_fields);
+    // The catalog is required: its failure fails the answer. The inventory is optional: when it
+    // cannot answer, the product goes out without its stock, and `Partial-Response` says so.
     let stock = async {
         match wants_stock {
-            true => stock_of(&api.backends, &cx, id).await.map(Some),
+            true => Ok(Some(optional(stock_of(&api.backends, &cx, id).await)?)),
             false => Ok(None),
         }
     };
     let (product, stock) =
         futures::future::try_join(async { catalog.await.map_err(GatewayError::from) }, stock).await?;
     let mut product = model::Product::from_catalog(product)?;
-    product.stock = stock;
-    let body = fields.apply(serialize(V::Product::from(product))?, "catalog")?;
-    Ok(json_response(StatusCode::OK, &body))
+    let omitted = match stock {
+        Some(Err(code)) => Some(code),
+        Some(Ok(stock)) => {
+            product.stock = Some(stock);
+            None
+        }
+        None => None,
+    };
+    let members: &[&str] = if omitted.is_some() { &["stock"] } else { &[] };
+    let body = fields.apply(serialize(V::Product::from(product))?, "catalog", members)?;
+    let mut response = json_response(StatusCode::OK, &body);
+    if let Some(code) = omitted {
+        let partial = format!("stock; backend=\"inventory\"; code=\"{}\"", code.as_str());
+        if let Ok(value) = HeaderValue::from_str(&partial) {
+            response.headers_mut().insert(PARTIAL_RESPONSE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Names the members left out of an answer because an optional backend could not answer.
+pub const PARTIAL_RESPONSE: &str = "partial-response";
+
+/// The result of an optional branch: its value, or the error code it was left out for when its
+/// backend did not answer. Any other failure (the caller's fault, a missing product) still fails.
+fn optional<T>(result: Result<T, GatewayError>) -> Result<Result<T, bff_gateway::ErrorCode>, GatewayError> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(GatewayError::Upstream(error)) if error.backend_did_not_answer() => {
+            let code = GatewayError::Upstream(error).code();
+            Ok(Err(code))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 async fn stock_of(backends: &Backends, cx: &RequestContext, id: &str) -> Result<model::Stock, GatewayError> {
@@ -365,7 +400,7 @@ async fn list_orders<V: Version>(
     let items = page
         .orders
         .into_iter()
-        .map(|order| fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?, "orders"))
+        .map(|order| fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?, "orders", &[]))
         .collect::<Result<Vec<_>, GatewayError>>()?;
     let next_link = page.next_page_token.as_ref().map(|cursor| {
         let mut params = vec![("limit", limit.to_string()), ("cursor", cursor.clone())];
@@ -392,7 +427,7 @@ async fn get_order<V: Version>(
     let query = api.query(Operation::GetOrder, query.as_deref())?;
     let (fields, backend) = order_fields(&api, &query)?;
     let order = api.backends.orders.get(cx.upstream(), &owner, id, &backend).await?;
-    let body = fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?, "orders")?;
+    let body = fields.apply(serialize(V::Order::from(model::Order::from_backend(order)?))?, "orders", &[])?;
     Ok(json_response(StatusCode::OK, &body))
 }
 

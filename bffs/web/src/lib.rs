@@ -26,7 +26,7 @@ use bff_gateway::graphql::GraphQlService;
 use bff_gateway::graphql::ws::Subscriptions;
 use bff_gateway::inbound::InboundStack;
 use bff_gateway::limits::Limits;
-use bff_gateway::store::Redis;
+use bff_gateway::store::{Redis, SharedCache};
 use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
 pub use config::{Config, Web};
@@ -40,8 +40,8 @@ pub fn app(config: Config) -> Result<Router, BuildError> {
 /// The web BFF's inbound stack with its routes and backends, not yet built: [`app`], or a stack
 /// a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
-    let backends = Backends::new(&config.upstreams)?;
     let store = Redis::from_config(&config.redis)?;
+    let backends = Backends::new(&SharedCache::upstreams(&config.upstreams, store.as_ref(), Web::NAME))?;
     let limits = Limits::from_config(Web::NAME, &config.limits, store.as_ref())?;
     let authenticator = Arc::new(Authenticator::from_config(&config.auth, limits.clone())?);
     let graphql = &config.own.graphql;

@@ -14,20 +14,31 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use crate::control::fields_param;
-use crate::data;
+use crate::{Version, data};
+
+/// What the catalog says about caching its answers: the same for everyone, for a minute.
+const CACHE_CONTROL: (axum::http::HeaderName, &str) = (axum::http::header::CACHE_CONTROL, "public, max-age=60");
 
 /// Most ids one batch request may carry.
 const MAX_BATCH: usize = 100;
 
 type QueryResult = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-pub(crate) fn router() -> Router {
-    Router::new().route("/products", get(batch)).route("/products/{id}", get(one))
+pub(crate) fn router(version: Version) -> Router {
+    Router::new()
+        .route("/products", get(move |query| batch(version, query)))
+        .route("/products/{id}", get(move |id, query| one(version, id, query)))
 }
 
 /// The product with only the requested fields (plus the id); all fields when none are asked for.
-fn select(n: u64, fields: &[String]) -> Value {
-    let product = data::product(n);
+/// A canary's product names say so.
+fn select(version: Version, n: u64, fields: &[String]) -> Value {
+    let mut product = data::product(n);
+    if version == Version::Canary
+        && let Some(Value::String(name)) = product.get_mut("name")
+    {
+        name.push_str(" (canary)");
+    }
     if fields.is_empty() {
         return Value::Object(product);
     }
@@ -36,17 +47,18 @@ fn select(n: u64, fields: &[String]) -> Value {
     Value::Object(selected)
 }
 
-async fn one(Path(id): Path<String>, query: QueryResult) -> Response {
+async fn one(version: Version, Path(id): Path<String>, query: QueryResult) -> Response {
     let Ok(Query(query)) = query else {
         return crate::json_error(StatusCode::BAD_REQUEST, "malformed query string");
     };
     match data::product_index(&id) {
-        Some(n) => Json(select(n, &fields_param(query.get("fields").map(String::as_str)))).into_response(),
+        Some(n) => ([CACHE_CONTROL], Json(select(version, n, &fields_param(query.get("fields").map(String::as_str)))))
+            .into_response(),
         None => crate::json_error(StatusCode::NOT_FOUND, "no such product"),
     }
 }
 
-async fn batch(query: QueryResult) -> Response {
+async fn batch(version: Version, query: QueryResult) -> Response {
     let Ok(Query(query)) = query else {
         return crate::json_error(StatusCode::BAD_REQUEST, "malformed query string");
     };
@@ -64,6 +76,7 @@ async fn batch(query: QueryResult) -> Response {
         }
     }
     let fields = fields_param(query.get("fields").map(String::as_str));
-    let items: Vec<Value> = wanted.into_iter().filter_map(data::product_index).map(|n| select(n, &fields)).collect();
-    Json(json!({ "items": items })).into_response()
+    let items: Vec<Value> =
+        wanted.into_iter().filter_map(data::product_index).map(|n| select(version, n, &fields)).collect();
+    ([CACHE_CONTROL], Json(json!({ "items": items }))).into_response()
 }

@@ -43,6 +43,16 @@ pub struct Faults {
     /// Take the service off the network: its port refuses connections (probes included) and open
     /// connections are cut, as in a real outage, until this is set back to false.
     pub down: bool,
+    /// The body is garbage (see `body_faults` for these five).
+    pub malformed_body: bool,
+    /// The body is far larger than any answer should be.
+    pub oversized_body: bool,
+    /// The body arrives a few bytes at a time, this many milliseconds apart.
+    pub dribble_ms: u64,
+    /// The connection is reset halfway through the body.
+    pub reset_mid_body: bool,
+    /// The body stops halfway and never continues (for gRPC, a stream that stalls).
+    pub stall_body: bool,
 }
 
 /// One call as the backend saw it.
@@ -76,7 +86,7 @@ struct Inner {
 
 /// The faults and recordings of one service, shared by its handlers and the control API.
 pub struct ServiceControl {
-    name: &'static str,
+    name: Arc<str>,
     state: Mutex<Inner>,
     /// Whether the service should be down; its server watches this.
     down: watch::Sender<bool>,
@@ -85,9 +95,9 @@ pub struct ServiceControl {
 }
 
 impl ServiceControl {
-    pub(crate) fn new(name: &'static str) -> Arc<Self> {
+    pub(crate) fn new(name: impl Into<Arc<str>>) -> Arc<Self> {
         Arc::new(Self {
-            name,
+            name: name.into(),
             state: Mutex::new(Inner::default()),
             down: watch::Sender::new(false),
             is_down: watch::Sender::new(false),
@@ -111,8 +121,8 @@ impl ServiceControl {
         tokio::time::timeout(SETTLE_TIMEOUT, is_down.wait_for(|down| *down == wanted)).await.is_ok_and(|r| r.is_ok())
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     // A panic while holding the lock cannot leave the state inconsistent (every update is a single
@@ -302,7 +312,7 @@ pub(crate) async fn rest_middleware(
         .unwrap_or_else(|| json_error(StatusCode::GATEWAY_TIMEOUT, "the caller's deadline passed"))
 }
 
-/// All six services' controls, in a fixed order.
+/// All six services' controls, in a fixed order, then those of further instances.
 pub(crate) struct Controls {
     pub identity: Arc<ServiceControl>,
     pub users: Arc<ServiceControl>,
@@ -310,6 +320,8 @@ pub(crate) struct Controls {
     pub orders: Arc<ServiceControl>,
     pub inventory: Arc<ServiceControl>,
     pub recommendations: Arc<ServiceControl>,
+    /// Instances started beside the six (`catalog-2`, `catalog-canary`, ...).
+    pub more: Mutex<Vec<Arc<ServiceControl>>>,
 }
 
 impl Controls {
@@ -321,15 +333,36 @@ impl Controls {
             orders: ServiceControl::new("orders"),
             inventory: ServiceControl::new("inventory"),
             recommendations: ServiceControl::new("recommendations"),
+            more: Mutex::new(Vec::new()),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Arc<ServiceControl>; 6] {
-        [&self.identity, &self.users, &self.catalog, &self.orders, &self.inventory, &self.recommendations]
+    pub(crate) fn all(&self) -> Vec<Arc<ServiceControl>> {
+        let six = [&self.identity, &self.users, &self.catalog, &self.orders, &self.inventory, &self.recommendations];
+        let more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        six.into_iter().chain(more.iter()).cloned().collect()
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ServiceControl>> {
-        self.all().into_iter().find(|control| control.name == name)
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<ServiceControl>> {
+        self.all().into_iter().find(|control| &*control.name == name)
+    }
+
+    /// A control for one more instance of `service`: `{service}-{suffix}` (then `-{suffix}2`...),
+    /// or `{service}-2`, `-3`... without a suffix.
+    pub(crate) fn add(&self, service: &str, suffix: &str) -> Arc<ServiceControl> {
+        let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = |name: &str| more.iter().any(|control| &*control.name == name);
+        let (mut name, mut n) = match suffix {
+            "" => (format!("{service}-2"), 3),
+            suffix => (format!("{service}-{suffix}"), 2),
+        };
+        while taken(&name) {
+            name = format!("{service}-{suffix}{n}").replace("--", "-");
+            n += 1;
+        }
+        let control = ServiceControl::new(name);
+        more.push(Arc::clone(&control));
+        control
     }
 }
 
@@ -346,7 +379,7 @@ pub(crate) fn router(controls: Arc<Controls>) -> Router {
 
 async fn calls(State(controls): State<Arc<Controls>>) -> Json<Value> {
     let map: Map<String, Value> =
-        controls.all().into_iter().map(|control| (control.name.to_owned(), control.calls_json())).collect();
+        controls.all().into_iter().map(|control| (control.name.to_string(), control.calls_json())).collect();
     Json(Value::Object(map))
 }
 
@@ -383,6 +416,9 @@ async fn put_faults(
             return json_error(StatusCode::BAD_REQUEST, &format!("invalid faults: {}", rejection.body_text()));
         }
     };
+    if faults.dribble_ms > 10_000 {
+        return json_error(StatusCode::BAD_REQUEST, "dribble_ms must be at most 10000");
+    }
     if !(0.0..=1.0).contains(&faults.error_rate) {
         return json_error(StatusCode::BAD_REQUEST, "error_rate must be between 0 and 1");
     }
@@ -398,7 +434,8 @@ fn unknown_service(service: &str) -> Response {
     json_error(
         StatusCode::NOT_FOUND,
         &format!(
-            "no such service '{service}'; expected one of identity, users, catalog, orders, inventory, recommendations"
+            "no such service '{service}'; expected one of identity, users, catalog, orders, inventory, recommendations, \
+             or a further instance's name (GET /calls lists them)"
         ),
     )
 }

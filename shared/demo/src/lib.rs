@@ -9,6 +9,7 @@
 //! unresponsive and records what it was asked, through a small control API (see `control`), so the
 //! tests can assert on behaviour the BFFs' clients never see directly.
 
+mod body_faults;
 mod catalog;
 mod control;
 mod data;
@@ -20,7 +21,7 @@ mod serve;
 mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use body_faults::OVERSIZED_BYTES;
 pub use control::{Faults, RecordedCall, ServiceControl, parse_grpc_timeout};
 
 use control::Controls;
@@ -50,6 +52,8 @@ pub struct DemoPorts {
     pub recommendations: u16,
     /// The control API (faults and recorded calls).
     pub control: u16,
+    /// A second catalog instance (`catalog-2` in the control API), when wanted.
+    pub catalog_second: Option<u16>,
 }
 
 impl DemoPorts {
@@ -62,10 +66,19 @@ impl DemoPorts {
         inventory: 5004,
         recommendations: 5005,
         control: 5999,
+        catalog_second: Some(5012),
     };
     /// OS-assigned ports, so tests can run in parallel.
-    pub const EPHEMERAL: DemoPorts =
-        DemoPorts { identity: 0, users: 0, catalog: 0, orders: 0, inventory: 0, recommendations: 0, control: 0 };
+    pub const EPHEMERAL: DemoPorts = DemoPorts {
+        identity: 0,
+        users: 0,
+        catalog: 0,
+        orders: 0,
+        inventory: 0,
+        recommendations: 0,
+        control: 0,
+        catalog_second: None,
+    };
 }
 
 /// A client allowed the OAuth2 client-credentials grant (the partner BFF's callers).
@@ -116,14 +129,45 @@ pub struct DemoAddrs {
     pub inventory: SocketAddr,
     pub recommendations: SocketAddr,
     pub control: SocketAddr,
+    pub catalog_second: Option<SocketAddr>,
+}
+
+/// Which version of a service an instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Stable,
+    /// A new version being rolled out: its answers say so (a catalog product's name ends in
+    /// ` (canary)`), so a test or a person can tell which version answered.
+    Canary,
+    /// A shadow receiving mirrored traffic.
+    Shadow,
+}
+
+impl Version {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Stable => "",
+            Self::Canary => "canary",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
+/// One more instance of a service, started by [`Demo::start_instance`].
+#[derive(Clone)]
+pub struct DemoInstance {
+    pub addr: SocketAddr,
+    /// Its own faults and recordings (also in the control API under its name).
+    pub control: Arc<ServiceControl>,
 }
 
 /// The running demo backends. Dropping it stops them.
 pub struct Demo {
     pub addrs: DemoAddrs,
+    host: IpAddr,
     controls: Arc<Controls>,
     signer: Arc<Signer>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -150,6 +194,34 @@ fn rest_service(router: Router, control: &Arc<ServiceControl>) -> Router {
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(control), control::rest_middleware))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(control), body_faults::middleware))
+}
+
+/// The router of domain service `service` (not identity) at `version`, recording to `control`.
+async fn service_router(service: &str, control: &Arc<ServiceControl>, version: Version) -> Option<Router> {
+    let body_faults = axum::middleware::from_fn_with_state(Arc::clone(control), body_faults::middleware);
+    Some(match service {
+        "users" => rest_service(users::router(), control),
+        "catalog" => rest_service(catalog::router(version), control),
+        "recommendations" => rest_service(recommendations::router(), control),
+        "orders" => {
+            let (health, health_service) = tonic_health::server::health_reporter();
+            health.set_serving::<OrdersServiceServer<orders::OrdersService>>().await;
+            tonic::service::Routes::new(health_service)
+                .add_service(OrdersServiceServer::new(orders::OrdersService::new(Arc::clone(control))))
+                .into_axum_router()
+                .layer(body_faults)
+        }
+        "inventory" => {
+            let (health, health_service) = tonic_health::server::health_reporter();
+            health.set_serving::<InventoryServiceServer<inventory::InventoryService>>().await;
+            tonic::service::Routes::new(health_service)
+                .add_service(InventoryServiceServer::new(inventory::InventoryService::new(Arc::clone(control))))
+                .into_axum_router()
+                .layer(body_faults)
+        }
+        _ => return None,
+    })
 }
 
 impl Demo {
@@ -166,6 +238,10 @@ impl Demo {
         let inventory = bind(ports.inventory).await?;
         let recommendations = bind(ports.recommendations).await?;
         let control = bind(ports.control).await?;
+        let catalog_second = match ports.catalog_second {
+            Some(port) => Some(bind(port).await?),
+            None => None,
+        };
         let addrs = DemoAddrs {
             identity: identity.local_addr()?,
             users: users.local_addr()?,
@@ -174,6 +250,7 @@ impl Demo {
             inventory: inventory.local_addr()?,
             recommendations: recommendations.local_addr()?,
             control: control.local_addr()?,
+            catalog_second: catalog_second.as_ref().map(TcpListener::local_addr).transpose()?,
         };
 
         let signer = Signer::new(http_url(addrs.identity))
@@ -181,47 +258,57 @@ impl Demo {
         let signer = Arc::new(signer);
         let controls = Arc::new(Controls::new());
 
-        let (orders_health, orders_health_service) = tonic_health::server::health_reporter();
-        orders_health.set_serving::<OrdersServiceServer<orders::OrdersService>>().await;
-        let orders_router = tonic::service::Routes::new(orders_health_service)
-            .add_service(OrdersServiceServer::new(orders::OrdersService::new(Arc::clone(&controls.orders))))
-            .into_axum_router();
-
-        let (inventory_health, inventory_health_service) = tonic_health::server::health_reporter();
-        inventory_health.set_serving::<InventoryServiceServer<inventory::InventoryService>>().await;
-        let inventory_router = tonic::service::Routes::new(inventory_health_service)
-            .add_service(InventoryServiceServer::new(inventory::InventoryService::new(Arc::clone(&controls.inventory))))
-            .into_axum_router();
-
         let identity_router = rest_service(
             identity::router(Arc::clone(&signer), config.partner_clients, config.dev_tokens),
             &controls.identity,
         );
         let (stop, rx) = watch::channel(false);
-        let c = &controls;
-        let tasks = vec![
-            serve::spawn("identity", identity, identity_router, Some(c.identity.clone()), rx.clone()),
-            serve::spawn("users", users, rest_service(users::router(), &c.users), Some(c.users.clone()), rx.clone()),
-            serve::spawn(
-                "catalog",
-                catalog,
-                rest_service(catalog::router(), &c.catalog),
-                Some(c.catalog.clone()),
-                rx.clone(),
-            ),
-            serve::spawn(
-                "recommendations",
-                recommendations,
-                rest_service(recommendations::router(), &c.recommendations),
-                Some(c.recommendations.clone()),
-                rx.clone(),
-            ),
-            serve::spawn("orders", orders, orders_router, Some(c.orders.clone()), rx.clone()),
-            serve::spawn("inventory", inventory, inventory_router, Some(c.inventory.clone()), rx.clone()),
-            serve::spawn("control", control, control::router(Arc::clone(&controls)), None, rx),
+        let mut tasks = vec![
+            serve::spawn("identity", identity, identity_router, Some(controls.identity.clone()), rx.clone()),
+            serve::spawn("control", control, control::router(Arc::clone(&controls)), None, rx.clone()),
         ];
+        let services = [
+            ("users", users, &controls.users),
+            ("catalog", catalog, &controls.catalog),
+            ("recommendations", recommendations, &controls.recommendations),
+            ("orders", orders, &controls.orders),
+            ("inventory", inventory, &controls.inventory),
+        ];
+        for (name, listener, control) in services {
+            let router = service_router(name, control, Version::Stable).await.unwrap_or_default();
+            tasks.push(serve::spawn(name, listener, router, Some(Arc::clone(control)), rx.clone()));
+        }
+        let demo = Demo { addrs, host, controls, signer, tasks: Mutex::new(tasks), stop };
+        if let Some(listener) = catalog_second {
+            demo.serve_instance("catalog", Version::Stable, listener).await?;
+        }
         tracing::info!(?addrs, "demo backends listening");
-        Ok(Demo { addrs, controls, signer, tasks, stop })
+        Ok(demo)
+    }
+
+    /// Starts one more instance of domain service `service` (`users`, `catalog`,
+    /// `recommendations`, `orders`, `inventory`) on an OS-assigned port, with faults and
+    /// recordings of its own: named `{service}-2`, `-3`... for stable instances, or
+    /// `{service}-canary`, `{service}-shadow` in the control API.
+    pub async fn start_instance(&self, service: &str, version: Version) -> std::io::Result<DemoInstance> {
+        let listener = TcpListener::bind(SocketAddr::new(self.host, 0)).await?;
+        self.serve_instance(service, version, listener).await
+    }
+
+    async fn serve_instance(
+        &self,
+        service: &str,
+        version: Version,
+        listener: TcpListener,
+    ) -> std::io::Result<DemoInstance> {
+        let addr = listener.local_addr()?;
+        let control = self.controls.add(service, version.suffix());
+        let router = service_router(service, &control, version).await.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("the demo has no service `{service}`"))
+        })?;
+        let task = serve::spawn("instance", listener, router, Some(Arc::clone(&control)), self.stop.subscribe());
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
+        Ok(DemoInstance { addr, control })
     }
 
     /// `http://ip:port` for a listening address (the same as [`http_url`]).
@@ -265,14 +352,14 @@ impl Demo {
     /// The faults and recordings of one service by name, for in-process tests that prefer it to
     /// the control API.
     pub fn service(&self, name: &str) -> Option<Arc<ServiceControl>> {
-        self.controls.get(name).cloned()
+        self.controls.get(name)
     }
 
     /// Stops every server: listeners close, idle connections are closed and busy ones finish their
     /// current request, then go away. Idempotent; also done on drop.
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
-        for task in &self.tasks {
+        for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             task.abort();
         }
     }

@@ -51,7 +51,8 @@ async fn get_user(
     if !fields.is_empty() {
         user.retain(|name, _| name == "id" || fields.iter().any(|f| f == name));
     }
-    Json(Value::Object(user)).into_response()
+    // A profile is personal: whoever caches it may keep it for its own caller only.
+    ([(axum::http::header::CACHE_CONTROL, "private, max-age=60")], Json(Value::Object(user))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -103,6 +103,7 @@ impl<Own: Validate> Config<Own> {
         if self.redis.url.is_none() {
             let mut users = Vec::new();
             self.limits.shared_store_users("limits", &mut users);
+            users.extend(self.upstreams.needing_shared_store().map(|key| join("upstreams", &key)));
             self.own.shared_store_users("", &mut users);
             for key in users {
                 problems.push(key, "needs the shared store: set [redis] url");
@@ -212,7 +213,10 @@ pub fn from_toml<B: Bff>(
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
     apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
-    let [server, auth, redis, limits, upstreams] = CORE_SECTIONS.map(|key| table.remove(key));
+    let [server, auth, redis, limits, mut upstreams] = CORE_SECTIONS.map(|key| table.remove(key));
+    if let Some(Value::Table(backends)) = &mut upstreams {
+        apply_upstream_defaults(backends);
+    }
     // `[auth]` has keys without defaults, so it must be there; the others may be left out.
     let or_empty = |value: Option<Value>| value.or_else(|| Some(Value::Table(toml::Table::new())));
     let config = Config {
@@ -227,6 +231,32 @@ pub fn from_toml<B: Bff>(
     let mut problems = Problems::default();
     config.validate_for::<B>(&mut problems);
     if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems.0)) }
+}
+
+/// `[upstreams.defaults]` given to every backend: each backend's own keys win, table by table
+/// (`[upstreams.catalog.breaker] open_for` overrides only that key of the defaults' breaker).
+fn apply_upstream_defaults(backends: &mut toml::Table) {
+    let Some(Value::Table(defaults)) = backends.remove(UPSTREAM_DEFAULTS) else { return };
+    for (_, backend) in backends.iter_mut() {
+        if let Value::Table(own) = backend {
+            merge_missing(own, &defaults);
+        }
+    }
+}
+
+/// The section of `[upstreams]` whose keys every backend gets unless it sets its own.
+pub const UPSTREAM_DEFAULTS: &str = "defaults";
+
+fn merge_missing(own: &mut toml::Table, defaults: &toml::Table) {
+    for (key, default) in defaults {
+        match (own.get_mut(key), default) {
+            (Some(Value::Table(own)), Value::Table(default)) => merge_missing(own, default),
+            (Some(_), _) => {}
+            (None, default) => {
+                own.insert(key.clone(), default.clone());
+            }
+        }
+    }
 }
 
 /// One part of the file, deserialized strictly; errors carry the full key path.
@@ -276,6 +306,8 @@ fn apply_env_overrides(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::graphql::GraphQlKeys;
     use crate::health::ReadinessCheck;
@@ -330,5 +362,29 @@ mod tests {
         assert_eq!(load(&extra, &[]).unwrap_err().keys(), ["upstreams.stranger"]);
         let missing = MINIMAL.replace("[upstreams.users]", "[upstreams.other]");
         assert_eq!(load(&missing, &[]).unwrap_err().keys(), ["upstreams.users", "upstreams.other"]);
+    }
+
+    #[test]
+    fn upstream_defaults_reach_every_backend_and_its_own_keys_win() {
+        let text = format!(
+            "{MINIMAL}\ntimeout = \"750ms\"\n[upstreams.users.breaker]\nopen_for = \"1s\"\n\
+             [upstreams.defaults]\ntimeout = \"3s\"\nconnect_timeout = \"250ms\"\n\
+             [upstreams.defaults.breaker]\nconsecutive_failures = 3\nopen_for = \"9s\"\n"
+        );
+        let config = load(&text, &[]).unwrap();
+        let users = config.upstreams.get("users").unwrap();
+        assert_eq!(users.timeout, Duration::from_millis(750), "the backend's own key wins");
+        assert_eq!(users.connect_timeout, Duration::from_millis(250), "a key it leaves out comes from the defaults");
+        assert_eq!((users.breaker.consecutive_failures, users.breaker.open_for), (3, Duration::from_secs(1)));
+        // A bad default is reported where it lands, like any other key.
+        let typo = text.replace("consecutive_failures = 3", "consecutive_failure = 3");
+        assert_eq!(load(&typo, &[]).unwrap_err().keys(), ["upstreams.users.breaker.consecutive_failure"]);
+    }
+
+    #[test]
+    fn a_shared_cache_needs_the_store() {
+        let text = format!("{MINIMAL}\n[upstreams.users.cache]\nttl = \"5s\"\nshared = true\n");
+        assert_eq!(load(&text, &[]).unwrap_err().keys(), ["upstreams.users.cache.shared"]);
+        assert!(load(&text, &[("TEST_BFF__REDIS__URL", "redis://127.0.0.1:6379")]).is_ok());
     }
 }

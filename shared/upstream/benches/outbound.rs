@@ -9,27 +9,27 @@
 use std::time::{Duration, Instant};
 
 use bff_upstream::layer::{CallBudgetLayer, RecordLayer};
-use bff_upstream::{Call, CallContext, CallRecorder, UpstreamError, UpstreamRequest};
-use bytes::Bytes;
+use bff_upstream::{Answer, Call, CallContext, CallRecorder, UpstreamError, UpstreamRequest};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const DEFAULT_ITERATIONS: u32 = 200_000;
 
 fn transport()
--> impl Service<UpstreamRequest, Response = Bytes, Error = UpstreamError, Future: Send> + Clone + Send + 'static {
-    tower::service_fn(|_: UpstreamRequest| async { Ok::<_, UpstreamError>(Bytes::from_static(b"{}")) })
+-> impl Service<UpstreamRequest, Response = Answer, Error = UpstreamError, Future: Send> + Clone + Send + 'static {
+    tower::service_fn(|_: UpstreamRequest| async {
+        Ok::<_, UpstreamError>(Answer::new(bytes::Bytes::from_static(b"{}")))
+    })
 }
 
 async fn per_call<S>(service: S, iterations: u32) -> Duration
 where
-    S: Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> + Clone,
+    S: Service<UpstreamRequest, Response = Answer, Error = UpstreamError> + Clone,
 {
     // A request with a deadline and a recorder, as every call made for an inbound request has.
     let cx = CallContext::new("bench")
         .with_deadline(Instant::now() + Duration::from_secs(3600))
         .with_recorder(CallRecorder::default());
-    let request =
-        || UpstreamRequest { cx: cx.clone(), call: Call::get("GET /users/{id}", ["users", "u-1"]), budget: None };
+    let request = || UpstreamRequest::new(cx.clone(), Call::get("GET /users/{id}", ["users", "u-1"]));
     let started = Instant::now();
     for _ in 0..iterations {
         service.clone().oneshot(request()).await.unwrap();

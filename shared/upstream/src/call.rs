@@ -1,8 +1,10 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::CallContext;
+use crate::key::{AnswerKey, Scope};
+use crate::trace::CallTrace;
 
 /// What a call asks of its backend, independent of the transport that carries it.
 #[derive(Debug, Clone)]
@@ -14,18 +16,6 @@ pub enum Target {
     Grpc { path: &'static str, message: Bytes },
 }
 
-/// May a cache layer answer this call from a stored response, and for how long?
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum CachePolicy {
-    /// Always ask the backend.
-    #[default]
-    NoStore,
-    /// Shared by every caller with the same identity for up to this long.
-    Private(Duration),
-    /// The same for everyone (catalog data, say) for up to this long.
-    Public(Duration),
-}
-
 /// One backend call, as data: every layer between a typed client and the wire can read it.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -35,9 +25,10 @@ pub struct Call {
     pub target: Target,
     /// The fields asked for, when the backend can trim its answer; empty means all.
     pub fields: Vec<String>,
-    /// Sending it twice has the effect of sending it once (reads, and writes with a key).
+    /// Sending it twice has the effect of sending it once (reads, and writes with a key). Only
+    /// idempotent calls are retried, hedged, coalesced or answered from the cache; a successful
+    /// call that is not idempotent is a mutation, and drops its caller's cached reads.
     pub idempotent: bool,
-    pub cache: CachePolicy,
 }
 
 impl Call {
@@ -49,7 +40,6 @@ impl Call {
             target: Target::Rest { method: http::Method::GET, path, query: Vec::new(), body: None },
             fields: Vec::new(),
             idempotent: true,
-            cache: CachePolicy::NoStore,
         }
     }
 
@@ -67,7 +57,6 @@ impl Call {
             target: Target::Rest { method, path, query: Vec::new(), body },
             fields: Vec::new(),
             idempotent: false,
-            cache: CachePolicy::NoStore,
         })
     }
 
@@ -79,7 +68,6 @@ impl Call {
             target: Target::Grpc { path, message: Bytes::from(message.encode_to_vec()) },
             fields: Vec::new(),
             idempotent: false,
-            cache: CachePolicy::NoStore,
         }
     }
 
@@ -113,6 +101,88 @@ impl Call {
 pub struct UpstreamRequest {
     pub cx: CallContext,
     pub call: Call,
-    /// Set by the deadline layer: how long this attempt may take. Transports tell the backend.
-    pub budget: Option<Duration>,
+    /// Set by the budget layer: when this call must be over. Transports tell the backend how long
+    /// that leaves; the balancer ends an attempt there itself, so a hang counts against the
+    /// instance that hung.
+    pub deadline: Option<Instant>,
+    /// What the layers decided for this call (cache status, attempts, instance), for its record.
+    /// Shared by the attempts of one call.
+    pub trace: CallTrace,
+    /// An instance the balancer should not pick (a hedge goes somewhere else than its first try).
+    pub avoid_instance: Option<usize>,
+    /// The key, and its scope, under which the cache will store this call's answer: coalescing
+    /// shares the call under the same one. Unset, coalescing uses the caller's key.
+    pub shared_as: Option<(AnswerKey, Scope)>,
+}
+
+impl UpstreamRequest {
+    pub fn new(cx: CallContext, call: Call) -> Self {
+        Self { cx, call, deadline: None, trace: CallTrace::default(), avoid_instance: None, shared_as: None }
+    }
+
+    /// The time left until the call's deadline, if it has one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// A backend's answer: the body, and what the backend said about caching it.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub body: Bytes,
+    pub cache_control: CacheControl,
+}
+
+impl Answer {
+    pub fn new(body: Bytes) -> Self {
+        Self { body, cache_control: CacheControl::default() }
+    }
+}
+
+/// The directives of a `Cache-Control` response header the cache obeys. gRPC answers carry none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `max-age`: store for at most this long (the configured TTL still caps it).
+    pub max_age: Option<Duration>,
+    /// `no-store` or `no-cache`: never answer from a stored copy.
+    pub no_store: bool,
+    /// `private`: only for the caller it was sent to, even when the call is declared public.
+    pub private: bool,
+}
+
+impl CacheControl {
+    /// Parses a `Cache-Control` value; unknown directives are ignored, as RFC 9111 asks.
+    pub fn parse(value: &str) -> Self {
+        let mut parsed = Self::default();
+        for directive in value.split(',').map(str::trim) {
+            let (name, argument) = directive.split_once('=').unwrap_or((directive, ""));
+            match name.trim().to_ascii_lowercase().as_str() {
+                "no-store" | "no-cache" => parsed.no_store = true,
+                "private" => parsed.private = true,
+                "max-age" => {
+                    // An unreadable max-age means stale (RFC 9111 section 4.2.1): never store it.
+                    let seconds = argument.trim().trim_matches('"').parse::<u64>().unwrap_or(0);
+                    parsed.max_age = Some(Duration::from_secs(seconds));
+                }
+                _ => {}
+            }
+        }
+        parsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_directives_are_read_as_rfc_9111_says() {
+        let parsed = CacheControl::parse("public, max-age=30");
+        assert_eq!(parsed, CacheControl { max_age: Some(Duration::from_secs(30)), no_store: false, private: false });
+        assert!(CacheControl::parse("private, max-age=5").private);
+        assert!(CacheControl::parse("No-Store").no_store);
+        assert!(CacheControl::parse("no-cache").no_store);
+        assert_eq!(CacheControl::parse("max-age=soon").max_age, Some(Duration::ZERO), "unreadable means stale");
+        assert_eq!(CacheControl::parse("s-maxage=9, foo"), CacheControl::default());
+    }
 }

@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::UpstreamError;
+use crate::trace::{BreakerState, CacheStatus, CallDecisions};
 
 /// Time kept back from the request's deadline for turning an upstream timeout into a response.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(25);
@@ -140,10 +141,31 @@ impl CallContext {
         Ok(remaining.min(timeout))
     }
 
-    /// Every header a backend call carries: the request id and the verified identity.
+    /// Every header a backend call carries: the request id, and the [`answer_headers`]. The
+    /// transports send exactly these.
+    ///
+    /// [`answer_headers`]: CallContext::answer_headers
     pub(crate) fn outbound_headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        std::iter::once((headers::REQUEST_ID, self.request_id.to_string()))
-            .chain(self.identity.iter().flat_map(|identity| identity.header_pairs()))
+        std::iter::once((headers::REQUEST_ID, self.request_id.to_string())).chain(self.answer_headers())
+    }
+
+    /// The forwarded headers that can change a backend's answer: the verified identity. The
+    /// cache and coalescing keys are made from these same pairs, so a header added here to go on
+    /// the wire is in the keys too, and two callers who differ in any of them never share an
+    /// answer unless the call is declared public.
+    pub(crate) fn answer_headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        self.identity.iter().flat_map(|identity| identity.header_pairs())
+    }
+
+    /// The same request's identity and id, with no deadline and a recorder of its own: for work
+    /// done on its behalf that outlives it (a cache refresh, a mirrored call).
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            request_id: Arc::clone(&self.request_id),
+            deadline: None,
+            identity: self.identity.clone(),
+            recorder: CallRecorder::default(),
+        }
     }
 
     pub(crate) fn record(&self, call: UpstreamCall) {
@@ -158,6 +180,8 @@ pub struct UpstreamCall {
     pub operation: &'static str,
     pub latency: Duration,
     pub outcome: CallOutcome,
+    /// What the cache, retry, hedging, balancing and breaker layers decided for it.
+    pub decisions: CallDecisions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +197,24 @@ impl fmt::Display for UpstreamCall {
             CallOutcome::Ok => "ok",
             CallOutcome::Failed(kind) => kind,
         };
-        write!(f, "{} {} {} {}ms", self.service, self.operation, outcome, self.latency.as_millis())
+        write!(f, "{} {} {} {}ms", self.service, self.operation, outcome, self.latency.as_millis())?;
+        let decisions = &self.decisions;
+        if decisions.cache != CacheStatus::Bypass {
+            write!(f, " cache={}", decisions.cache.as_str())?;
+        }
+        if decisions.attempts > 1 {
+            write!(f, " attempts={}", decisions.attempts)?;
+        }
+        if decisions.hedges > 0 {
+            write!(f, " hedges={}", decisions.hedges)?;
+        }
+        if let Some(instance) = &decisions.instance {
+            write!(f, " instance={instance}")?;
+        }
+        if decisions.breaker != BreakerState::Closed {
+            write!(f, " breaker={}", decisions.breaker.as_str())?;
+        }
+        Ok(())
     }
 }
 

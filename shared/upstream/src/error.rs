@@ -34,6 +34,13 @@ pub enum UpstreamError {
     InvalidArgument { service: &'static str, reason: String },
     #[error("upstream `{service}` is misconfigured: {reason}")]
     Config { service: &'static str, reason: String },
+    /// Every instance's circuit breaker is open: failed at once, and nothing was sent.
+    #[error("upstream `{service}` is unavailable: its circuit breaker is open")]
+    CircuitOpen { service: &'static str },
+    /// The backend already has as many calls in flight as its bulkhead allows: failed at once,
+    /// so one slow backend cannot hold every slot of the BFF.
+    #[error("upstream `{service}` is overloaded: {limit} calls already in flight")]
+    BulkheadFull { service: &'static str, limit: usize },
 }
 
 impl UpstreamError {
@@ -47,7 +54,9 @@ impl UpstreamError {
             | Self::Rejected { service, .. }
             | Self::BadBody { service, .. }
             | Self::InvalidArgument { service, .. }
-            | Self::Config { service, .. } => service,
+            | Self::Config { service, .. }
+            | Self::CircuitOpen { service }
+            | Self::BulkheadFull { service, .. } => service,
         }
     }
 
@@ -63,6 +72,8 @@ impl UpstreamError {
             Self::BadBody { .. } => "bad_body",
             Self::InvalidArgument { .. } => "invalid_argument",
             Self::Config { .. } => "config",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::BulkheadFull { .. } => "bulkhead_full",
         }
     }
 
@@ -75,6 +86,14 @@ impl UpstreamError {
             Self::Timeout { .. } | Self::Failed { .. } | Self::Overloaded { .. } => idempotent,
             _ => false,
         }
+    }
+
+    /// Did the backend fail to give an answer at all (unhealthy, not asked because its breaker or
+    /// bulkhead refused, or an answer that could not be read), rather than refuse the request?
+    /// What an optional branch may be left out for, and a stale answer may stand in for.
+    pub fn backend_did_not_answer(&self) -> bool {
+        self.is_backend_failure()
+            || matches!(self, Self::CircuitOpen { .. } | Self::BulkheadFull { .. } | Self::BadBody { .. })
     }
 
     /// Does this failure say the backend is unhealthy (as a circuit breaker counts), rather than

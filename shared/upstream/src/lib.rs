@@ -7,13 +7,22 @@
 //! clients of `bff-backends` and the wire. In request order:
 //!
 //! 1. [`layer::RecordLayer`]: one record per call, keyed by the operation template (never a raw
-//!    id), for the access log, and later metrics and spans;
-//! 2. cache, then coalescing (named slots, filled by the resilience issue);
-//! 3. [`layer::CallBudgetLayer`]: the call's budget, the smaller of its timeout and what remains of
+//!    id), with what every layer below decided (cache status, attempts, hedges, instance,
+//!    breaker), for the access log, and later metrics and spans;
+//! 2. [`layer::Split`]: a canary's share of callers, sticky per caller, to a version of its own
+//!    (everything below is per version);
+//! 3. [`layer::CacheLayer`]: stored answers, keyed from the wire ([`AnswerKey`]);
+//! 4. [`layer::CoalesceLayer`]: one backend call for concurrent identical reads, same key;
+//! 5. [`layer::CallBudgetLayer`]: the call's budget, the smaller of its timeout and what remains of
 //!    the inbound request's deadline; no call at all once that is spent;
-//! 4. retry, circuit breaker, balancing (named slots, filled by the resilience issue);
-//! 5. the transport: [`RestTransport`] (reqwest, JSON) or [`GrpcTransport`] (tonic, raw protobuf
-//!    bytes, so one stack serves every RPC).
+//! 6. [`layer::MirrorLayer`]: a copy to a shadow backend, fire and forget;
+//! 7. [`layer::BulkheadLayer`]: at most N calls in flight to the backend;
+//! 8. [`layer::RetryLayer`] and [`layer::HedgeLayer`]: safe failures tried again, slow reads
+//!    hedged, both within one retry budget;
+//! 9. [`layer::Balance`]: power of two choices over the instances, a circuit breaker per
+//!    instance (passive outlier ejection);
+//! 10. the transport of each instance: [`RestTransport`] (reqwest, JSON) or [`GrpcTransport`]
+//!     (tonic, raw protobuf bytes, so one stack serves every RPC).
 //!
 //! Both transports forward the request id and the *verified* identity as trusted headers or gRPC
 //! metadata, tell the backend its deadline (`grpc-timeout`, or [`headers::REQUEST_TIMEOUT_MS`] for
@@ -30,15 +39,19 @@ mod call;
 mod config;
 mod context;
 mod error;
+mod key;
 pub mod layer;
 pub mod stack;
+mod trace;
 mod transport;
 mod upstream;
 
-pub use call::{CachePolicy, Call, Target, UpstreamRequest};
+pub use call::{Answer, CacheControl, Call, Target, UpstreamRequest};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig, Upstreams};
 pub use context::{CallContext, CallOutcome, CallRecorder, Credential, Identity, UpstreamCall, headers};
 pub use error::UpstreamError;
+pub use key::{AnswerKey, Scope};
+pub use trace::{BreakerState, CacheStatus, CallDecisions, CallTrace};
 pub use transport::grpc::GrpcTransport;
 pub use transport::rest::RestTransport;
 pub use transport::tls;

@@ -1,5 +1,6 @@
 //! [`Upstream`]: the handle a typed client holds for one backend.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,13 +11,16 @@ use crate::context::{CallOutcome, UpstreamCall};
 use crate::stack::{UpstreamService, stack};
 use crate::{Call, CallContext, GrpcTransport, RestTransport, Target, UpstreamConfig, UpstreamError, UpstreamRequest};
 
-/// One backend: its name, its service stack, and its transport (for readiness probes, which carry
-/// no request and bypass the stack). Cheap to clone; clones share connections.
+/// One backend: its name, its service stack, and the transport of its first instance (for
+/// readiness probes and server streams, which bypass the stack). Cheap to clone; clones share
+/// connections.
 #[derive(Clone)]
 pub struct Upstream {
     service: &'static str,
     stack: UpstreamService,
     transport: Transport,
+    /// Operations the config marks idempotent besides what the typed client says.
+    idempotent: Arc<[String]>,
 }
 
 #[derive(Clone)]
@@ -34,20 +38,25 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// A JSON-over-HTTP backend.
     pub fn rest(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        let transport = RestTransport::new(service, config)?;
-        Ok(Self { service, stack: stack(service, config, transport.clone()), transport: Transport::Rest(transport) })
+        let stack = stack(service, config, |url| RestTransport::new(service, config, url))?;
+        let transport = Transport::Rest(RestTransport::new(service, config, &config.url)?);
+        Ok(Self { service, stack, transport, idempotent: config.idempotent.clone().into() })
     }
 
-    /// A gRPC backend: one lazily connected, multiplexed HTTP/2 channel, so a BFF starts while the
-    /// backend is down.
+    /// A gRPC backend: one lazily connected, multiplexed HTTP/2 channel per instance, so a BFF
+    /// starts while the backend is down.
     pub fn grpc(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        let transport = GrpcTransport::new(service, config)?;
-        Ok(Self { service, stack: stack(service, config, transport.clone()), transport: Transport::Grpc(transport) })
+        let stack = stack(service, config, |url| GrpcTransport::new(service, config, url))?;
+        let transport = Transport::Grpc(GrpcTransport::new(service, config, &config.url)?);
+        Ok(Self { service, stack, transport, idempotent: config.idempotent.clone().into() })
     }
 
     /// Sends `call` down the stack on behalf of the request `cx` describes.
-    pub async fn call(&self, cx: &CallContext, call: Call) -> Result<Bytes, UpstreamError> {
-        self.stack.clone().oneshot(UpstreamRequest { cx: cx.clone(), call, budget: None }).await
+    pub async fn call(&self, cx: &CallContext, mut call: Call) -> Result<Bytes, UpstreamError> {
+        if !call.idempotent && self.idempotent.iter().any(|operation| operation == call.operation) {
+            call.idempotent = true;
+        }
+        self.stack.clone().oneshot(UpstreamRequest::new(cx.clone(), call)).await.map(|answer| answer.body)
     }
 
     /// [`Upstream::call`], decoding a JSON answer.
@@ -86,6 +95,7 @@ impl Upstream {
             operation: call.operation,
             latency: started.elapsed(),
             outcome,
+            decisions: crate::trace::CallTrace::default().decisions(),
         });
         let (grpc, service) = (grpc.clone(), self.service);
         Ok(opened?

@@ -112,7 +112,10 @@ impl GatewayError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Upstream(e) => match e {
                 UpstreamError::Timeout { .. } => ErrorCode::UpstreamTimeout,
-                UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => ErrorCode::UpstreamUnavailable,
+                UpstreamError::Unavailable { .. }
+                | UpstreamError::Overloaded { .. }
+                | UpstreamError::CircuitOpen { .. }
+                | UpstreamError::BulkheadFull { .. } => ErrorCode::UpstreamUnavailable,
                 UpstreamError::NotFound { .. } => ErrorCode::NotFound,
                 UpstreamError::Rejected { .. } | UpstreamError::InvalidArgument { .. } => ErrorCode::BadRequest,
                 UpstreamError::Failed { .. } | UpstreamError::BadBody { .. } => ErrorCode::UpstreamError,
@@ -171,7 +174,10 @@ pub fn seconds_up(duration: Duration) -> u64 {
 fn upstream_phrase(error: &UpstreamError) -> &'static str {
     match error {
         UpstreamError::Timeout { .. } => "timed out",
-        UpstreamError::Unavailable { .. } | UpstreamError::Overloaded { .. } => "is unavailable",
+        UpstreamError::Unavailable { .. }
+        | UpstreamError::Overloaded { .. }
+        | UpstreamError::CircuitOpen { .. }
+        | UpstreamError::BulkheadFull { .. } => "is unavailable",
         _ => "failed",
     }
 }

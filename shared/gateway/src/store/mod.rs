@@ -1,8 +1,11 @@
 //! The shared store: one Redis per BFF (`[redis]`), where replicas keep the state they share
-//! (idempotency records, automatic persisted queries, rate limits; later the cache's shared level).
+//! (idempotency records, automatic persisted queries, rate limits, the response cache's shared
+//! level: [`SharedCache`]).
 //! A feature's own section says only whether it uses the store (`shared = true`). Connected on
 //! first use, so a BFF starts and serves without it; what needs it answers 503 (or treats it as a
 //! miss) while it is unreachable, and nothing else waits on it.
+
+mod cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,11 @@ use crate::config::{Problems, Validate};
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// What every key this gateway writes starts with, so a Redis shared with others stays tidy.
 pub const DEFAULT_KEY_PREFIX: &str = "bff";
+/// How long a lookup in the shared cache may take before it counts as a miss: a backend call is
+/// the alternative, so waiting longer than a fast one would is never worth it.
+pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(25);
+
+pub use cache::SharedCache;
 
 /// `[redis]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,11 +37,19 @@ pub struct RedisConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub key_prefix: String,
+    /// A lookup in the response cache's shared level; past it, a miss.
+    #[serde(with = "humantime_serde")]
+    pub cache_timeout: Duration,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: None, timeout: DEFAULT_REDIS_TIMEOUT, key_prefix: DEFAULT_KEY_PREFIX.to_owned() }
+        Self {
+            url: None,
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            cache_timeout: DEFAULT_CACHE_TIMEOUT,
+        }
     }
 }
 
@@ -58,6 +74,12 @@ impl Validate for RedisConfig {
         );
         problems.check(
             path,
+            "cache_timeout",
+            !self.cache_timeout.is_zero() && self.cache_timeout <= Duration::from_secs(1),
+            "must be between 1ms and 1s: a cache lookup that waits longer costs more than it saves",
+        );
+        problems.check(
+            path,
             "key_prefix",
             !self.key_prefix.is_empty() && self.key_prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{'),
             "must be printable ASCII without spaces or `{`",
@@ -70,6 +92,7 @@ impl Validate for RedisConfig {
 pub struct Redis {
     client: redis::Client,
     timeout: Duration,
+    cache_timeout: Duration,
     key_prefix: String,
     connection: OnceCell<redis::aio::ConnectionManager>,
 }
@@ -83,6 +106,7 @@ impl Redis {
         Ok(Some(Arc::new(Self {
             client,
             timeout: config.timeout,
+            cache_timeout: config.cache_timeout,
             key_prefix: config.key_prefix.clone(),
             connection: OnceCell::new(),
         })))

@@ -1,13 +1,12 @@
 //! The call's budget: its timeout, cut to what remains of the request's deadline.
 
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Below, CallFuture};
-use crate::{UpstreamError, UpstreamRequest};
+use crate::{Answer, UpstreamError, UpstreamRequest};
 
 /// Gives each call its budget (its timeout, cut to what remains of the request's deadline), tells
 /// the transport so it can tell the backend, and gives up when it is spent. A request whose
@@ -42,7 +41,7 @@ pub struct CallBudget<S> {
 }
 
 impl<S: Below> Service<UpstreamRequest> for CallBudget<S> {
-    type Response = Bytes;
+    type Response = Answer;
     type Error = UpstreamError;
     type Future = CallFuture;
 
@@ -56,7 +55,7 @@ impl<S: Below> Service<UpstreamRequest> for CallBudget<S> {
             Ok(budget) => budget,
             Err(spent) => return Box::pin(std::future::ready(Err(spent))),
         };
-        request.budget = Some(budget);
+        request.deadline = Some(Instant::now() + budget);
         let response = self.inner.clone().oneshot(request);
         Box::pin(async move {
             tokio::time::timeout(budget, response)
@@ -70,8 +69,6 @@ impl<S: Below> Service<UpstreamRequest> for CallBudget<S> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use std::time::Instant;
-
     use tower::ServiceBuilder;
 
     use super::*;
@@ -82,21 +79,21 @@ mod tests {
     struct Recording(Arc<Mutex<Vec<Option<Duration>>>>);
 
     impl Service<UpstreamRequest> for Recording {
-        type Response = Bytes;
+        type Response = Answer;
         type Error = UpstreamError;
-        type Future = std::future::Ready<Result<Bytes, UpstreamError>>;
+        type Future = std::future::Ready<Result<Answer, UpstreamError>>;
 
         fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
             Poll::Ready(Ok(()))
         }
 
         fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-            self.0.lock().unwrap().push(request.budget);
-            std::future::ready(Ok(Bytes::new()))
+            self.0.lock().unwrap().push(request.remaining());
+            std::future::ready(Ok(Answer::default()))
         }
     }
 
-    fn stack(transport: Recording) -> impl Service<UpstreamRequest, Response = Bytes, Error = UpstreamError> {
+    fn stack(transport: Recording) -> impl Service<UpstreamRequest, Response = Answer, Error = UpstreamError> {
         ServiceBuilder::new()
             .layer(crate::layer::RecordLayer::new("test"))
             .layer(CallBudgetLayer::new("test", Duration::from_secs(2)))
@@ -104,7 +101,7 @@ mod tests {
     }
 
     fn request(cx: CallContext) -> UpstreamRequest {
-        UpstreamRequest { cx, call: Call::get("GET /things/{id}", ["things", "t-1"]), budget: None }
+        UpstreamRequest::new(cx, Call::get("GET /things/{id}", ["things", "t-1"]))
     }
 
     #[tokio::test]
@@ -127,7 +124,11 @@ mod tests {
         let soon = CallContext::new("r").with_deadline(Instant::now() + Duration::from_millis(300));
         stack(transport.clone()).oneshot(request(soon)).await.unwrap();
         let budgets = transport.0.lock().unwrap().clone();
-        assert_eq!(budgets[0], Some(Duration::from_secs(2)), "no deadline: the backend's own timeout");
+        let own = budgets[0].unwrap();
+        assert!(
+            own <= Duration::from_secs(2) && own > Duration::from_millis(1900),
+            "no deadline: the backend's own timeout"
+        );
         let cut = budgets[1].unwrap();
         assert!(cut < Duration::from_millis(300) && !cut.is_zero(), "{cut:?}");
     }

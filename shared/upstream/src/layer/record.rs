@@ -3,12 +3,11 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use tower::{Layer, Service};
 
 use super::{Below, CallFuture};
 use crate::context::{CallOutcome, UpstreamCall};
-use crate::{UpstreamError, UpstreamRequest};
+use crate::{Answer, UpstreamError, UpstreamRequest};
 
 /// Records each call (template, latency, outcome) in the request's call list, for the access log.
 #[derive(Debug, Clone)]
@@ -37,7 +36,7 @@ pub struct Record<S> {
 }
 
 impl<S: Below> Service<UpstreamRequest> for Record<S> {
-    type Response = Bytes;
+    type Response = Answer;
     type Error = UpstreamError;
     type Future = CallFuture;
 
@@ -47,6 +46,7 @@ impl<S: Below> Service<UpstreamRequest> for Record<S> {
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let (service, operation, cx) = (self.service, request.call.operation, request.cx.clone());
+        let trace = request.trace.clone();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -55,7 +55,8 @@ impl<S: Below> Service<UpstreamRequest> for Record<S> {
                 Ok(_) => CallOutcome::Ok,
                 Err(e) => CallOutcome::Failed(e.kind()),
             };
-            cx.record(UpstreamCall { service, operation, latency: started.elapsed(), outcome });
+            let decisions = trace.decisions();
+            cx.record(UpstreamCall { service, operation, latency: started.elapsed(), outcome, decisions });
             result
         })
     }

@@ -9,10 +9,10 @@ use tonic::{Code, Status};
 use tower::Service;
 
 use crate::transport::rest::error_chain;
-use crate::{Target, UpstreamConfig, UpstreamError, UpstreamRequest};
+use crate::{Answer, Target, UpstreamConfig, UpstreamError, UpstreamRequest};
 
-/// The transport of a gRPC backend: one lazily connected, multiplexed HTTP/2 channel shared by
-/// every request. It carries encoded messages, so every RPC of every service goes through the
+/// The transport of one instance of a gRPC backend: one lazily connected, multiplexed HTTP/2
+/// channel shared by every request to it. It carries encoded messages, so every RPC of every service goes through the
 /// same stack; the typed clients encode requests and decode answers.
 #[derive(Debug, Clone)]
 pub struct GrpcTransport {
@@ -23,15 +23,16 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    pub fn new(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+    /// The transport of the instance at `url`.
+    pub fn new(service: &'static str, config: &UpstreamConfig, url: &url::Url) -> Result<Self, UpstreamError> {
         let config_error = |reason: String| UpstreamError::Config { service, reason };
-        let mut endpoint = Endpoint::from_shared(config.url.to_string())
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| config_error(e.to_string()))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        if config.url.scheme() == "https" {
+        if url.scheme() == "https" {
             let mut tls = ClientTlsConfig::new().with_webpki_roots();
             if let Some(path) = &config.ca_file {
                 let pem = std::fs::read(path).map_err(|e| config_error(format!("{}: {e}", path.display())))?;
@@ -109,6 +110,11 @@ impl GrpcTransport {
         }
         match status.code() {
             Code::DeadlineExceeded => UpstreamError::Timeout { service, after: budget },
+            // tonic's own refusal of a message past its size limit: the backend's fault, not the
+            // caller's, whatever code tonic gives it.
+            Code::OutOfRange if status.message().contains("message length too large") => {
+                UpstreamError::BadBody { service, reason: status.message().chars().take(200).collect() }
+            }
             // The backend itself would not take the call (gRPC's "try again"), like an HTTP 503;
             // it may have started on it, so only idempotent calls may be repeated.
             Code::Unavailable | Code::ResourceExhausted => UpstreamError::Overloaded { service, retry_after: None },
@@ -127,9 +133,9 @@ impl GrpcTransport {
 }
 
 impl Service<UpstreamRequest> for GrpcTransport {
-    type Response = Bytes;
+    type Response = Answer;
     type Error = UpstreamError;
-    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+    type Future = BoxFuture<'static, Result<Answer, UpstreamError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         let service = self.service;
@@ -138,7 +144,7 @@ impl Service<UpstreamRequest> for GrpcTransport {
     }
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let (service, budget) = (self.service, request.budget.unwrap_or(self.timeout));
+        let (service, budget) = (self.service, request.remaining().unwrap_or(self.timeout));
         let expose_errors = self.expose_errors;
         // The ready channel goes into the call; a fresh clone waits for the next poll_ready.
         let fresh = self.channel.clone();
@@ -153,7 +159,7 @@ impl Service<UpstreamRequest> for GrpcTransport {
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.map_err(|e| UpstreamError::Unavailable { service, reason: error_chain(&e) })?;
             match grpc.unary(rpc, path, RawCodec).await {
-                Ok(response) => Ok(response.into_inner()),
+                Ok(response) => Ok(Answer::new(response.into_inner())),
                 Err(status) => Err(Self::status_error(service, &status, budget, expose_errors)),
             }
         })

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use tower::Service;
 use url::Url;
 
-use crate::{Target, UpstreamConfig, UpstreamError, UpstreamRequest, headers};
+use crate::{Answer, CacheControl, Target, UpstreamConfig, UpstreamError, UpstreamRequest, headers};
 
 /// How many idle connections per backend host we keep warm.
 const POOL_MAX_IDLE_PER_HOST: usize = 64;
@@ -59,7 +59,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The transport of a JSON-over-HTTP backend: the bottom of its stack.
+/// The transport of one instance of a JSON-over-HTTP backend: the bottom of its stack.
 #[derive(Debug, Clone)]
 pub struct RestTransport {
     service: &'static str,
@@ -70,7 +70,8 @@ pub struct RestTransport {
 }
 
 impl RestTransport {
-    pub fn new(service: &'static str, config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+    /// The transport of the instance at `base`.
+    pub fn new(service: &'static str, config: &UpstreamConfig, base: &Url) -> Result<Self, UpstreamError> {
         let config_error = |reason: String| UpstreamError::Config { service, reason };
         let tls =
             crate::transport::tls::client_config(config.ca_file.as_deref(), &[b"http/1.1"]).map_err(config_error)?;
@@ -84,13 +85,7 @@ impl RestTransport {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| config_error(error_chain(&e)))?;
-        Ok(Self {
-            service,
-            base: config.url.clone(),
-            timeout: config.timeout,
-            expose_errors: config.expose_errors,
-            http,
-        })
+        Ok(Self { service, base: base.clone(), timeout: config.timeout, expose_errors: config.expose_errors, http })
     }
 
     /// Readiness: does the backend answer `GET /segment/segment` with a success status in time?
@@ -106,6 +101,7 @@ impl RestTransport {
     }
 
     fn build(&self, request: UpstreamRequest) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let remaining = request.remaining();
         let Target::Rest { method, path, query, body } = request.call.target else {
             return Err(UpstreamError::Config { service: self.service, reason: "a gRPC call sent to REST".into() });
         };
@@ -118,7 +114,7 @@ impl RestTransport {
         if let Some(body) = body {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json").body(body);
         }
-        if let Some(budget) = request.budget {
+        if let Some(budget) = remaining {
             builder = builder.header(headers::REQUEST_TIMEOUT_MS, budget.as_millis().max(1).to_string());
         }
         for (name, value) in request.cx.outbound_headers() {
@@ -168,7 +164,7 @@ impl RestTransport {
     }
 
     /// The body of a successful response, or the error its status means.
-    async fn check_status(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+    async fn check_status(&self, response: reqwest::Response) -> Result<Answer, UpstreamError> {
         let service = self.service;
         let status = response.status();
         let retry_after = response
@@ -177,9 +173,15 @@ impl RestTransport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let cache_control = response
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(CacheControl::parse)
+            .unwrap_or_default();
         let body = self.read_body(response).await?;
         if status.is_success() {
-            return Ok(body);
+            return Ok(Answer { body, cache_control });
         }
         Err(match status {
             StatusCode::NOT_FOUND => UpstreamError::NotFound { service },
@@ -224,9 +226,9 @@ impl RestTransport {
 }
 
 impl Service<UpstreamRequest> for RestTransport {
-    type Response = Bytes;
+    type Response = Answer;
     type Error = UpstreamError;
-    type Future = BoxFuture<'static, Result<Bytes, UpstreamError>>;
+    type Future = BoxFuture<'static, Result<Answer, UpstreamError>>;
 
     /// reqwest's pool is always ready; connection limits belong to the layers above.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
@@ -270,7 +272,8 @@ mod tests {
     use super::*;
 
     fn client(base: &str) -> RestTransport {
-        RestTransport::new("test", &UpstreamConfig::new(base.parse().unwrap())).unwrap()
+        let base: Url = base.parse().unwrap();
+        RestTransport::new("test", &UpstreamConfig::new(base.clone()), &base).unwrap()
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! At most N calls in flight per backend; past it a call fails at once.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{Below, CallFuture};
+use crate::{Answer, UpstreamError, UpstreamRequest};
+
+/// `[upstreams.NAME.bulkhead]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkheadConfig {
+    /// Calls to this backend in flight at once, retries and hedges included in their call.
+    pub max_in_flight: usize,
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 256 }
+    }
+}
+
+impl BulkheadConfig {
+    pub(crate) fn validate(&self) -> Vec<(&'static str, String)> {
+        match self.max_in_flight {
+            1..=100_000 => Vec::new(),
+            _ => vec![("bulkhead.max_in_flight", "must be between 1 and 100000".to_owned())],
+        }
+    }
+}
+
+/// Fails a call at once with [`UpstreamError::BulkheadFull`] when the backend already has
+/// `max_in_flight` calls: a slow backend then holds at most that many of the BFF's requests
+/// waiting, and every other backend's calls go on. Failing rather than queueing keeps the wait
+/// bounded by nothing but the backend's own latency.
+#[derive(Debug, Clone)]
+pub struct BulkheadLayer {
+    service: &'static str,
+    limit: usize,
+    permits: Arc<Semaphore>,
+}
+
+impl BulkheadLayer {
+    pub fn new(service: &'static str, config: &BulkheadConfig) -> Self {
+        Self { service, limit: config.max_in_flight, permits: Arc::new(Semaphore::new(config.max_in_flight)) }
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bulkhead { layer: self.clone(), inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Bulkhead<S> {
+    layer: BulkheadLayer,
+    inner: S,
+}
+
+impl<S: Below> Service<UpstreamRequest> for Bulkhead<S> {
+    type Response = Answer;
+    type Error = UpstreamError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let Ok(permit) = Arc::clone(&self.layer.permits).try_acquire_owned() else {
+            let (service, limit) = (self.layer.service, self.layer.limit);
+            return Box::pin(std::future::ready(Err(UpstreamError::BulkheadFull { service, limit })));
+        };
+        let response = self.inner.clone().oneshot(request);
+        Box::pin(async move {
+            let result = response.await;
+            drop(permit);
+            result
+        })
+    }
+}
