@@ -56,7 +56,9 @@ pub fn serve(scenario: Scenario, demo: DemoAddrs) -> anyhow::Result<()> {
                 Router::new().route("/graphql", post(large_document))
             }
             Scenario::WebOrdersPage => Router::new().route("/graphql", post(orders_page)),
-            Scenario::PartnerProduct => Router::new().route("/v1/products/{id}", get(partner_product)),
+            Scenario::PartnerProduct | Scenario::ProductPage => {
+                Router::new().route("/v1/products/{id}", get(partner_product))
+            }
             Scenario::AuthReject => Router::new().route("/graphql", post(reject)),
         }
         .route("/readyz", get(|| async { "ready" }))

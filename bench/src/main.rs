@@ -31,7 +31,7 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
 [--latency 0ms] [--soak 10m] [--connections 1000] [--results PATH|none] [--label TEXT]
 
   --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
-                  large-document-hit, large-document-miss
+                  large-document-hit, large-document-miss, product-page
   --duration      each measured phase: the closed loop, then the open loop, for the BFF and the baseline
   --concurrency   connections of the closed loop (and of the open loop)
   --rate          the open loop's rate in requests/s (default: half the BFF's closed-loop throughput)
@@ -117,7 +117,8 @@ fn child(command: &str, args: &[String]) -> anyhow::Result<()> {
         }
         "serve-bff" => {
             let bff = Bff::parse(flag(args, "--bff")?).context("--bff: mobile, web or partner")?;
-            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?)
+            let shared_answers = args.iter().any(|a| a == "--shared-answers");
+            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?, shared_answers)
         }
         "serve-baseline" => {
             let scenario = Scenario::parse(flag(args, "--scenario")?).context("--scenario: unknown")?;

@@ -176,16 +176,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let (addrs, tokens) = serve::parse_demo_ready(&demo.ready)?;
     let mut spec = options.scenario.request(&tokens);
     let encoded = serve::encode_addrs(&addrs);
-    let bff = start_target(
-        "BFF",
-        vec![
-            "serve-bff".into(),
-            "--bff".into(),
-            options.scenario.bff().name().into(),
-            "--demo".into(),
-            encoded.clone(),
-        ],
-    )?;
+    let mut bff_args = vec![
+        "serve-bff".into(),
+        "--bff".into(),
+        options.scenario.bff().name().into(),
+        "--demo".into(),
+        encoded.clone(),
+    ];
+    if options.scenario.shares_answers() {
+        bff_args.push("--shared-answers".into());
+    }
+    let bff = start_target("BFF", bff_args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let http = reqwest::Client::new();

@@ -27,6 +27,11 @@ pub enum Scenario {
     LargeDocumentHit,
     /// A large document that differs on every request (a comment): the parse cache's miss path.
     LargeDocumentMiss,
+    /// The partner product read with the response cache and coalescing on, as the shipped config
+    /// has them: a popular product page, answered from the cache once the first read stored it
+    /// (catalog reads are public, so every caller shares the entry). The other scenarios turn
+    /// both off, since one caller on every connection would flatter the BFF.
+    ProductPage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +99,7 @@ impl RequestSpec {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::MobileHome,
         Scenario::WebOrdersPage,
         Scenario::PartnerProduct,
@@ -102,6 +107,7 @@ impl Scenario {
         Scenario::LargeToken,
         Scenario::LargeDocumentHit,
         Scenario::LargeDocumentMiss,
+        Scenario::ProductPage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +119,7 @@ impl Scenario {
             Scenario::LargeToken => "large-token",
             Scenario::LargeDocumentHit => "large-document-hit",
             Scenario::LargeDocumentMiss => "large-document-miss",
+            Scenario::ProductPage => "product-page",
         }
     }
 
@@ -123,9 +130,14 @@ impl Scenario {
     pub fn bff(self) -> Bff {
         match self {
             Scenario::WebOrdersPage => Bff::Web,
-            Scenario::PartnerProduct => Bff::Partner,
+            Scenario::PartnerProduct | Scenario::ProductPage => Bff::Partner,
             _ => Bff::Mobile,
         }
+    }
+
+    /// Whether the BFF runs with its response cache and coalescing on.
+    pub fn shares_answers(self) -> bool {
+        self == Scenario::ProductPage
     }
 
     pub fn request(self, tokens: &Tokens) -> RequestSpec {
@@ -150,7 +162,7 @@ impl Scenario {
             }
             Scenario::AuthReject => post(&tokens.expired, graphql(HOME), StatusCode::UNAUTHORIZED),
             Scenario::WebOrdersPage => post(&tokens.web, graphql(ORDERS_PAGE), StatusCode::OK),
-            Scenario::PartnerProduct => RequestSpec {
+            Scenario::PartnerProduct | Scenario::ProductPage => RequestSpec {
                 method: Method::GET,
                 path: format!("/v1/products/{PRODUCT}"),
                 headers: vec![(

@@ -162,7 +162,8 @@ fn high_plan_limits(options: &mut partner_bff::PartnerOptions) {
 
 /// Serves BFF `bff` with its shipped production config against the demo at `demo`, as its own
 /// binary would (JSON access log on stdout at the production filter), until the parent goes away.
-pub fn bff(bff: Bff, demo: DemoAddrs) -> anyhow::Result<()> {
+/// `shared_answers` keeps the response cache and coalescing on (see [`no_shared_answers`]).
+pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()> {
     bff_upstream::tls::install_default_provider();
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let (mut mobile, mut web, mut partner) = bff_platform::production_configs(
@@ -179,20 +180,26 @@ pub fn bff(bff: Bff, demo: DemoAddrs) -> anyhow::Result<()> {
     let (router, server) = match bff {
         Bff::Mobile => {
             high_limits(&mut mobile);
-            no_shared_answers(&mut mobile);
+            if !shared_answers {
+                no_shared_answers(&mut mobile);
+            }
             let server = mobile.server.clone();
             (mobile_bff::app(mobile).map_err(|e| app_error(&e))?, server)
         }
         Bff::Web => {
             high_limits(&mut web);
-            no_shared_answers(&mut web);
+            if !shared_answers {
+                no_shared_answers(&mut web);
+            }
             let server = web.server.clone();
             (web_bff::app(web).map_err(|e| app_error(&e))?, server)
         }
         Bff::Partner => {
             high_limits(&mut partner);
             high_plan_limits(&mut partner.own);
-            no_shared_answers(&mut partner);
+            if !shared_answers {
+                no_shared_answers(&mut partner);
+            }
             let server = partner.server.clone();
             (partner_bff::app(partner).map_err(|e| app_error(&e))?, server)
         }

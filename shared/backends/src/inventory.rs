@@ -25,8 +25,7 @@ impl InventoryClient {
     pub async fn stock(&self, cx: &CallContext, product_ids: &[&str]) -> Result<Vec<StockLevel>, UpstreamError> {
         let calls = product_ids.chunks(MAX_BATCH).map(|chunk| {
             let request = pb::GetStockRequest { product_ids: chunk.iter().map(|id| (*id).to_owned()).collect() };
-            let call =
-                Call::grpc("GetStock", "/shop.inventory.v1.InventoryService/GetStock", &request).idempotent(true);
+            let call = Call::grpc("GetStock", "/shop.inventory.v1.InventoryService/GetStock", &request).read_only();
             self.0.unary::<pb::GetStockResponse>(cx, call)
         });
         let pages = futures::future::try_join_all(calls).await?;

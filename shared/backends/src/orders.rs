@@ -142,7 +142,7 @@ impl OrdersClient {
     pub async fn get(&self, cx: &CallContext, owner: &str, id: &str, fields: &[&str]) -> Result<Order, UpstreamError> {
         let request =
             pb::GetOrderRequest { id: id.to_owned(), user_id: owner.to_owned(), read_mask: read_mask(fields) };
-        let call = Call::grpc("GetOrder", "/shop.orders.v1.OrdersService/GetOrder", &request).idempotent(true);
+        let call = Call::grpc("GetOrder", "/shop.orders.v1.OrdersService/GetOrder", &request).read_only();
         let order: pb::Order = self.0.unary(cx, call).await?;
         Ok(Order::from_masked(order, fields))
     }
@@ -162,7 +162,7 @@ impl OrdersClient {
             page_token: page_token.unwrap_or_default().to_owned(),
             read_mask: read_mask(fields),
         };
-        let call = Call::grpc("ListOrders", "/shop.orders.v1.OrdersService/ListOrders", &request).idempotent(true);
+        let call = Call::grpc("ListOrders", "/shop.orders.v1.OrdersService/ListOrders", &request).read_only();
         let page: pb::ListOrdersResponse = self.0.unary(cx, call).await?;
         Ok(OrdersPage {
             orders: page.orders.into_iter().map(|order| Order::from_masked(order, fields)).collect(),

@@ -250,6 +250,9 @@ pub const UPSTREAM_DEFAULTS: &str = "defaults";
 fn merge_missing(own: &mut toml::Table, defaults: &toml::Table) {
     for (key, default) in defaults {
         match (own.get_mut(key), default) {
+            // A backend's own operation list replaces the defaults' whole: an operation declared
+            // public in the defaults must not make the backend's own entry for it public.
+            (Some(_), _) if key == "operations" => {}
             (Some(Value::Table(own)), Value::Table(default)) => merge_missing(own, default),
             (Some(_), _) => {}
             (None, default) => {

@@ -25,10 +25,12 @@ pub struct Call {
     pub target: Target,
     /// The fields asked for, when the backend can trim its answer; empty means all.
     pub fields: Vec<String>,
-    /// Sending it twice has the effect of sending it once (reads, and writes with a key). Only
-    /// idempotent calls are retried, hedged, coalesced or answered from the cache; a successful
-    /// call that is not idempotent is a mutation, and drops its caller's cached reads.
+    /// Sending it twice has the effect of sending it once (reads, and writes with a key): only
+    /// these are retried after a failure that reached the backend, or hedged.
     pub idempotent: bool,
+    /// It changes nothing: only reads are answered from the cache, coalesced or mirrored; a
+    /// successful call that is not a read is a mutation, and drops its caller's cached reads.
+    pub read: bool,
 }
 
 impl Call {
@@ -40,6 +42,7 @@ impl Call {
             target: Target::Rest { method: http::Method::GET, path, query: Vec::new(), body: None },
             fields: Vec::new(),
             idempotent: true,
+            read: true,
         }
     }
 
@@ -57,6 +60,7 @@ impl Call {
             target: Target::Rest { method, path, query: Vec::new(), body },
             fields: Vec::new(),
             idempotent: false,
+            read: false,
         })
     }
 
@@ -68,6 +72,7 @@ impl Call {
             target: Target::Grpc { path, message: Bytes::from(message.encode_to_vec()) },
             fields: Vec::new(),
             idempotent: false,
+            read: false,
         }
     }
 
@@ -90,8 +95,16 @@ impl Call {
         self
     }
 
+    /// Marks a write safe to send twice (a cancellation, a create with an idempotency key).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
+        self
+    }
+
+    /// Marks a call (a gRPC read) as one that changes nothing: idempotent, and cacheable.
+    pub fn read_only(mut self) -> Self {
+        self.idempotent = true;
+        self.read = true;
         self
     }
 }
@@ -151,6 +164,15 @@ pub struct CacheControl {
 }
 
 impl CacheControl {
+    /// Both sets of directives at once (two lines of the header): the stricter of each.
+    pub fn and(self, other: Self) -> Self {
+        let max_age = match (self.max_age, other.max_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Self { max_age, no_store: self.no_store || other.no_store, private: self.private || other.private }
+    }
+
     /// Parses a `Cache-Control` value; unknown directives are ignored, as RFC 9111 asks.
     pub fn parse(value: &str) -> Self {
         let mut parsed = Self::default();
@@ -184,5 +206,8 @@ mod tests {
         assert!(CacheControl::parse("no-cache").no_store);
         assert_eq!(CacheControl::parse("max-age=soon").max_age, Some(Duration::ZERO), "unreadable means stale");
         assert_eq!(CacheControl::parse("s-maxage=9, foo"), CacheControl::default());
+        // Two lines of the header: the stricter of each directive.
+        let both = CacheControl::parse("max-age=60").and(CacheControl::parse("private, max-age=5"));
+        assert_eq!(both, CacheControl { max_age: Some(Duration::from_secs(5)), no_store: false, private: true });
     }
 }

@@ -239,3 +239,32 @@ impl CallRecorder {
         self.0.lock().unwrap_or_else(|poison| poison.into_inner()).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_log_shows_every_decision_that_was_not_the_default() {
+        let mut call = UpstreamCall {
+            service: "catalog",
+            operation: "GET /products/{id}",
+            latency: Duration::from_millis(3),
+            outcome: CallOutcome::Ok,
+            decisions: crate::CallTrace::default().decisions(),
+        };
+        assert_eq!(call.to_string(), "catalog GET /products/{id} ok 3ms");
+        call.outcome = CallOutcome::Failed("circuit_open");
+        call.decisions = CallDecisions {
+            cache: CacheStatus::Stale,
+            attempts: 2,
+            hedges: 1,
+            instance: Some("127.0.0.1:5012".into()),
+            breaker: BreakerState::HalfOpen,
+        };
+        assert_eq!(
+            call.to_string(),
+            "catalog GET /products/{id} circuit_open 3ms cache=stale attempts=2 hedges=1 instance=127.0.0.1:5012 breaker=half_open"
+        );
+    }
+}

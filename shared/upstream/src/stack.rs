@@ -15,7 +15,7 @@ use crate::{Answer, UpstreamConfig, UpstreamError, UpstreamRequest};
 pub type UpstreamService = BoxCloneSyncService<UpstreamRequest, Answer, UpstreamError>;
 
 /// A backend's stack, outermost first. `transport` makes the transport of one instance.
-pub(crate) fn stack<T>(
+pub fn stack<T>(
     service: &'static str,
     config: &UpstreamConfig,
     transport: impl Fn(&Url) -> Result<T, UpstreamError>,
@@ -24,11 +24,11 @@ where
     T: Service<UpstreamRequest, Response = Answer, Error = UpstreamError> + Clone + Send + Sync + 'static,
     T::Future: Send + 'static,
 {
-    let stable = version(service, config, &config.instances(), &transport)?;
+    let stable = version(service, None, config, &config.instances(), &transport)?;
     // A canary is a version of its own below the split: its own instances, cache and breakers.
     let versions = match &config.canary {
         Some(canary) => {
-            let canary_version = version(service, config, &canary.urls, &transport)?;
+            let canary_version = version(service, Some("canary"), config, &canary.urls, &transport)?;
             BoxCloneSyncService::new(Split::new(stable, canary_version, canary.percent))
         }
         None => stable,
@@ -41,6 +41,7 @@ where
 /// One version of a backend: its instances and every layer between them and the split.
 fn version<T>(
     service: &'static str,
+    name: Option<&str>,
     config: &UpstreamConfig,
     urls: &[Url],
     transport: &impl Fn(&Url) -> Result<T, UpstreamError>,
@@ -56,7 +57,7 @@ where
     let mirror = match &config.mirror {
         Some(mirror) => {
             let shadow = Instance::new(instance_label(&mirror.url), transport(&mirror.url)?, &config.breaker);
-            let shadow = BoxCloneSyncService::new(Balance::new(service, vec![shadow]));
+            let shadow = BoxCloneSyncService::new(Balance::new(service, config.timeout, vec![shadow]));
             Some(MirrorLayer::new(mirror, shadow, config.timeout))
         }
         None => None,
@@ -65,7 +66,7 @@ where
     Ok(BoxCloneSyncService::new(
         ServiceBuilder::new()
             // Reads answered from stored answers; mutations drop their caller's.
-            .layer(CacheLayer::new(service, &config.cache))
+            .layer(CacheLayer::new(service, name, &config.cache))
             // One backend call for concurrent identical reads, under the cache's key.
             .option_layer(config.coalesce.then(|| CoalesceLayer::new(service, config.timeout)))
             // The budget covers every attempt below, so retries cannot outlive the request.
@@ -79,7 +80,7 @@ where
             // A second attempt elsewhere when the first is slow, from the same budget.
             .option_layer(config.hedge.as_ref().map(|hedge| HedgeLayer::new(hedge, budget)))
             // Power of two choices over the instances whose breaker admits the call.
-            .service(Balance::new(service, instances)),
+            .service(Balance::new(service, config.timeout, instances)),
     ))
 }
 

@@ -80,7 +80,7 @@ impl Inner {
 }
 
 impl SecondLevel for SharedCache {
-    fn get(&self, service: &'static str, key: &AnswerKey) -> BoxFuture<'static, Option<(Bytes, Duration)>> {
+    fn get(&self, service: &str, key: &AnswerKey) -> BoxFuture<'static, Option<(Bytes, Duration)>> {
         let inner = Arc::clone(&self.0);
         if inner.skipping() {
             return Box::pin(std::future::ready(None));
@@ -117,7 +117,7 @@ impl SecondLevel for SharedCache {
         })
     }
 
-    fn put(&self, service: &'static str, key: &AnswerKey, body: Bytes, ttl: Duration) {
+    fn put(&self, service: &str, key: &AnswerKey, body: Bytes, ttl: Duration) {
         let inner = Arc::clone(&self.0);
         if inner.skipping() {
             return;

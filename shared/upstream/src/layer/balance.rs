@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tower::{Service, ServiceExt};
 
@@ -49,24 +49,28 @@ impl<T> Instance<T> {
 #[derive(Debug)]
 pub struct Balance<T> {
     service: &'static str,
+    /// The backend's own per-call timeout: an attempt that times out with less than that is
+    /// ended by its request's deadline, which says nothing about the instance.
+    timeout: Duration,
     instances: Arc<[Instance<T>]>,
 }
 
 impl<T> Clone for Balance<T> {
     fn clone(&self) -> Self {
-        Self { service: self.service, instances: Arc::clone(&self.instances) }
+        Self { service: self.service, timeout: self.timeout, instances: Arc::clone(&self.instances) }
     }
 }
 
 impl<T> Balance<T> {
-    pub fn new(service: &'static str, instances: Vec<Instance<T>>) -> Self {
-        Self { service, instances: instances.into() }
+    pub fn new(service: &'static str, timeout: Duration, instances: Vec<Instance<T>>) -> Self {
+        Self { service, timeout, instances: instances.into() }
     }
 
     /// The instance for the next attempt: two candidates at random among those whose breaker
-    /// admits a call (not `avoid`, unless it is the only one), the one with fewer calls in flight.
-    fn pick(&self, avoid: Option<usize>, now: Instant) -> Option<usize> {
-        let admitting = |i: &usize| self.instances[*i].breaker().would_admit(now);
+    /// admits a call (not `avoid`, unless it is the only one; never one in `refused`), the one
+    /// with fewer calls in flight.
+    fn pick(&self, avoid: Option<usize>, refused: &[usize], now: Instant) -> Option<usize> {
+        let admitting = |i: &usize| !refused.contains(i) && self.instances[*i].breaker().would_admit(now);
         let mut candidates: Vec<usize> =
             (0..self.instances.len()).filter(|i| Some(*i) != avoid).filter(admitting).collect();
         if candidates.is_empty() {
@@ -121,21 +125,22 @@ where
             let service = this.service;
             let now = Instant::now();
             let trace = request.trace.clone();
-            let Some(index) = this.pick(request.avoid_instance, now) else {
-                trace.refused_by_breaker();
-                return Err(UpstreamError::CircuitOpen { service });
-            };
-            let instance = &this.instances[index];
-            let (admission, state) = {
-                let mut breaker = instance.breaker();
-                let state = breaker.state(now);
-                // Another call may have taken the last probe slot since the pick.
-                let Some(admission) = breaker.admit(now) else {
+            // Another call may take an instance's last probe slot between the pick and the
+            // admission: then pick again among the others.
+            let mut refused = Vec::new();
+            let (index, admission, state) = loop {
+                let Some(index) = this.pick(request.avoid_instance, &refused, now) else {
                     trace.refused_by_breaker();
                     return Err(UpstreamError::CircuitOpen { service });
                 };
-                (admission, state)
+                let mut breaker = this.instances[index].breaker();
+                let state = breaker.state(now);
+                match breaker.admit(now) {
+                    Some(admission) => break (index, admission, state),
+                    None => refused.push(index),
+                }
             };
+            let instance = &this.instances[index];
             trace.chose(index, &instance.label, state);
             trace.add_attempt();
             instance.outstanding.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +155,9 @@ where
                     .unwrap_or(Err(UpstreamError::Timeout { service, after: deadline.saturating_duration_since(now) })),
                 None => attempt.await,
             };
+            let full_time = deadline.is_none_or(|d| d.saturating_duration_since(now) >= this.timeout.mul_f64(0.9));
             in_flight.verdict = match &result {
+                Err(UpstreamError::Timeout { .. }) if !full_time => Verdict::Cancelled,
                 Err(error) if error.is_backend_failure() => Verdict::Failure,
                 _ => Verdict::Success,
             };
@@ -204,6 +211,7 @@ mod tests {
         let breaker = BreakerConfig::default();
         let balance = Balance::new(
             "test",
+            Duration::from_secs(2),
             vec![
                 Instance::new("bad", Fake { calls: bad.clone(), fail: true }, &breaker),
                 Instance::new("good", Fake { calls: good.clone(), fail: false }, &breaker),
@@ -221,8 +229,11 @@ mod tests {
     async fn every_breaker_open_fails_fast_without_a_call() {
         let calls = Arc::new(AtomicU32::new(0));
         let breaker = BreakerConfig { open_for: Duration::from_secs(60), ..BreakerConfig::default() };
-        let balance =
-            Balance::new("test", vec![Instance::new("only", Fake { calls: calls.clone(), fail: true }, &breaker)]);
+        let balance = Balance::new(
+            "test",
+            Duration::from_secs(2),
+            vec![Instance::new("only", Fake { calls: calls.clone(), fail: true }, &breaker)],
+        );
         for _ in 0..10 {
             let _ = balance.clone().oneshot(request()).await;
         }

@@ -65,7 +65,9 @@ impl BreakerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
     Normal,
-    Probe,
+    /// A probe of the half-open period that began when the breaker had opened this many times:
+    /// a probe that outlives its period (the breaker reopened meanwhile) counts for nothing.
+    Probe(u32),
 }
 
 /// How a call ended, as the breaker counts it.
@@ -91,6 +93,8 @@ pub(crate) struct Breaker {
     config: BreakerConfig,
     state: State,
     consecutive_failures: u32,
+    /// How many times it has opened.
+    openings: u32,
     /// The last `window` outcomes, newest in bit 0; a set bit is a failure.
     recent: u64,
     recorded: u32,
@@ -98,7 +102,7 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub(crate) fn new(config: BreakerConfig) -> Self {
-        Self { config, state: State::Closed, consecutive_failures: 0, recent: 0, recorded: 0 }
+        Self { config, state: State::Closed, consecutive_failures: 0, openings: 0, recent: 0, recorded: 0 }
     }
 
     /// The state as a call arriving `now` would find it.
@@ -133,15 +137,18 @@ impl Breaker {
             State::Open { .. } => None,
             State::HalfOpen { in_flight, .. } if *in_flight < self.config.half_open_probes => {
                 *in_flight += 1;
-                Some(Admission::Probe)
+                Some(Admission::Probe(self.openings))
             }
             State::HalfOpen { .. } => None,
         }
     }
 
     pub(crate) fn record(&mut self, admission: Admission, verdict: Verdict, now: Instant) {
-        if admission == Admission::Probe {
+        if let Admission::Probe(openings) = admission {
             let State::HalfOpen { in_flight, successes } = &mut self.state else { return };
+            if openings != self.openings {
+                return;
+            }
             *in_flight = in_flight.saturating_sub(1);
             match verdict {
                 Verdict::Cancelled => {}
@@ -174,6 +181,7 @@ impl Breaker {
     }
 
     fn open(&mut self, now: Instant) {
+        self.openings = self.openings.wrapping_add(1);
         self.state = State::Open { until: now + self.config.open_for };
     }
 
@@ -211,7 +219,7 @@ mod tests {
         let later = now + Duration::from_secs(5);
         assert_eq!(breaker.state(later), BreakerState::HalfOpen);
         let probe = breaker.admit(later).unwrap();
-        assert_eq!(probe, Admission::Probe);
+        assert_eq!(probe, Admission::Probe(1));
         assert_eq!(breaker.admit(later), None, "one probe at a time");
         breaker.record(probe, Verdict::Success, later);
         assert_eq!(breaker.state(later), BreakerState::Closed);
@@ -230,6 +238,28 @@ mod tests {
         breaker.record(probe, Verdict::Failure, later);
         assert_eq!(breaker.state(later), BreakerState::Open);
         assert_eq!(breaker.state(later + Duration::from_millis(4999)), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_probe_that_outlives_its_half_open_period_counts_for_nothing() {
+        let config = BreakerConfig { half_open_probes: 2, ..BreakerConfig::default() };
+        let (mut breaker, now) = (Breaker::new(config), Instant::now());
+        for _ in 0..10 {
+            run(&mut breaker, Verdict::Failure, now);
+        }
+        let later = now + Duration::from_secs(5);
+        let (slow, failing) = (breaker.admit(later).unwrap(), breaker.admit(later).unwrap());
+        breaker.record(failing, Verdict::Failure, later);
+        let again = later + Duration::from_secs(5);
+        let fresh = breaker.admit(again).unwrap();
+        // The first period's probe ends now: it neither frees a slot nor helps close.
+        breaker.record(slow, Verdict::Success, again);
+        let second = breaker.admit(again).expect("this period's second slot");
+        assert!(breaker.admit(again).is_none(), "the old probe freed no slot of this period");
+        breaker.record(fresh, Verdict::Success, again);
+        assert_eq!(breaker.state(again), BreakerState::HalfOpen, "one success of this period, not two");
+        breaker.record(second, Verdict::Success, again);
+        assert_eq!(breaker.state(again), BreakerState::Closed);
     }
 
     #[test]

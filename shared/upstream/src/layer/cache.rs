@@ -33,6 +33,8 @@ use crate::{Answer, UpstreamError, UpstreamRequest};
 
 /// Longest a TTL or a stale window may be: bounds how long a mutation must be remembered.
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest a read can run before its answer is stored (the longest call timeout there is).
+const MAX_READ: Duration = Duration::from_secs(300);
 /// Owners whose last mutation is remembered; past it the oldest are forgotten, and every private
 /// entry stored before that moment is treated as outdated, so forgetting is never unsafe.
 const MAX_OWNERS_REMEMBERED: u64 = 100_000;
@@ -118,10 +120,10 @@ impl CacheConfig {
 /// A store every replica shares (Redis), for public answers. Implementations bound each call by
 /// their own timeout and answer `None` when unsure: the first level then serves alone.
 pub trait SecondLevel: Send + Sync + 'static {
-    /// The stored body and how long it stays fresh.
-    fn get(&self, service: &'static str, key: &AnswerKey) -> BoxFuture<'static, Option<(Bytes, Duration)>>;
+    /// The stored body and how long it stays fresh. `namespace` is the backend (and version).
+    fn get(&self, namespace: &str, key: &AnswerKey) -> BoxFuture<'static, Option<(Bytes, Duration)>>;
     /// Stores `body` for `ttl`, in the background.
-    fn put(&self, service: &'static str, key: &AnswerKey, body: Bytes, ttl: Duration);
+    fn put(&self, namespace: &str, key: &AnswerKey, body: Bytes, ttl: Duration);
 }
 
 /// A [`SecondLevel`] in a config struct.
@@ -147,8 +149,9 @@ static MUTATIONS: LazyLock<Mutations> = LazyLock::new(|| {
     let forgotten = Arc::clone(&forgotten_before);
     let last = moka::sync::Cache::builder()
         .max_capacity(MAX_OWNERS_REMEMBERED)
-        // Outlives every entry that could predate it (a TTL plus a stale window, each at most 1h).
-        .time_to_live(MAX_LIFETIME * 2 + Duration::from_secs(60))
+        // Outlives every entry that could predate it: a read that started before the mutation,
+        // stored when it ended, then kept for a TTL plus a stale window.
+        .time_to_live(MAX_READ + MAX_LIFETIME * 2 + Duration::from_secs(60))
         .eviction_listener(move |_, _, cause| {
             if cause == RemovalCause::Size {
                 *forgotten.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
@@ -171,6 +174,12 @@ impl Mutations {
         }
         owner.and_then(|owner| self.last.get(owner)).is_none_or(|mutated| started > mutated)
     }
+}
+
+/// May an answer to `owner` from a read that started at `started` be used (stored, served, or
+/// handed to a coalesced follower)? Not if the owner changed their data since.
+pub(super) fn still_current(owner: Option<&str>, started: Instant) -> bool {
+    MUTATIONS.allows(owner, started)
 }
 
 /// One stored answer.
@@ -203,16 +212,20 @@ impl moka::Expiry<AnswerKey, Arc<Entry>> for EntryLifetime {
 
 struct CacheState {
     service: &'static str,
+    /// The backend, and its version when it is not the stable one: the shared level's namespace,
+    /// so a canary's answers never reach the stable version's callers.
+    namespace: String,
     config: CacheConfig,
     entries: moka::sync::Cache<AnswerKey, Arc<Entry>>,
 }
 
 impl CacheState {
-    fn store(&self, policy: &OperationCache, keys: &Keys, answer: &Answer, started: Instant) {
+    /// Stores `answer` as its directives allow; the key it went under, if any.
+    fn store(&self, policy: &OperationCache, keys: &Keys, answer: &Answer, started: Instant) -> Option<AnswerKey> {
         let directives = answer.cache_control;
         let ttl = directives.max_age.map_or(policy.ttl, |max_age| max_age.min(policy.ttl));
         if directives.no_store || ttl.is_zero() {
-            return;
+            return None;
         }
         let (key, public) = match &keys.public {
             Some(public) if !directives.private => (public, true),
@@ -229,8 +242,9 @@ impl CacheState {
         };
         self.entries.insert(key.clone(), Arc::new(entry));
         if public && let Some(second) = &self.config.second_level {
-            second.0.put(self.service, key, answer.body.clone(), ttl);
+            second.0.put(&self.namespace, key, answer.body.clone(), ttl);
         }
+        Some(key.clone())
     }
 }
 
@@ -250,7 +264,8 @@ impl std::fmt::Debug for CacheLayer {
 }
 
 impl CacheLayer {
-    pub fn new(service: &'static str, config: &CacheConfig) -> Self {
+    /// The cache of backend `service`; `version` names a version other than the stable one.
+    pub fn new(service: &'static str, version: Option<&str>, config: &CacheConfig) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|key: &AnswerKey, entry: &Arc<Entry>| {
@@ -258,7 +273,11 @@ impl CacheLayer {
             })
             .expire_after(EntryLifetime)
             .build();
-        Self(Arc::new(CacheState { service, config: config.clone(), entries }))
+        let namespace = match version {
+            Some(version) => format!("{service}.{version}"),
+            None => service.to_owned(),
+        };
+        Self(Arc::new(CacheState { service, namespace, config: config.clone(), entries }))
     }
 }
 
@@ -294,7 +313,7 @@ impl<S: Below> Service<UpstreamRequest> for Cache<S> {
     fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
         let inner = self.inner.clone();
         let owner = request.cx.identity().and_then(crate::Identity::owner);
-        if !request.call.idempotent {
+        if !request.call.read {
             // A mutation: once it succeeds, its caller's cached reads are outdated.
             return Box::pin(async move {
                 let result = inner.oneshot(request).await;
@@ -332,7 +351,8 @@ impl<S: Below> Service<UpstreamRequest> for Cache<S> {
                 if started < entry.revalidate_until {
                     if !entry.refreshing.swap(true, Ordering::AcqRel) {
                         let keys = Keys { caller: keys.caller.clone(), public: keys.public.clone() };
-                        refresh(Arc::clone(&state), inner.clone(), &request, policy.clone(), keys, Arc::clone(&entry));
+                        let stale = (key.clone(), Arc::clone(&entry));
+                        refresh(Arc::clone(&state), inner.clone(), &request, policy.clone(), keys, stale);
                     }
                     trace.set_cache(CacheStatus::Stale);
                     return Ok(Answer::new(entry.body.clone()));
@@ -342,7 +362,7 @@ impl<S: Below> Service<UpstreamRequest> for Cache<S> {
                 }
             }
             if let (Some(second), Some(public)) = (&state.config.second_level, &keys.public)
-                && let Some((body, ttl)) = second.0.get(state.service, public).await
+                && let Some((body, ttl)) = second.0.get(&state.namespace, public).await
             {
                 let answer = Answer::new(body);
                 let fresh_for = OperationCache { ttl: ttl.min(policy.ttl), public: true };
@@ -388,7 +408,7 @@ fn refresh<S: Below>(
     request: &UpstreamRequest,
     policy: OperationCache,
     keys: Keys,
-    stale: Arc<Entry>,
+    (stale_key, stale): (AnswerKey, Arc<Entry>),
 ) {
     let mut refresh = UpstreamRequest::new(request.cx.detached(), request.call.clone());
     refresh.shared_as = Some(match &keys.public {
@@ -398,7 +418,13 @@ fn refresh<S: Below>(
     tokio::spawn(async move {
         let started = Instant::now();
         match inner.oneshot(refresh).await {
-            Ok(answer) => state.store(&policy, &keys, &answer, started),
+            Ok(answer) => {
+                // Nothing replaced the stale entry (the answer now says `no-store`, or `private`
+                // where it was public): it must not be served any longer.
+                if state.store(&policy, &keys, &answer, started).as_ref() != Some(&stale_key) {
+                    state.entries.invalidate(&stale_key);
+                }
+            }
             // The next read past the TTL tries again.
             Err(_) => stale.refreshing.store(false, Ordering::Release),
         }

@@ -1,16 +1,19 @@
-//! Request coalescing (single flight): concurrent identical calls become one backend call.
+//! Request coalescing (single flight): concurrent identical reads become one backend call.
 //!
 //! "Identical" is the cache's key rule ([`AnswerKey`]): the same bytes on the wire, identity
 //! included unless the call is declared public, so a follower only ever gets an answer it would
-//! have got itself. A public call whose answer turns out to say `Cache-Control: private` is not
-//! shared after all: each follower makes its own call. The call runs on a task of its own, so a
-//! leader whose client goes away does not cancel what its followers wait on; each follower waits
-//! at most until its own deadline.
+//! have got itself. Under a public key only a successful answer that does not say
+//! `Cache-Control: private` is shared; after anything else (a private answer, an error that may
+//! be about the leader alone) each follower makes its own call. A caller's follower never joins a
+//! flight that started before the caller's own last mutation. The call runs on a task of its own
+//! with the backend's own timeout, so a leader whose client goes away, or whose deadline is near,
+//! does not cut short what its followers wait on; every waiter, leader included, waits at most
+//! until its own deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
@@ -23,14 +26,14 @@ use crate::{Answer, UpstreamError, UpstreamRequest};
 
 type Flight = Shared<BoxFuture<'static, Result<Answer, UpstreamError>>>;
 
-/// The calls in flight, by key. An entry lives exactly as long as its call, so the map holds at
-/// most as many entries as the backend has calls in flight (which the bulkhead bounds).
-type Flights = Arc<Mutex<HashMap<AnswerKey, Flight>>>;
+/// The calls in flight, by key, with when each started. An entry lives exactly as long as its
+/// call, so the map holds at most as many entries as the backend has calls in flight.
+type Flights = Arc<Mutex<HashMap<AnswerKey, (Flight, Instant)>>>;
 
 #[derive(Debug, Clone)]
 pub struct CoalesceLayer {
     service: &'static str,
-    /// The backend's per-call timeout: a follower's wait is its own budget, cut from this.
+    /// The backend's per-call timeout: what a flight may take, and what a wait is cut from.
     timeout: Duration,
     flights: Flights,
 }
@@ -55,6 +58,18 @@ pub struct Coalesce<S> {
     inner: S,
 }
 
+/// Takes a finished flight out of the map however its task ends (a panic included).
+struct Land {
+    flights: Flights,
+    key: AnswerKey,
+}
+
+impl Drop for Land {
+    fn drop(&mut self) {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
+}
+
 impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
     type Response = Answer;
     type Error = UpstreamError;
@@ -66,59 +81,54 @@ impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
 
     fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
         let inner = self.inner.clone();
-        if !request.call.idempotent {
+        let CoalesceLayer { service, timeout, .. } = self.layer;
+        if !request.call.read {
             return Box::pin(inner.oneshot(request));
         }
+        let budget = match request.cx.budget(service, timeout) {
+            Ok(budget) => budget,
+            Err(spent) => return Box::pin(std::future::ready(Err(spent))),
+        };
         let (key, scope) =
             request.shared_as.take().unwrap_or_else(|| (AnswerKey::of(&request, Scope::Caller), Scope::Caller));
+        let owner = request.cx.identity().and_then(crate::Identity::owner);
         let mut flights = self.layer.flights.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(flight) = flights.get(&key) {
+        if let Some((flight, started)) = flights.get(&key)
+            && (scope == Scope::Public || super::cache::still_current(owner.as_deref(), *started))
+        {
             let flight = flight.clone();
             drop(flights);
-            return follow(self.layer.service, self.layer.timeout, flight, scope, inner, request);
+            request.trace.set_cache(CacheStatus::Coalesced);
+            return Box::pin(async move {
+                match tokio::time::timeout(budget, flight).await {
+                    Ok(Ok(answer)) if scope == Scope::Caller || !answer.cache_control.private => Ok(answer),
+                    // Shared only as a success meant for anyone: otherwise, its own call.
+                    Ok(_) => {
+                        request.trace.set_cache(CacheStatus::Miss);
+                        inner.oneshot(request).await
+                    }
+                    Err(_) => Err(UpstreamError::Timeout { service, after: budget }),
+                }
+            });
         }
-        let call = inner.oneshot(request);
-        let (registry, flight_key) = (Arc::clone(&self.layer.flights), key.clone());
+        // The flight runs with the backend's own timeout, not this request's deadline.
+        let mut detached = request.clone();
+        detached.cx = request.cx.detached();
+        let call = inner.oneshot(detached);
+        let land = Land { flights: Arc::clone(&self.layer.flights), key: key.clone() };
         let task = tokio::spawn(async move {
-            let result = call.await;
-            registry.lock().unwrap_or_else(PoisonError::into_inner).remove(&flight_key);
-            result
+            let _land = land;
+            call.await
         });
-        let service = self.layer.service;
         let flight = async move {
             task.await.unwrap_or_else(|_| Err(UpstreamError::Failed { service, detail: "the call panicked".into() }))
         }
         .boxed()
         .shared();
-        flights.insert(key, flight.clone());
+        flights.insert(key, (flight.clone(), Instant::now()));
         drop(flights);
-        Box::pin(flight)
+        Box::pin(async move {
+            tokio::time::timeout(budget, flight).await.unwrap_or(Err(UpstreamError::Timeout { service, after: budget }))
+        })
     }
-}
-
-/// Waits for another request's identical call, within this request's own budget.
-fn follow<S: Below>(
-    service: &'static str,
-    timeout: Duration,
-    flight: Flight,
-    scope: Scope,
-    inner: S,
-    request: UpstreamRequest,
-) -> CallFuture {
-    let budget = match request.cx.budget(service, timeout) {
-        Ok(budget) => budget,
-        Err(spent) => return Box::pin(std::future::ready(Err(spent))),
-    };
-    request.trace.set_cache(CacheStatus::Coalesced);
-    Box::pin(async move {
-        match tokio::time::timeout(budget, flight).await {
-            // Declared public, but the backend said this answer is for its caller only.
-            Ok(Ok(answer)) if scope == Scope::Public && answer.cache_control.private => {
-                request.trace.set_cache(CacheStatus::Miss);
-                inner.oneshot(request).await
-            }
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout { service, after: budget }),
-        }
-    })
 }

@@ -141,7 +141,7 @@ impl<S: Below> Service<UpstreamRequest> for Hedge<S> {
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let layer = self.layer.clone();
         let inner = self.inner.clone();
-        let delay = layer.delay().filter(|_| request.call.idempotent);
+        let delay = layer.delay().filter(|_| request.call.read);
         let Some(delay) = delay else {
             let started = Instant::now();
             let response = inner.oneshot(request);

@@ -29,7 +29,7 @@ pub struct MirrorConfig {
     /// Copies in flight at once; more are dropped.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Mirror calls that are not idempotent too. Off by default: a shadow that writes where the
+    /// Mirror calls that are not reads too. Off by default: a shadow that writes where the
     /// primary writes would apply every mutation twice.
     #[serde(default)]
     pub mutations: bool,
@@ -84,7 +84,7 @@ impl MirrorLayer {
     }
 
     fn copy(&self, request: &UpstreamRequest) {
-        if !(request.call.idempotent || self.config.mutations) || fastrand::f64() * 100.0 >= self.config.percent {
+        if !(request.call.read || self.config.mutations) || fastrand::f64() * 100.0 >= self.config.percent {
             return;
         }
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {

@@ -173,12 +173,14 @@ impl RestTransport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-        let cache_control = response
-            .headers()
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .map(CacheControl::parse)
-            .unwrap_or_default();
+        // Every line of the header counts; one that cannot be read makes the answer unstorable.
+        let mut cache_control = CacheControl::default();
+        for value in response.headers().get_all(http::header::CACHE_CONTROL) {
+            match value.to_str() {
+                Ok(value) => cache_control = cache_control.and(CacheControl::parse(value)),
+                Err(_) => cache_control = CacheControl { max_age: None, no_store: true, private: true },
+            }
+        }
         let body = self.read_body(response).await?;
         if status.is_success() {
             return Ok(Answer { body, cache_control });
