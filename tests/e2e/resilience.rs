@@ -498,3 +498,38 @@ async fn a_partner_answer_leaves_out_an_optional_branch_and_fails_on_a_required_
     let down = t.get(t.stack.partner, "/v2/products/p-6", &key).await;
     assert_eq!((down.status.as_u16(), down.body["code"].as_str()), (503, Some("UPSTREAM_UNAVAILABLE")));
 }
+
+/// A leader whose client goes away does not cancel the call its followers wait on, and a
+/// follower waits no longer than its own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_call_outlives_its_leader_and_no_follower_waits_past_its_deadline() {
+    let b = Backends::start().await;
+    b.faults("catalog", json!({ "latency_ms": 400 })).await;
+    let catalog = CatalogClient::new(&b.config(b.demo.addrs.catalog)).unwrap();
+    let leader = {
+        let catalog = catalog.clone();
+        tokio::spawn(async move {
+            let (cx, _) = user("u-1", &[]);
+            catalog.get(&cx, "p-9", &["name"]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (follower, recorder) = user("u-1", &[]);
+    let (hurried, _) = user("u-1", &[]);
+    let hurried = hurried.with_deadline(Instant::now() + Duration::from_millis(150));
+    let follow = {
+        let catalog = catalog.clone();
+        tokio::spawn(async move { (catalog.get(&follower, "p-9", &["name"]).await, recorder) })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The leader's client goes away.
+    leader.abort();
+    let started = Instant::now();
+    let error = catalog.get(&hurried, "p-9", &["name"]).await.unwrap_err();
+    assert_eq!(error.kind(), "timeout", "the hurried follower gave up at its own deadline");
+    assert!(started.elapsed() < Duration::from_millis(400), "it did not wait for the backend");
+    let (answer, recorder) = follow.await.unwrap();
+    assert!(answer.unwrap().name().is_ok(), "the follower got the answer of the abandoned leader's call");
+    assert_eq!(decided(&recorder).cache, CacheStatus::Coalesced);
+    assert_eq!(b.count("catalog").await, 1);
+}

@@ -4,11 +4,12 @@
 //! included unless the call is declared public, so a follower only ever gets an answer it would
 //! have got itself. Under a public key only a successful answer that does not say
 //! `Cache-Control: private` is shared; after anything else (a private answer, an error that may
-//! be about the leader alone) each follower makes its own call. A caller's follower never joins a
-//! flight that started before the caller's own last mutation. The call runs on a task of its own
-//! with the backend's own timeout, so a leader whose client goes away, or whose deadline is near,
-//! does not cut short what its followers wait on; every waiter, leader included, waits at most
-//! until its own deadline.
+//! be about the leader alone) each follower makes its own call; a flight that timed out at the
+//! leader's deadline sends a follower with time left to make its own call too. A caller's
+//! follower never joins a flight that started before the caller's own last mutation. The call
+//! runs on a task of its own, so a leader whose client goes away does not cancel what its
+//! followers wait on; it keeps the leader's deadline, which the backend is told, and every
+//! follower waits at most until its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -100,8 +101,15 @@ impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
             drop(flights);
             request.trace.set_cache(CacheStatus::Coalesced);
             return Box::pin(async move {
+                let started = Instant::now();
                 match tokio::time::timeout(budget, flight).await {
                     Ok(Ok(answer)) if scope == Scope::Caller || !answer.cache_control.private => Ok(answer),
+                    // The leader's deadline, not this follower's, ended the flight.
+                    Ok(Err(UpstreamError::Timeout { .. })) if started.elapsed() < budget => {
+                        request.trace.set_cache(CacheStatus::Miss);
+                        inner.oneshot(request).await
+                    }
+                    Ok(Err(error)) if scope == Scope::Caller => Err(error),
                     // Shared only as a success meant for anyone: otherwise, its own call.
                     Ok(_) => {
                         request.trace.set_cache(CacheStatus::Miss);
@@ -111,10 +119,7 @@ impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
                 }
             });
         }
-        // The flight runs with the backend's own timeout, not this request's deadline.
-        let mut detached = request.clone();
-        detached.cx = request.cx.detached();
-        let call = inner.oneshot(detached);
+        let call = inner.oneshot(request);
         let land = Land { flights: Arc::clone(&self.layer.flights), key: key.clone() };
         let task = tokio::spawn(async move {
             let _land = land;
