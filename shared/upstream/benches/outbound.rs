@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use bff_upstream::layer::{CallBudgetLayer, OperationCache, RecordLayer};
+use bff_upstream::layer::{CallBudgetLayer, Layered, OperationCache, RecordLayer};
 use bff_upstream::{Answer, Call, CallContext, CallRecorder, UpstreamConfig, UpstreamError, UpstreamRequest};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -53,7 +53,7 @@ fn main() {
     // Building the stacks makes their tasks' homes; they need the runtime at hand.
     let _context = runtime.enter();
     let record_and_budget = ServiceBuilder::new()
-        .layer(RecordLayer::new("users"))
+        .layer(Layered(RecordLayer::new("users")))
         .layer(CallBudgetLayer::new("users", Duration::from_secs(2)))
         .service(transport());
     let config = UpstreamConfig::new("http://127.0.0.1:1".parse().unwrap());

@@ -6,8 +6,8 @@ use tower::{Layer, Service, ServiceBuilder};
 use url::Url;
 
 use crate::layer::{
-    Balance, BulkheadLayer, CacheLayer, CallBudgetLayer, CoalesceLayer, HedgeLayer, Instance, MirrorLayer, RecordLayer,
-    RetryBudget, RetryLayer, Split,
+    Balance, BulkheadLayer, CacheLayer, CallBudgetLayer, CoalesceLayer, HedgeLayer, Instance, Layered, MirrorLayer,
+    RecordLayer, RetryBudget, RetryLayer, Split,
 };
 use crate::{Answer, UpstreamConfig, UpstreamError, UpstreamRequest};
 
@@ -35,7 +35,7 @@ where
     };
     // Every call, whoever answers it (the cache, a coalesced peer, the backend), is recorded
     // once, under its operation template, with what each layer decided.
-    Ok(BoxCloneSyncService::new(RecordLayer::new(service).layer(versions)))
+    Ok(BoxCloneSyncService::new(Layered(RecordLayer::new(service)).layer(versions)))
 }
 
 /// One version of a backend: its instances and every layer between them and the split.
@@ -58,7 +58,7 @@ where
         Some(mirror) => {
             let shadow = Instance::new(instance_label(&mirror.url), transport(&mirror.url)?, &config.breaker);
             let shadow = BoxCloneSyncService::new(Balance::new(service, config.timeout, vec![shadow]));
-            Some(MirrorLayer::new(mirror, shadow, config.timeout))
+            Some(Layered(MirrorLayer::new(mirror, shadow, config.timeout)))
         }
         None => None,
     };
@@ -66,19 +66,19 @@ where
     Ok(BoxCloneSyncService::new(
         ServiceBuilder::new()
             // Reads answered from stored answers; mutations drop their caller's.
-            .layer(CacheLayer::new(service, name, &config.cache))
+            .layer(Layered(CacheLayer::new(service, name, &config.cache)))
             // One backend call for concurrent identical reads, under the cache's key.
-            .option_layer(config.coalesce.then(|| CoalesceLayer::new(service, config.timeout)))
+            .option_layer(config.coalesce.then(|| Layered(CoalesceLayer::new(service, config.timeout))))
             // The budget covers every attempt below, so retries cannot outlive the request.
             .layer(CallBudgetLayer::new(service, config.timeout))
             // A copy to the shadow, fire and forget.
             .option_layer(mirror)
             // Calls in flight to this backend, retries and hedges inside their call's slot.
-            .layer(BulkheadLayer::new(service, &config.bulkhead))
+            .layer(Layered(BulkheadLayer::new(service, &config.bulkhead)))
             // Safe failures sent again, within the retry budget and the deadline.
-            .layer(RetryLayer::new(&config.retry, budget.clone()))
+            .layer(Layered(RetryLayer::new(&config.retry, budget.clone())))
             // A second attempt elsewhere when the first is slow, from the same budget.
-            .option_layer(config.hedge.as_ref().map(|hedge| HedgeLayer::new(hedge, budget)))
+            .option_layer(config.hedge.as_ref().map(|hedge| Layered(HedgeLayer::new(hedge, budget))))
             // Power of two choices over the instances whose breaker admits the call.
             .service(Balance::new(service, config.timeout, instances)),
     ))

@@ -1,14 +1,13 @@
 //! At most N calls in flight per backend; past it a call fails at once.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::{Below, CallFuture};
-use crate::{Answer, UpstreamError, UpstreamRequest};
+use super::{Below, CallFuture, CallLayer};
+use crate::{UpstreamError, UpstreamRequest};
 
 /// `[upstreams.NAME.bulkhead]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -50,35 +49,13 @@ impl BulkheadLayer {
     }
 }
 
-impl<S> Layer<S> for BulkheadLayer {
-    type Service = Bulkhead<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Bulkhead { layer: self.clone(), inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Bulkhead<S> {
-    layer: BulkheadLayer,
-    inner: S,
-}
-
-impl<S: Below> Service<UpstreamRequest> for Bulkhead<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let Ok(permit) = Arc::clone(&self.layer.permits).try_acquire_owned() else {
-            let (service, limit) = (self.layer.service, self.layer.limit);
+impl CallLayer for BulkheadLayer {
+    fn call<S: Below>(&self, inner: S, request: UpstreamRequest) -> CallFuture {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            let (service, limit) = (self.service, self.limit);
             return Box::pin(std::future::ready(Err(UpstreamError::BulkheadFull { service, limit })));
         };
-        let response = self.inner.clone().oneshot(request);
+        let response = inner.oneshot(request);
         Box::pin(async move {
             let result = response.await;
             drop(permit);

@@ -17,19 +17,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use moka::notification::RemovalCause;
 use serde::Deserialize;
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::{Below, CallFuture};
+use super::{Below, CallFuture, CallLayer};
 use crate::key::{AnswerKey, Scope};
 use crate::trace::CacheStatus;
-use crate::{Answer, UpstreamError, UpstreamRequest};
+use crate::{Answer, UpstreamRequest};
 
 /// Longest a TTL or a stale window may be: bounds how long a mutation must be remembered.
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
@@ -281,37 +280,8 @@ impl CacheLayer {
     }
 }
 
-impl<S> Layer<S> for CacheLayer {
-    type Service = Cache<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Cache { state: Arc::clone(&self.0), inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Cache<S> {
-    state: Arc<CacheState>,
-    inner: S,
-}
-
-impl<S> std::fmt::Debug for Cache<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("service", &self.state.service).finish_non_exhaustive()
-    }
-}
-
-impl<S: Below> Service<UpstreamRequest> for Cache<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
-        let inner = self.inner.clone();
+impl CallLayer for CacheLayer {
+    fn call<S: Below>(&self, inner: S, mut request: UpstreamRequest) -> CallFuture {
         let owner = request.cx.identity().and_then(crate::Identity::owner);
         if !request.call.read {
             // A mutation: once it succeeds, its caller's cached reads are outdated.
@@ -325,10 +295,10 @@ impl<S: Below> Service<UpstreamRequest> for Cache<S> {
                 result
             });
         }
-        let Some(policy) = self.state.config.policy(request.call.operation) else {
+        let Some(policy) = self.0.config.policy(request.call.operation) else {
             return Box::pin(inner.oneshot(request));
         };
-        let state = Arc::clone(&self.state);
+        let state = Arc::clone(&self.0);
         Box::pin(async move {
             let started = Instant::now();
             let keys = Keys {

@@ -95,7 +95,7 @@ mod tests {
 
     fn stack(transport: Recording) -> impl Service<UpstreamRequest, Response = Answer, Error = UpstreamError> {
         ServiceBuilder::new()
-            .layer(crate::layer::RecordLayer::new("test"))
+            .layer(crate::layer::Layered(crate::layer::RecordLayer::new("test")))
             .layer(CallBudgetLayer::new("test", Duration::from_secs(2)))
             .service(transport)
     }

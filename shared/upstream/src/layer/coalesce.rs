@@ -13,14 +13,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::{Below, CallFuture};
+use super::{Below, CallFuture, CallLayer};
 use crate::key::{AnswerKey, Scope};
 use crate::trace::CacheStatus;
 use crate::{Answer, UpstreamError, UpstreamRequest};
@@ -45,20 +44,6 @@ impl CoalesceLayer {
     }
 }
 
-impl<S> Layer<S> for CoalesceLayer {
-    type Service = Coalesce<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Coalesce { layer: self.clone(), inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Coalesce<S> {
-    layer: CoalesceLayer,
-    inner: S,
-}
-
 /// Takes a finished flight out of the map however its task ends (a panic included).
 struct Land {
     flights: Flights,
@@ -71,18 +56,9 @@ impl Drop for Land {
     }
 }
 
-impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
-        let inner = self.inner.clone();
-        let CoalesceLayer { service, timeout, .. } = self.layer;
+impl CallLayer for CoalesceLayer {
+    fn call<S: Below>(&self, inner: S, mut request: UpstreamRequest) -> CallFuture {
+        let CoalesceLayer { service, timeout, .. } = *self;
         if !request.call.read {
             return Box::pin(inner.oneshot(request));
         }
@@ -93,7 +69,7 @@ impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
         let (key, scope) =
             request.shared_as.take().unwrap_or_else(|| (AnswerKey::of(&request, Scope::Caller), Scope::Caller));
         let owner = request.cx.identity().and_then(crate::Identity::owner);
-        let mut flights = self.layer.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((flight, started)) = flights.get(&key)
             && (scope == Scope::Public || super::cache::still_current(owner.as_deref(), *started))
         {
@@ -120,7 +96,7 @@ impl<S: Below> Service<UpstreamRequest> for Coalesce<S> {
             });
         }
         let call = inner.oneshot(request);
-        let land = Land { flights: Arc::clone(&self.layer.flights), key: key.clone() };
+        let land = Land { flights: Arc::clone(&self.flights), key: key.clone() };
         let task = tokio::spawn(async move {
             let _land = land;
             call.await

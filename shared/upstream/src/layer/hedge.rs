@@ -4,16 +4,15 @@
 //! cannot double the load of a backend that is slow for everyone.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::{Either, select};
 use serde::Deserialize;
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::retry::RetryBudget;
-use super::{Below, CallFuture};
-use crate::{Answer, UpstreamError, UpstreamRequest};
+use super::{Below, CallFuture, CallLayer};
+use crate::UpstreamRequest;
 
 /// `[upstreams.NAME.hedge]`: give exactly one of `delay` or `percentile`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -115,32 +114,9 @@ impl HedgeLayer {
     }
 }
 
-impl<S> Layer<S> for HedgeLayer {
-    type Service = Hedge<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Hedge { layer: self.clone(), inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Hedge<S> {
-    layer: HedgeLayer,
-    inner: S,
-}
-
-impl<S: Below> Service<UpstreamRequest> for Hedge<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let layer = self.layer.clone();
-        let inner = self.inner.clone();
+impl CallLayer for HedgeLayer {
+    fn call<S: Below>(&self, inner: S, request: UpstreamRequest) -> CallFuture {
+        let layer = self.clone();
         let delay = layer.delay().filter(|_| request.call.read);
         let Some(delay) = delay else {
             let started = Instant::now();

@@ -5,17 +5,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 use url::Url;
 
-use super::{Below, CallFuture};
+use super::{Below, CallFuture, CallLayer};
+use crate::UpstreamRequest;
 use crate::stack::UpstreamService;
-use crate::{Answer, UpstreamError, UpstreamRequest};
 
 /// `[upstreams.NAME.mirror]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,31 +101,9 @@ impl MirrorLayer {
     }
 }
 
-impl<S> Layer<S> for MirrorLayer {
-    type Service = Mirror<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Mirror { layer: self.clone(), inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Mirror<S> {
-    layer: MirrorLayer,
-    inner: S,
-}
-
-impl<S: Below> Service<UpstreamRequest> for Mirror<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        self.layer.copy(&request);
-        Box::pin(self.inner.clone().oneshot(request))
+impl CallLayer for MirrorLayer {
+    fn call<S: Below>(&self, inner: S, request: UpstreamRequest) -> CallFuture {
+        self.copy(&request);
+        Box::pin(inner.oneshot(request))
     }
 }

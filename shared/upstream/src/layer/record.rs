@@ -1,13 +1,12 @@
 //! Records each call in the request's call list.
 
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tower::{Layer, Service};
+use tower::ServiceExt;
 
-use super::{Below, CallFuture};
+use super::{Below, CallFuture, CallLayer};
+use crate::UpstreamRequest;
 use crate::context::{CallOutcome, UpstreamCall};
-use crate::{Answer, UpstreamError, UpstreamRequest};
 
 /// Records each call (template, latency, outcome) in the request's call list, for the access log.
 #[derive(Debug, Clone)]
@@ -21,34 +20,12 @@ impl RecordLayer {
     }
 }
 
-impl<S> Layer<S> for RecordLayer {
-    type Service = Record<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Record { service: self.service, inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Record<S> {
-    service: &'static str,
-    inner: S,
-}
-
-impl<S: Below> Service<UpstreamRequest> for Record<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+impl CallLayer for RecordLayer {
+    fn call<S: Below>(&self, inner: S, request: UpstreamRequest) -> CallFuture {
         let (service, operation, cx) = (self.service, request.call.operation, request.cx.clone());
         let trace = request.trace.clone();
         let started = Instant::now();
-        let response = self.inner.call(request);
+        let response = inner.oneshot(request);
         Box::pin(async move {
             let result = response.await;
             let outcome = match &result {

@@ -3,15 +3,14 @@
 //! configured fraction of the backend's calls, so retries cannot multiply an outage.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tower::ServiceExt;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{Layer, Service, ServiceExt};
 
-use super::{Below, CallFuture};
-use crate::{Answer, UpstreamError, UpstreamRequest};
+use super::{Below, CallFuture, CallLayer};
+use crate::UpstreamRequest;
 
 /// `[upstreams.NAME.retry]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -94,33 +93,10 @@ impl RetryLayer {
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Retry { layer: self.clone(), inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Retry<S> {
-    layer: RetryLayer,
-    inner: S,
-}
-
-impl<S: Below> Service<UpstreamRequest> for Retry<S> {
-    type Response = Answer;
-    type Error = UpstreamError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
-        let RetryLayer { config, budget } = self.layer.clone();
+impl CallLayer for RetryLayer {
+    fn call<S: Below>(&self, inner: S, request: UpstreamRequest) -> CallFuture {
+        let RetryLayer { config, budget } = self.clone();
         budget.deposit();
-        let inner = self.inner.clone();
         // Whether a failure may be sent again is the error kind's to say; a call that is not
         // idempotent may only be repeated when it never left.
         let idempotent = request.call.idempotent;
@@ -158,8 +134,11 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Instant;
 
+    use tower::Layer as _;
+
     use super::*;
-    use crate::{Call, CallContext};
+    use crate::layer::Layered;
+    use crate::{Answer, Call, CallContext, UpstreamError};
 
     /// A backend failing every call with `error`, counting them.
     fn failing(calls: Arc<AtomicU32>, error: UpstreamError) -> impl Below {
@@ -186,7 +165,8 @@ mod tests {
     #[tokio::test]
     async fn only_idempotent_calls_are_retried_unless_the_call_never_left() {
         let calls = Arc::new(AtomicU32::new(0));
-        let retry = RetryLayer::new(&config(), RetryBudget::new(&config())).layer(failing(calls.clone(), failed()));
+        let retry =
+            Layered(RetryLayer::new(&config(), RetryBudget::new(&config()))).layer(failing(calls.clone(), failed()));
         let get = Call::get("GET /x", ["x"]);
         retry.clone().oneshot(UpstreamRequest::new(CallContext::new("r"), get.clone())).await.unwrap_err();
         assert_eq!(calls.swap(0, Ordering::Relaxed), 3, "a GET is tried three times");
@@ -194,7 +174,8 @@ mod tests {
         retry.clone().oneshot(UpstreamRequest::new(CallContext::new("r"), post.clone())).await.unwrap_err();
         assert_eq!(calls.swap(0, Ordering::Relaxed), 1, "a POST that reached the backend is not repeated");
         let never_left = UpstreamError::Unavailable { service: "test", reason: "refused".into() };
-        let retry = RetryLayer::new(&config(), RetryBudget::new(&config())).layer(failing(calls.clone(), never_left));
+        let retry =
+            Layered(RetryLayer::new(&config(), RetryBudget::new(&config()))).layer(failing(calls.clone(), never_left));
         retry.oneshot(UpstreamRequest::new(CallContext::new("r"), post)).await.unwrap_err();
         assert_eq!(calls.load(Ordering::Relaxed), 3, "a POST that never left may be sent again");
     }
@@ -203,7 +184,8 @@ mod tests {
     async fn retries_stop_at_the_budget() {
         let calls = Arc::new(AtomicU32::new(0));
         let config = RetryConfig { budget_ratio: 0.1, min_per_second: 1, ..config() };
-        let retry = RetryLayer::new(&config, RetryBudget::new(&config)).layer(failing(calls.clone(), failed()));
+        let retry =
+            Layered(RetryLayer::new(&config, RetryBudget::new(&config))).layer(failing(calls.clone(), failed()));
         for _ in 0..100 {
             let request = UpstreamRequest::new(CallContext::new("r"), Call::get("GET /x", ["x"]));
             retry.clone().oneshot(request).await.unwrap_err();
@@ -219,8 +201,8 @@ mod tests {
         let slow_backoff =
             RetryConfig { backoff: Duration::from_secs(5), max_backoff: Duration::from_secs(5), ..config() };
         let overloaded = UpstreamError::Overloaded { service: "test", retry_after: Some(Duration::from_secs(2)) };
-        let retry =
-            RetryLayer::new(&slow_backoff, RetryBudget::new(&slow_backoff)).layer(failing(calls.clone(), overloaded));
+        let retry = Layered(RetryLayer::new(&slow_backoff, RetryBudget::new(&slow_backoff)))
+            .layer(failing(calls.clone(), overloaded));
         let mut request = UpstreamRequest::new(CallContext::new("r"), Call::get("GET /x", ["x"]));
         request.deadline = Some(Instant::now() + Duration::from_millis(500));
         let started = Instant::now();
