@@ -178,6 +178,8 @@ impl CallContext {
 pub struct UpstreamCall {
     pub service: &'static str,
     pub operation: &'static str,
+    /// When the call began: with `latency`, the interval the request spent waiting on it.
+    pub started: Instant,
     pub latency: Duration,
     pub outcome: CallOutcome,
     /// What the cache, retry, hedging, balancing and breaker layers decided for it.
@@ -227,7 +229,8 @@ pub struct CallRecorder(Arc<Mutex<Vec<UpstreamCall>>>);
 const MAX_RECORDED_CALLS: usize = 256;
 
 impl CallRecorder {
-    fn push(&self, call: UpstreamCall) {
+    /// Adds a call (the record layer does, for every call of the request).
+    pub fn push(&self, call: UpstreamCall) {
         // A poisoned lock only means another recording panicked; the list itself is still sound.
         let mut calls = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
         if calls.len() < MAX_RECORDED_CALLS {
@@ -249,6 +252,7 @@ mod tests {
         let mut call = UpstreamCall {
             service: "catalog",
             operation: "GET /products/{id}",
+            started: Instant::now(),
             latency: Duration::from_millis(3),
             outcome: CallOutcome::Ok,
             decisions: crate::CallTrace::default().decisions(),

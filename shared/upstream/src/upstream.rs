@@ -93,6 +93,7 @@ impl Upstream {
         cx.record(UpstreamCall {
             service: self.service,
             operation: call.operation,
+            started,
             latency: started.elapsed(),
             outcome,
             decisions: crate::trace::CallTrace::default().decisions(),

@@ -10,7 +10,12 @@ use axum::response::Response;
 
 use super::stage::{Downstream, Next, RequestStage, Stage};
 use crate::error::PendingError;
-use crate::{RequestId, RequestLog};
+use crate::telemetry::TimeSplit;
+use crate::{GatewayError, RequestId, RequestLog};
+
+fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
 
 /// Most upstream calls one access line lists; the rest are counted.
 const MAX_LOGGED_UPSTREAM_CALLS: usize = 16;
@@ -27,6 +32,9 @@ impl Stage for AccessLog {
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
         let response = next.run(request).await;
         let calls = log.upstream.calls();
+        // The gateway's own time: the total less the waits on backends, parallel ones once.
+        let split = TimeSplit::of(started, Instant::now(), &calls);
+        let error = response.extensions().get::<PendingError>().map(|e| &e.0);
         let mut upstream: Vec<String> = calls.iter().take(MAX_LOGGED_UPSTREAM_CALLS).map(ToString::to_string).collect();
         if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
             upstream.push(format!("+{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS));
@@ -40,8 +48,12 @@ impl Stage for AccessLog {
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
             cost = log.cost.load(std::sync::atomic::Ordering::Relaxed),
             status = response.status().as_u16(),
-            error_code = response.extensions().get::<PendingError>().map(|e| e.0.code().as_str()).unwrap_or("-"),
-            latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
+            error_code = error.map(|e| e.code().as_str()).unwrap_or("-"),
+            // Who made the error: a backend's failure relayed, or the gateway's own refusal.
+            error_source = error.map(|e| if matches!(**e, GatewayError::Upstream(_)) { "backend" } else { "gateway" }).unwrap_or("-"),
+            latency_ms = millis(split.total),
+            gateway_ms = millis(split.gateway()),
+            upstream_wait_ms = millis(split.upstream),
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
             limit = limit.as_ref().map_or("-", |l| l.policy.name()),
             limit_remaining = limit.as_ref().map(|l| l.remaining),
@@ -119,5 +131,45 @@ mod tests {
         assert_eq!(line["target"], "access");
         assert_eq!((line["request_id"].as_str(), line["route"].as_str()), (Some("req-9"), Some("/orders/{id}")));
         assert_eq!((line["status"].as_u64(), line["error_code"].as_str()), (Some(403), Some("FORBIDDEN")));
+        assert_eq!(line["error_source"], "gateway");
+    }
+
+    /// Three backend calls of 50 ms in parallel are 50 ms of waiting: the gateway's own time is
+    /// the total less 50 ms, not less 150.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_gateway_time_counts_parallel_waits_once() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let handler = |request: Request| async move {
+            let log = request.extensions().get::<Arc<RequestLog>>().cloned().unwrap();
+            let started = Instant::now();
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            for service in ["users", "orders", "recommendations"] {
+                log.upstream.push(bff_upstream::UpstreamCall {
+                    service,
+                    operation: "GET /x",
+                    started,
+                    latency: std::time::Duration::from_millis(50),
+                    outcome: bff_upstream::CallOutcome::Ok,
+                    decisions: bff_upstream::CallTrace::default().decisions(),
+                });
+            }
+            GatewayError::Upstream(bff_upstream::UpstreamError::NotFound { service: "users" }).into_response()
+        };
+        run(AccessLog, handler, get(&[])).await;
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let figure = |name: &str| line[name].as_f64().unwrap_or_else(|| panic!("no {name} in {line}"));
+        assert_eq!(figure("upstream_wait_ms"), 50.0, "{line}");
+        assert!((figure("gateway_ms") + 50.0 - figure("latency_ms")).abs() < 0.01, "{line}");
+        assert!(figure("latency_ms") >= 60.0, "{line}");
+        assert_eq!(line["error_source"], "backend");
     }
 }

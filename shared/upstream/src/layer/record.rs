@@ -33,7 +33,7 @@ impl CallLayer for RecordLayer {
                 Err(e) => CallOutcome::Failed(e.kind()),
             };
             let decisions = trace.decisions();
-            cx.record(UpstreamCall { service, operation, latency: started.elapsed(), outcome, decisions });
+            cx.record(UpstreamCall { service, operation, started, latency: started.elapsed(), outcome, decisions });
             result
         })
     }

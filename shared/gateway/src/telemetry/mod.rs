@@ -1,11 +1,16 @@
-//! Structured JSON logs on stdout. `RUST_LOG` filters as usual; the default keeps access lines
-//! and our own info events.
+//! Structured JSON logs on stdout, and how a request's time divides between the gateway and its
+//! backends ([`TimeSplit`]). `RUST_LOG` filters as usual; the default keeps access lines and our
+//! own info events.
 //!
 //! Lines are written by a thread of their own: a request formats its access line and queues it,
 //! and never waits on a write to stdout (a synchronous write per line was a visible share of a
 //! BFF's CPU under load, and a slow log collector would stall requests). The writer drains the
 //! queue in batches, one write for many lines. The queue is bounded: if the collector falls that
 //! far behind, logging blocks rather than losing lines or growing without bound.
+
+mod gateway_time;
+
+pub use gateway_time::TimeSplit;
 
 use std::io::Write as _;
 use std::sync::OnceLock;
