@@ -36,6 +36,8 @@ pub struct StackConfig {
     pub mobile_port: u16,
     pub web_port: u16,
     pub partner_port: u16,
+    /// The BFFs' admin listeners (`/metrics`, probes), in the same order.
+    pub admin_ports: [u16; 3],
     pub upstream_timeout: Duration,
     pub partner_api_key: String,
     /// A Redis every BFF shares its state through (limits, persisted queries, idempotency
@@ -52,6 +54,7 @@ impl StackConfig {
             mobile_port: 4001,
             web_port: 4002,
             partner_port: 4003,
+            admin_ports: [9001, 9002, 9003],
             upstream_timeout: DEVSTACK_UPSTREAM_TIMEOUT,
             partner_api_key: DEMO_PARTNER_API_KEY.to_owned(),
             redis: None,
@@ -60,7 +63,14 @@ impl StackConfig {
 
     /// Every port picked by the OS, for tests that run side by side.
     pub fn ephemeral() -> Self {
-        Self { demo: DemoConfig::ephemeral(), mobile_port: 0, web_port: 0, partner_port: 0, ..Self::devstack() }
+        Self {
+            demo: DemoConfig::ephemeral(),
+            mobile_port: 0,
+            web_port: 0,
+            partner_port: 0,
+            admin_ports: [0; 3],
+            ..Self::devstack()
+        }
     }
 
     /// The devstack's settings with command-line overrides applied: `--mobile-port N`,
@@ -119,6 +129,8 @@ pub struct Stack {
     pub mobile: SocketAddr,
     pub web: SocketAddr,
     pub partner: SocketAddr,
+    /// The admin listeners of mobile, web and partner: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: [SocketAddr; 3],
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -144,24 +156,34 @@ impl Stack {
             share_through(&mut partner, url);
             partner.own.idempotency.shared = true;
         }
+        let [mobile_admin, web_admin, partner_admin] = config.admin_ports.map(|port| Some(listen(port)));
+        mobile.server.admin_listen = mobile_admin;
+        web.server.admin_listen = web_admin;
+        partner.server.admin_listen = partner_admin;
         let bffs = [
-            ("mobile", mobile.server.clone(), mobile_bff::app(mobile)?),
-            ("web", web.server.clone(), web_bff::app(web)?),
-            ("partner", partner.server.clone(), partner_bff::app(partner)?),
+            ("mobile", mobile.server.clone(), mobile_bff::apps(mobile)?),
+            ("web", web.server.clone(), web_bff::apps(web)?),
+            ("partner", partner.server.clone(), partner_bff::apps(partner)?),
         ];
 
         let mut servers = Vec::new();
         let mut addrs = Vec::new();
-        for (name, server, router) in bffs {
-            let signal = shutdown.subscribe();
+        let mut admin_addrs = Vec::new();
+        for (name, server, apps) in bffs {
             let port = server.listen_addr().port();
-            let (addr, server) = spawn_server_with(router, &server, wait_for(signal))
+            let (addr, public) = spawn_server_with(apps.public, &server, wait_for(shutdown.subscribe()))
                 .await
                 .with_context(|| format!("starting the {name} BFF on port {port}"))?;
+            let admin_config = ServerConfig { listen: server.admin_listen, ..server };
+            let (admin_addr, admin) = spawn_server_with(apps.admin, &admin_config, wait_for(shutdown.subscribe()))
+                .await
+                .with_context(|| format!("starting the {name} BFF's admin listener on {:?}", admin_config.listen))?;
             addrs.push(addr);
-            servers.push(server);
+            admin_addrs.push(admin_addr);
+            servers.extend([public, admin]);
         }
-        Ok(Self { demo, mobile: addrs[0], web: addrs[1], partner: addrs[2], shutdown, servers })
+        let admin = [admin_addrs[0], admin_addrs[1], admin_addrs[2]];
+        Ok(Self { demo, mobile: addrs[0], web: addrs[1], partner: addrs[2], admin, shutdown, servers })
     }
 
     /// Stops accepting, drains in-flight requests, and waits for the BFFs to stop.

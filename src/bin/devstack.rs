@@ -73,7 +73,7 @@ BFFs
   mobile   {mobile}/graphql  GraphQL; bearer JWT, audience `mobile`
   web      {web}/graphql  GraphQL; bearer JWT, audience `web`; GraphiQL in a browser
   partner  {partner}/v2       REST (v1 deprecated); X-API-Key or OAuth2 client-credentials token; contract at {partner}/v2/openapi.json
-  each also serves /healthz and /readyz
+  each also serves /healthz and /readyz; metrics on the admin listeners: {mobile_admin}/metrics, {web_admin}/metrics, {partner_admin}/metrics
 
 Demo backends
   identity         {identity}  JWKS, POST /oauth/token, POST /dev/token
@@ -102,6 +102,9 @@ Ctrl-C stops everything.
         mobile = url(stack.mobile),
         web = url(stack.web),
         partner = url(stack.partner),
+        mobile_admin = url(stack.admin[0]),
+        web_admin = url(stack.admin[1]),
+        partner_admin = url(stack.admin[2]),
         identity = url(a.identity),
         users = url(a.users),
         catalog = url(a.catalog),

@@ -177,7 +177,7 @@ async fn stages_propagate_readiness() {
         Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::empty()))
     });
     let service = ServiceBuilder::new()
-        .layer(StageLayer::new(AccessLog))
+        .layer(StageLayer::new(AccessLog::default()))
         .layer(StageLayer::new(StripIdentityHeaders))
         .layer(tower::limit::ConcurrencyLimitLayer::new(1))
         .service(handler);

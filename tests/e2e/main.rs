@@ -10,6 +10,7 @@ mod contract;
 mod gateway;
 mod inbound;
 mod limits;
+mod metrics;
 mod mobile;
 mod outbound;
 mod partner;

@@ -39,8 +39,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, any, get, on};
 use bff_gateway::config::Bff;
-use bff_gateway::inbound::InboundStack;
 use bff_gateway::inbound::stage::{Downstream, Next, Stage, StageLayer};
+use bff_gateway::inbound::{Apps, InboundStack};
 use bff_gateway::limits::{Limits, OwnLimits, Policy};
 use bff_gateway::rest::idempotency::Idempotency;
 use bff_gateway::store::{Redis, SharedCache};
@@ -64,6 +64,11 @@ const MEDIA_TYPES: &[&str] = &[V1::MEDIA_TYPE, V2::MEDIA_TYPE];
 /// The whole partner BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, BuildError> {
     Ok(stack(config)?.build())
+}
+
+/// [`app`], and the admin router (`/metrics`, `/healthz`, `/readyz`) for `[server] admin_listen`.
+pub fn apps(config: Config) -> Result<Apps, BuildError> {
+    Ok(stack(config)?.build_with_admin())
 }
 
 /// The partner BFF's inbound stack with its routes, backends and access decision, not yet built:

@@ -24,7 +24,7 @@ use axum::Router;
 use bff_gateway::config::Bff;
 use bff_gateway::graphql::GraphQlService;
 use bff_gateway::graphql::ws::Subscriptions;
-use bff_gateway::inbound::InboundStack;
+use bff_gateway::inbound::{Apps, InboundStack};
 use bff_gateway::limits::Limits;
 use bff_gateway::store::{Redis, SharedCache};
 use bff_gateway::{Authenticator, BuildError, ErrorFormat};
@@ -35,6 +35,11 @@ pub use schema::{Backends, WebEndpoint, WebSchema};
 /// The whole web BFF as a router: what the binary serves and what tests call directly.
 pub fn app(config: Config) -> Result<Router, BuildError> {
     Ok(stack(config)?.build())
+}
+
+/// [`app`], and the admin router (`/metrics`, `/healthz`, `/readyz`) for `[server] admin_listen`.
+pub fn apps(config: Config) -> Result<Apps, BuildError> {
+    Ok(stack(config)?.build_with_admin())
 }
 
 /// The web BFF's inbound stack with its routes and backends, not yet built: [`app`], or a stack

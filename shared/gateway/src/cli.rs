@@ -5,7 +5,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use axum::Router;
+use crate::inbound::Apps;
 
 use crate::config::{self, Bff, Config};
 use crate::{server, telemetry};
@@ -37,9 +37,10 @@ fn parse_args(name: &str, mut args: impl Iterator<Item = String>) -> Result<Args
     Ok(Args { config: PathBuf::from(config), check_only })
 }
 
-/// Runs a BFF: `app` turns its validated config into its router.
+/// Runs a BFF: `apps` turns its validated config into its routers, the public one and the admin
+/// one (served when `[server] admin_listen` is set).
 #[allow(clippy::print_stdout)]
-pub fn main<B: Bff, E: Display>(app: impl FnOnce(Config<B::Own>) -> Result<Router, E>) -> ExitCode {
+pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps, E>) -> ExitCode {
     let args = match parse_args(B::NAME, std::env::args().skip(1)) {
         Ok(args) => args,
         Err(message) => {
@@ -69,8 +70,8 @@ pub fn main<B: Bff, E: Display>(app: impl FnOnce(Config<B::Own>) -> Result<Route
     let server = config.server.clone();
     // Building the app creates lazily connecting gRPC channels, which need the runtime at hand.
     let _runtime_context = runtime.enter();
-    let router = match app(config) {
-        Ok(router) => router,
+    let Apps { public: router, admin } = match apps(config) {
+        Ok(apps) => apps,
         Err(error) => {
             eprintln!("{}: {error}", B::NAME);
             return ExitCode::from(2);
@@ -79,6 +80,17 @@ pub fn main<B: Bff, E: Display>(app: impl FnOnce(Config<B::Own>) -> Result<Route
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(server.listen_addr()).await?;
         tracing::info!(name = B::NAME, address = %listener.local_addr()?, "listening");
+        if let Some(admin_addr) = server.admin_listen {
+            let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
+            tracing::info!(name = B::NAME, address = %admin_listener.local_addr()?, "admin listening");
+            let admin_server = server.clone();
+            tokio::spawn(async move {
+                if let Err(error) = server::serve(admin_listener, admin, &admin_server, server::shutdown_signal()).await
+                {
+                    tracing::error!(%error, "the admin listener stopped");
+                }
+            });
+        }
         server::serve(listener, router, &server, server::shutdown_signal()).await
     });
     // Log lines are written by a thread of their own: the last ones must reach stdout before exit.

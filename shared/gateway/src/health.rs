@@ -110,8 +110,8 @@ impl Readiness {
 }
 
 /// `/healthz` and `/readyz`, outside authentication.
-pub fn routes(readiness: Readiness) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(Arc::new(readiness))
+pub fn routes(readiness: Arc<Readiness>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -11,6 +11,7 @@ use axum::response::Response;
 use super::stage::{Downstream, Next, RequestStage, Stage};
 use crate::error::PendingError;
 use crate::telemetry::TimeSplit;
+use crate::telemetry::metrics::{Metrics, RequestRecord};
 use crate::{GatewayError, RequestId, RequestLog};
 
 fn millis(duration: std::time::Duration) -> f64 {
@@ -20,12 +21,22 @@ fn millis(duration: std::time::Duration) -> f64 {
 /// Most upstream calls one access line lists; the rest are counted.
 const MAX_LOGGED_UPSTREAM_CALLS: usize = 16;
 
-#[derive(Debug, Clone, Copy)]
-pub struct AccessLog;
+/// Writes the access line, and feeds the metrics from the same record.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLog {
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLog {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl Stage for AccessLog {
     async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
         let started = Instant::now();
+        let _in_flight = self.metrics.started();
         let log = Arc::new(RequestLog::default());
         request.extensions_mut().insert(log.clone());
         let method = request.method().clone();
@@ -35,6 +46,17 @@ impl Stage for AccessLog {
         // The gateway's own time: the total less the waits on backends, parallel ones once.
         let split = TimeSplit::of(started, Instant::now(), &calls);
         let error = response.extensions().get::<PendingError>().map(|e| &e.0);
+        let error_source = error.map(|e| if matches!(**e, GatewayError::Upstream(_)) { "backend" } else { "gateway" });
+        let route = log.route.get().map(String::as_str).unwrap_or("(unmatched)");
+        self.metrics.observe(&RequestRecord {
+            route,
+            operation: log.operation.get().map(String::as_str),
+            status: response.status().as_u16(),
+            error_code: error.map(|e| e.code().as_str()),
+            error_source,
+            split,
+            calls: &calls,
+        });
         let mut upstream: Vec<String> = calls.iter().take(MAX_LOGGED_UPSTREAM_CALLS).map(ToString::to_string).collect();
         if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
             upstream.push(format!("+{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS));
@@ -44,13 +66,13 @@ impl Stage for AccessLog {
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
             method = %method,
-            route = log.route.get().map(String::as_str).unwrap_or("(unmatched)"),
+            route,
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
             cost = log.cost.load(std::sync::atomic::Ordering::Relaxed),
             status = response.status().as_u16(),
             error_code = error.map(|e| e.code().as_str()).unwrap_or("-"),
             // Who made the error: a backend's failure relayed, or the gateway's own refusal.
-            error_source = error.map(|e| if matches!(**e, GatewayError::Upstream(_)) { "backend" } else { "gateway" }).unwrap_or("-"),
+            error_source = error_source.unwrap_or("-"),
             latency_ms = millis(split.total),
             gateway_ms = millis(split.gateway()),
             upstream_wait_ms = millis(split.upstream),
@@ -123,7 +145,7 @@ mod tests {
             let _ = log.route.set("/orders/{id}".to_owned());
             GatewayError::Forbidden("no".into()).into_response()
         };
-        run(AccessLog, handler, request).await;
+        run(AccessLog::default(), handler, request).await;
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let written: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(written.len(), 1, "{text}");
@@ -163,7 +185,7 @@ mod tests {
             }
             GatewayError::Upstream(bff_upstream::UpstreamError::NotFound { service: "users" }).into_response()
         };
-        run(AccessLog, handler, get(&[])).await;
+        run(AccessLog::default(), handler, get(&[])).await;
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         let figure = |name: &str| line[name].as_f64().unwrap_or_else(|| panic!("no {name} in {line}"));

@@ -67,6 +67,7 @@ use crate::backends::BackendSet;
 use crate::health::{self, Readiness, ReadinessCheck};
 use crate::limits::RateLimit;
 use crate::server::ServerConfig;
+use crate::telemetry::Metrics;
 use crate::{Authenticator, ErrorFormat};
 
 /// The name the slot before authentication has in [`InboundStack::compose`]'s order.
@@ -113,6 +114,14 @@ fn named<L>(names: &mut Vec<&'static str>, name: &'static str, layer: L) -> L {
 pub trait RouterLayer: Layer<Route, Service: RouteService> + Clone + Send + Sync + 'static {}
 
 impl<L> RouterLayer for L where L: Layer<Route, Service: RouteService> + Clone + Send + Sync + 'static {}
+
+/// A BFF's two routers: the public one, and the admin one (`/metrics`, `/healthz`, `/readyz`),
+/// served on a listener of its own (`[server] admin_listen`) so metrics and probes never share
+/// the public port.
+pub struct Apps {
+    pub public: Router,
+    pub admin: Router,
+}
 
 /// The standard stack, configured for one BFF.
 pub struct InboundStack {
@@ -188,9 +197,20 @@ impl InboundStack {
         self.compose().0
     }
 
+    /// The whole BFF, and its admin router for a listener of its own.
+    pub fn build_with_admin(self) -> Apps {
+        let (public, _, admin) = self.compose_all();
+        Apps { public, admin }
+    }
+
     /// The whole BFF, and the names of its steps in request order: what the README's inbound
     /// section lists, and what a test holds it to.
     pub fn compose(self) -> (Router, Vec<&'static str>) {
+        let (router, names, _) = self.compose_all();
+        (router, names)
+    }
+
+    fn compose_all(self) -> (Router, Vec<&'static str>, Router) {
         let Self {
             server,
             format,
@@ -204,7 +224,10 @@ impl InboundStack {
         } = self;
         let limit = server.body_limit_bytes;
         let limits = authenticator.limits().clone();
-        let readiness = Readiness::new(authenticator.clone(), backends);
+        let readiness = Arc::new(Readiness::new(authenticator.clone(), backends));
+        // One record per request feeds the access line and the metrics alike.
+        let metrics = Arc::new(Metrics::new());
+        let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics));
         // The layers of the two tower stacks are named where they are built, in request order; the
         // steps from the slot before authentication inwards are listed in the order the code
         // below applies them, and the README test holds both to the documented order. The core's
@@ -227,7 +250,7 @@ impl InboundStack {
                 "client address",
                 RequestStageLayer::new(ResolveClientAddr(server.trusted_proxies.clone().into())),
             ))
-            .layer(named(&mut names, "access log", StageLayer::new(AccessLog)))
+            .layer(named(&mut names, "access log", StageLayer::new(AccessLog::new(metrics))))
             .layer(named(&mut names, "error rendering", StageLayer::new(RenderErrors(format))))
             .option_layer(named(&mut names, "CORS", server.cors.as_ref().map(cors::layer)));
         names.push("probes");
@@ -273,6 +296,6 @@ impl InboundStack {
         let router = body_limit::limit(router, limit);
         let router = before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
         let router = router.layer(guard).merge(health::routes(readiness)).layer(edge);
-        (router, names)
+        (router, names, admin)
     }
 }

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// Where the BFF listens. No default: a deployment that lost it must not come up somewhere
     /// else; validation reports it missing.
     pub listen: Option<SocketAddr>,
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`. Off when unset; keep it off the
+    /// public network (a loopback or pod-internal address).
+    pub admin_listen: Option<SocketAddr>,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: None,
+            admin_listen: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -112,6 +116,12 @@ impl ServerConfig {
 impl Validate for ServerConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(path, "listen", self.listen.is_some(), "must be set: the address this BFF listens on");
+        problems.check(
+            path,
+            "admin_listen",
+            self.admin_listen.is_none() || self.admin_listen != self.listen,
+            "must differ from `listen`: metrics and probes get a listener of their own",
+        );
         for (field, value) in [
             ("request_timeout", self.request_timeout),
             ("header_read_timeout", self.header_read_timeout),

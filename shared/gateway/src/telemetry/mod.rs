@@ -8,9 +8,12 @@
 //! queue in batches, one write for many lines. The queue is bounded: if the collector falls that
 //! far behind, logging blocks rather than losing lines or growing without bound.
 
+pub mod admin;
 mod gateway_time;
+pub mod metrics;
 
 pub use gateway_time::TimeSplit;
+pub use metrics::Metrics;
 
 use std::io::Write as _;
 use std::sync::OnceLock;

@@ -1,0 +1,237 @@
+//! Prometheus metrics, written in the text format at `GET /metrics` on the admin listener.
+//!
+//! Fed by the same per-request record as the access line (the access-log stage observes both at
+//! once), so the two never disagree. Every label value comes from a bounded set: route templates
+//! (the router's, or `(unmatched)`), error codes and their source, backends and their operation
+//! templates (names in the code), cache statuses; a GraphQL operation name, which the client
+//! chooses, is kept only for the first [`MAX_OPERATIONS`] names seen and is `other` after that,
+//! so a flood of invented names cannot grow the series.
+//!
+//! `prometheus-client` (the Prometheus project's own crate): counters and histograms are atomics,
+//! a label family is a read-locked map; no global registry and no exporter thread.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use bff_upstream::{CallOutcome, UpstreamCall};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::TimeSplit;
+
+/// Distinct GraphQL operation names a BFF labels its series with; past them, `other`.
+pub const MAX_OPERATIONS: usize = 64;
+/// Distinct route templates; a router has far fewer, so this only guards against a mistake.
+const MAX_ROUTES: usize = 256;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+
+/// Latency buckets: 0.25 ms to about 8 s, doubling.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// One BFF's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels<5>, Counter>,
+    duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    gateway_time: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    upstream_calls: Family<Labels<4>, Counter>,
+    upstream_duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    routes: BoundedValues,
+    operations: BoundedValues,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// What the access-log stage knows of a finished request.
+#[derive(Debug)]
+pub struct RequestRecord<'a> {
+    pub route: &'a str,
+    pub operation: Option<&'a str>,
+    pub status: u16,
+    pub error_code: Option<&'static str>,
+    /// `gateway` or `backend`, for an error.
+    pub error_source: Option<&'static str>,
+    pub split: TimeSplit,
+    pub calls: &'a [UpstreamCall],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("bff");
+        let requests = Family::<Labels<5>, Counter>::default();
+        let duration = Family::new_with_constructor(latency as fn() -> Histogram);
+        let gateway_time = Family::new_with_constructor(latency as fn() -> Histogram);
+        let in_flight = Gauge::default();
+        let upstream_calls = Family::<Labels<4>, Counter>::default();
+        let upstream_duration = Family::new_with_constructor(latency as fn() -> Histogram);
+        registry.register(
+            "requests",
+            "Requests answered, by route template, GraphQL operation, status, error code and who made the error",
+            requests.clone(),
+        );
+        registry.register("request_duration_seconds", "Time to answer a request", duration.clone());
+        registry.register(
+            "gateway_time_seconds",
+            "The gateway's own time in a request: the total less the union of the waits on backends",
+            gateway_time.clone(),
+        );
+        registry.register("requests_in_flight", "Requests being answered", in_flight.clone());
+        registry.register(
+            "upstream_calls",
+            "Backend calls, by backend, operation template, outcome and cache status",
+            upstream_calls.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time a backend call took, as the request saw it (a cache hit included)",
+            upstream_duration.clone(),
+        );
+        let info = Family::<Labels<1>, Gauge>::default();
+        info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+        registry.register("build_info", "The build serving: always 1", info);
+        Self {
+            registry,
+            requests,
+            duration,
+            gateway_time,
+            in_flight,
+            upstream_calls,
+            upstream_duration,
+            routes: BoundedValues::new(MAX_ROUTES),
+            operations: BoundedValues::new(MAX_OPERATIONS),
+        }
+    }
+
+    /// A request began: `requests_in_flight` counts it until the guard is dropped.
+    pub fn started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn observe(&self, record: &RequestRecord<'_>) {
+        let route = self.routes.label(record.route);
+        let operation = record.operation.map_or_else(|| "-".to_owned(), |name| self.operations.label(name));
+        self.requests
+            .get_or_create(&[
+                ("route", route.clone()),
+                ("operation", operation.clone()),
+                ("status", record.status.to_string()),
+                ("code", record.error_code.unwrap_or("-").to_owned()),
+                ("source", record.error_source.unwrap_or("-").to_owned()),
+            ])
+            .inc();
+        let by_route = [("route", route), ("operation", operation)];
+        self.duration.get_or_create(&by_route).observe(seconds(record.split.total));
+        self.gateway_time.get_or_create(&by_route).observe(seconds(record.split.gateway()));
+        for call in record.calls {
+            let outcome = match call.outcome {
+                CallOutcome::Ok => "ok",
+                CallOutcome::Failed(kind) => kind,
+            };
+            self.upstream_calls
+                .get_or_create(&[
+                    ("backend", call.service.to_owned()),
+                    ("operation", call.operation.to_owned()),
+                    ("outcome", outcome.to_owned()),
+                    ("cache", call.decisions.cache.as_str().to_owned()),
+                ])
+                .inc();
+            self.upstream_duration
+                .get_or_create(&[("backend", call.service.to_owned()), ("operation", call.operation.to_owned())])
+                .observe(seconds(call.latency));
+        }
+    }
+
+    /// The whole registry in the text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// Keeps `requests_in_flight` honest however the request ends.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The values one label may take: the first `cap` seen, then `other`.
+struct BoundedValues {
+    cap: usize,
+    seen: RwLock<HashSet<String>>,
+}
+
+impl BoundedValues {
+    fn new(cap: usize) -> Self {
+        Self { cap, seen: RwLock::new(HashSet::new()) }
+    }
+
+    fn label(&self, value: &str) -> String {
+        let known = self.seen.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(value);
+        if known {
+            return value.to_owned();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() < self.cap || seen.contains(value) {
+            seen.insert(value.to_owned());
+            value.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_invented_operation_names_stops_at_the_cap() {
+        let metrics = Metrics::new();
+        let split = TimeSplit { total: Duration::from_millis(2), upstream: Duration::ZERO };
+        for n in 0..10_000 {
+            let name = format!("Invented{n}");
+            let record = RequestRecord {
+                route: "/graphql",
+                operation: Some(&name),
+                status: 200,
+                error_code: None,
+                error_source: None,
+                split,
+                calls: &[],
+            };
+            metrics.observe(&record);
+        }
+        let text = metrics.encode();
+        let series = text.lines().filter(|l| l.starts_with("bff_requests_total{")).count();
+        assert_eq!(series, MAX_OPERATIONS + 1, "the first names, then `other`");
+        assert!(text.contains(r#"operation="other""#));
+    }
+}
