@@ -107,10 +107,12 @@ async fn the_counters_move_by_exactly_what_each_request_did() {
     assert_eq!(t.get(addr, "/v2/products/p-1", &key).await.status, 200);
     assert_eq!(t.get(addr, "/v2/products/p-1", &key).await.status, 200);
     // No credential: 401, the gateway's.
-    assert_eq!(t.get(addr, "/v2/products/p-1", &[("x-api-key", "wrong")]).await.status, 401);
-    // A hung catalog: 504, the backend's.
+    let refused = t.get(addr, "/v2/products/p-1", &[("x-api-key", "wrong")]).await;
+    assert_eq!((refused.status.as_u16(), refused.body["source"].as_str()), (401, Some("gateway")));
+    // A hung catalog: 504, the backend's; the body says whose too.
     t.set_faults("catalog", json!({ "hang": true })).await;
-    assert_eq!(t.get(addr, "/v2/products/p-2", &key).await.status, 504);
+    let timed_out = t.get(addr, "/v2/products/p-2", &key).await;
+    assert_eq!((timed_out.status.as_u16(), timed_out.body["source"].as_str()), (504, Some("backend")));
     // The plan's third request was that one; the fourth is refused.
     assert_eq!(t.get(addr, "/v2/products/p-3", &key).await.status, 429);
 
@@ -172,4 +174,55 @@ async fn a_flood_of_names_ids_and_paths_leaves_the_series_bounded() {
         "{grown} new series for 300 invented names and 300 unknown paths"
     );
     assert!(value(&after, "bff_requests_total", &[("operation", "other")]) > 0.0);
+}
+
+/// `Server-Timing` goes to the callers `[server] server_timing_for` names (the devstack: this
+/// machine), and to nobody else.
+#[tokio::test]
+async fn server_timing_goes_only_to_the_configured_callers() {
+    let t = TestStack::start().await;
+    let key = [("x-api-key", bff_platform::DEMO_PARTNER_API_KEY)];
+    let shown = t.get(t.stack.partner, "/v2/products/p-1", &key).await;
+    let timing = shown.header("server-timing").unwrap_or_else(|| panic!("no Server-Timing: {:?}", shown.headers));
+    let names: Vec<&str> = timing.split(", ").map(|metric| metric.split(';').next().unwrap()).collect();
+    assert_eq!(names, ["gateway", "upstream", "total"], "{timing}");
+    let (plain, _) = partner(&t).await;
+    assert_eq!(t.get(plain, "/v2/products/p-1", &key).await.header("server-timing"), None, "not configured");
+    // GraphQL errors say whose they are as well.
+    t.set_faults("users", json!({ "error_rate": 1.0 })).await;
+    let token = t.token("u-1", "mobile");
+    let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { id name } } }", json!({})).await;
+    assert_eq!(reply.body["errors"][0]["extensions"]["source"], "backend", "{:#}", reply.body);
+    let refused = t.graphql(t.stack.mobile, None, "{ home { user { id } } }", json!({})).await;
+    assert_eq!(refused.body["errors"][0]["extensions"]["source"], "gateway", "{:#}", refused.body);
+}
+
+/// Every metric the Grafana dashboard queries is one the BFFs export.
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_the_bffs_export() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    t.graphql(t.stack.mobile, Some(&token), crate::support::HOME_QUERY, json!({})).await;
+    let exported: std::collections::BTreeSet<String> =
+        scrape(&t, t.stack.admin[0]).await.into_iter().map(|s| s.name).collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/bff-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let queries: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap()))
+        .collect();
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut queried = std::collections::BTreeSet::new();
+    for query in &queries {
+        let mut rest = *query;
+        while let Some(at) = rest.find("bff_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            queried.insert(name);
+        }
+    }
+    let missing: Vec<&String> = queried.iter().filter(|name| !exported.contains(*name)).collect();
+    assert!(missing.is_empty(), "the dashboard queries {missing:?}, which no BFF exports ({exported:?})");
 }

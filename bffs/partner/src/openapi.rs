@@ -303,6 +303,8 @@ fn problem_schema() -> Value {
             "status": { "type": "integer" },
             "detail": { "type": "string" },
             "code": { "type": "string", "description": "Stable; switch on this." },
+            "source": { "enum": ["gateway", "backend"],
+                        "description": "Who made the error: the gateway, or a backend whose failure it relays." },
             "request_id": { "type": "string" },
             "errors": { "type": "array", "items": schema_ref("Violation"),
                         "description": "With VALIDATION_FAILED and BAD_REQUEST: each violation." },

@@ -89,6 +89,15 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// The stable, documented code clients switch on.
+    /// Who made this error: `backend` for a backend's failure relayed, `gateway` for the
+    /// gateway's own refusal or fault. In every error body, the access line and the metrics.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::Upstream(_) => "backend",
+            _ => "gateway",
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,

@@ -25,6 +25,7 @@ impl GatewayError {
             "status": status.as_u16(),
             "detail": self.public_message(),
             "code": code,
+            "source": self.source(),
             "request_id": request_id,
         });
         match self {
@@ -40,7 +41,7 @@ impl GatewayError {
 
     /// A GraphQL response carrying only this error, for failures before execution (auth, limits).
     pub fn to_graphql(&self, request_id: &str) -> Response {
-        let mut extensions = json!({ "code": self.code(), "requestId": request_id });
+        let mut extensions = json!({ "code": self.code(), "source": self.source(), "requestId": request_id });
         if let Some(after) = self.retry_after() {
             extensions["retryAfter"] = json!(super::seconds_up(after));
         }

@@ -752,16 +752,17 @@ fn null_errored_field(data: &mut Value, path: &[async_graphql::PathSegment]) {
 
 /// Gives the error its code and a client-safe message, and adds the request id.
 fn brand(error: &mut ServerError, request_id: &Arc<str>) {
-    let gateway_error = error.source::<GatewayError>().map(|e| (e.code(), e.public_message()));
+    let gateway_error = error.source::<GatewayError>().map(|e| (e.code(), e.public_message(), e.source()));
     let upstream_error = || {
         error.source::<UpstreamError>().map(|e| {
             let e = GatewayError::Upstream(e.clone());
-            (e.code(), e.public_message())
+            (e.code(), e.public_message(), e.source())
         })
     };
     let code = match gateway_error.or_else(upstream_error) {
-        Some((code, message)) => {
+        Some((code, message, source)) => {
             error.message = message;
+            error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("source", source);
             code
         }
         None => match error.extensions.as_ref().and_then(|x| x.get("code")) {
@@ -775,7 +776,11 @@ fn brand(error: &mut ServerError, request_id: &Arc<str>) {
             }
         },
     };
-    error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", code.as_str());
+    let extensions = error.extensions.get_or_insert_with(ErrorExtensionValues::default);
+    extensions.set("code", code.as_str());
+    if extensions.get("source").is_none() {
+        extensions.set("source", "gateway");
+    }
     set_request_id(error, request_id);
 }
 

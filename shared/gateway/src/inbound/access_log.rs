@@ -8,11 +8,17 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
+use super::client_addr::{ClientAddr, IpBlock};
 use super::stage::{Downstream, Next, RequestStage, Stage};
 use crate::error::PendingError;
 use crate::telemetry::TimeSplit;
 use crate::telemetry::metrics::{Metrics, RequestRecord};
-use crate::{GatewayError, RequestId, RequestLog};
+use crate::{RequestId, RequestLog};
+
+/// A `Content-Length`, when it is one.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
 
 fn millis(duration: std::time::Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
@@ -21,15 +27,17 @@ fn millis(duration: std::time::Duration) -> f64 {
 /// Most upstream calls one access line lists; the rest are counted.
 const MAX_LOGGED_UPSTREAM_CALLS: usize = 16;
 
-/// Writes the access line, and feeds the metrics from the same record.
+/// Writes the access line, feeds the metrics from the same record, and tells callers from
+/// `server_timing_for` where the time went (`Server-Timing`).
 #[derive(Debug, Clone, Default)]
 pub struct AccessLog {
     metrics: Arc<Metrics>,
+    server_timing_for: Arc<[IpBlock]>,
 }
 
 impl AccessLog {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Arc<Metrics>, server_timing_for: &[IpBlock]) -> Self {
+        Self { metrics, server_timing_for: server_timing_for.into() }
     }
 }
 
@@ -41,12 +49,15 @@ impl Stage for AccessLog {
         request.extensions_mut().insert(log.clone());
         let method = request.method().clone();
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
-        let response = next.run(request).await;
+        let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+        let bytes_in = content_length(request.headers());
+        let mut response = next.run(request).await;
         let calls = log.upstream.calls();
         // The gateway's own time: the total less the waits on backends, parallel ones once.
         let split = TimeSplit::of(started, Instant::now(), &calls);
-        let error = response.extensions().get::<PendingError>().map(|e| &e.0);
-        let error_source = error.map(|e| if matches!(**e, GatewayError::Upstream(_)) { "backend" } else { "gateway" });
+        let error = response.extensions().get::<PendingError>().map(|e| Arc::clone(&e.0));
+        let error = error.as_deref();
+        let error_source = error.map(|e| e.source());
         let route = log.route.get().map(String::as_str).unwrap_or("(unmatched)");
         self.metrics.observe(&RequestRecord {
             route,
@@ -62,6 +73,20 @@ impl Stage for AccessLog {
             upstream.push(format!("+{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS));
         }
         let limit = log.limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        // Timings reveal how the BFF works inside: only for the callers configured to see them.
+        if client.is_some_and(|ip| self.server_timing_for.iter().any(|block| block.contains(ip))) {
+            let timing = format!(
+                "gateway;dur={:.3}, upstream;dur={:.3}, total;dur={:.3}",
+                millis(split.gateway()),
+                millis(split.upstream),
+                millis(split.total)
+            );
+            if let Ok(value) = http::HeaderValue::from_str(&timing) {
+                response.headers_mut().insert(http::HeaderName::from_static("server-timing"), value);
+            }
+        }
+        let bytes_out =
+            axum::body::HttpBody::size_hint(response.body()).exact().or_else(|| content_length(response.headers()));
         tracing::info!(
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
@@ -77,6 +102,9 @@ impl Stage for AccessLog {
             gateway_ms = millis(split.gateway()),
             upstream_wait_ms = millis(split.upstream),
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
+            client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            bytes_in,
+            bytes_out,
             limit = limit.as_ref().map_or("-", |l| l.policy.name()),
             limit_remaining = limit.as_ref().map(|l| l.remaining),
             limit_decided = limit.as_ref().map_or("-", |l| l.source.as_str()),

@@ -250,7 +250,7 @@ impl InboundStack {
                 "client address",
                 RequestStageLayer::new(ResolveClientAddr(server.trusted_proxies.clone().into())),
             ))
-            .layer(named(&mut names, "access log", StageLayer::new(AccessLog::new(metrics))))
+            .layer(named(&mut names, "access log", StageLayer::new(AccessLog::new(metrics, &server.server_timing_for))))
             .layer(named(&mut names, "error rendering", StageLayer::new(RenderErrors(format))))
             .option_layer(named(&mut names, "CORS", server.cors.as_ref().map(cors::layer)));
         names.push("probes");

@@ -74,6 +74,10 @@ pub struct ServerConfig {
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed. From anyone else,
     /// the connection's peer is the client, whatever the header says.
     pub trusted_proxies: Vec<IpBlock>,
+    /// Client addresses (or CIDR blocks) whose answers carry `Server-Timing` (the gateway's own
+    /// time, the time waiting on backends, the total): it reveals how the BFF works inside, so
+    /// it is for a company's own developers, never everyone. None by default.
+    pub server_timing_for: Vec<IpBlock>,
     /// Browser origins allowed to call this BFF (`[server.cors]`); none by default.
     pub cors: Option<CorsConfig>,
 }
@@ -96,6 +100,7 @@ impl Default for ServerConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             tls: None,
             trusted_proxies: Vec::new(),
+            server_timing_for: Vec::new(),
             cors: None,
         }
     }
