@@ -44,6 +44,21 @@ pub struct StackConfig {
     /// A Redis every BFF shares its state through (limits, persisted queries, idempotency
     /// records); `None` keeps each BFF's state in process.
     pub redis: Option<String>,
+    /// An OTLP/gRPC collector the devstack exports traces to (`--otlp http://127.0.0.1:4317`).
+    pub otlp: Option<url::Url>,
+}
+
+impl StackConfig {
+    /// The devstack's `[tracing]`: export to `--otlp` when given, continuing every caller's trace
+    /// (the devstack trusts everyone; production configs name their proxies).
+    pub fn tracing(&self) -> bff_gateway::config::TracingConfig {
+        let everyone = ["0.0.0.0/0", "::/0"].iter().filter_map(|block| block.parse().ok()).collect();
+        bff_gateway::config::TracingConfig {
+            otlp_endpoint: self.otlp.clone(),
+            trust_traceparent_from: everyone,
+            ..bff_gateway::config::TracingConfig::default()
+        }
+    }
 }
 
 impl StackConfig {
@@ -59,6 +74,7 @@ impl StackConfig {
             upstream_timeout: DEVSTACK_UPSTREAM_TIMEOUT,
             partner_api_key: DEMO_PARTNER_API_KEY.to_owned(),
             redis: None,
+            otlp: None,
         }
     }
 
@@ -111,6 +127,10 @@ impl StackConfig {
                         .map_err(|e| format!("{flag}: `{value}` is not a Redis URL: {e}"))?;
                     config.redis = Some(value);
                 }
+                "--otlp" => {
+                    let url = value.parse().map_err(|e| format!("{flag}: `{value}` is not a URL: {e}"))?;
+                    config.otlp = Some(url);
+                }
                 _ => return Err(format!("unknown or empty argument `{flag}`\n{USAGE}")),
             }
         }
@@ -121,7 +141,8 @@ impl StackConfig {
 /// The devstack's command line.
 pub const USAGE: &str = "usage: devstack [--mobile-port N] [--web-port N] [--partner-port N] [--identity-port N] \
 [--users-port N] [--catalog-port N] [--orders-port N] [--inventory-port N] [--recommendations-port N] \
-[--control-port N] [--upstream-timeout 2s] [--partner-api-key KEY] [--redis redis://127.0.0.1:6379]
+[--control-port N] [--upstream-timeout 2s] [--partner-api-key KEY] [--redis redis://127.0.0.1:6379] \
+[--otlp http://127.0.0.1:4317]
 (REDIS_URL also sets --redis)";
 
 /// A running platform. Dropping it stops the demo backends; [`Stack::shutdown`] also drains the BFFs.

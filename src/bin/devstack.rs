@@ -27,12 +27,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    bff_gateway::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("devstack: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The exporter's batches run on the runtime.
+    let _context = runtime.enter();
+    let _traces = match bff_gateway::telemetry::init_with_tracing("bff-devstack", &config.tracing()) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("devstack: {error}");
+            return ExitCode::from(2);
         }
     };
     runtime.block_on(async {

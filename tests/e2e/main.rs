@@ -20,5 +20,6 @@ mod schemas;
 mod support;
 mod surfaces;
 mod tls;
+mod traces;
 mod versions;
 mod web;

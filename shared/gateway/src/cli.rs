@@ -59,7 +59,6 @@ pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps
         println!("{}: {} is valid", B::NAME, args.config.display());
         return ExitCode::SUCCESS;
     }
-    telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,6 +69,14 @@ pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps
     let server = config.server.clone();
     // Building the app creates lazily connecting gRPC channels, which need the runtime at hand.
     let _runtime_context = runtime.enter();
+    // Logs, and traces when `[tracing]` names a collector (its exporter runs on the runtime).
+    let traces = match telemetry::init_with_tracing(B::NAME, &config.tracing) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("{}: {error}", B::NAME);
+            return ExitCode::from(2);
+        }
+    };
     let Apps { public: router, admin } = match apps(config) {
         Ok(apps) => apps,
         Err(error) => {
@@ -94,6 +101,9 @@ pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps
         server::serve(listener, router, &server, server::shutdown_signal()).await
     });
     // Log lines are written by a thread of their own: the last ones must reach stdout before exit.
+    if let Some(traces) = &traces {
+        traces.flush();
+    }
     telemetry::flush();
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,6 +86,24 @@ impl fmt::Display for Identity {
     }
 }
 
+/// Writes the trace context of the current span (W3C `traceparent`, `tracestate`) as headers; set
+/// once per process by whoever installs tracing (the gateway's telemetry), so this crate needs no
+/// tracing backend of its own.
+pub type TraceHeaders = fn() -> Vec<(&'static str, String)>;
+
+static TRACE_HEADERS: std::sync::OnceLock<TraceHeaders> = std::sync::OnceLock::new();
+
+/// Every backend call from now on carries the trace context `headers` gives (REST headers, gRPC
+/// metadata), and gets a span of its own. The first call wins.
+pub fn propagate_trace_context(headers: TraceHeaders) {
+    let _ = TRACE_HEADERS.set(headers);
+}
+
+/// Whether traces are on: without them, calls make no spans (a span costs even unexported).
+pub(crate) fn tracing_on() -> bool {
+    TRACE_HEADERS.get().is_some()
+}
+
 /// The per-request context the inbound side hands to every outbound call. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CallContext {
@@ -146,7 +164,9 @@ impl CallContext {
     ///
     /// [`answer_headers`]: CallContext::answer_headers
     pub(crate) fn outbound_headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        std::iter::once((headers::REQUEST_ID, self.request_id.to_string())).chain(self.answer_headers())
+        // The trace context of the call's own span: the transports run inside it.
+        let trace = TRACE_HEADERS.get().map(|headers| headers()).unwrap_or_default();
+        std::iter::once((headers::REQUEST_ID, self.request_id.to_string())).chain(self.answer_headers()).chain(trace)
     }
 
     /// The forwarded headers that can change a backend's answer: the verified identity. The
@@ -191,6 +211,15 @@ pub enum CallOutcome {
     Ok,
     /// The call failed; the error kind is the stable code of [`UpstreamError::kind`].
     Failed(&'static str),
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed(kind) => kind,
+        }
+    }
 }
 
 impl fmt::Display for UpstreamCall {

@@ -48,7 +48,10 @@ mod upstream;
 
 pub use call::{Answer, CacheControl, Call, Target, UpstreamRequest};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, UpstreamConfig, Upstreams};
-pub use context::{CallContext, CallOutcome, CallRecorder, Credential, Identity, UpstreamCall, headers};
+pub use context::{
+    CallContext, CallOutcome, CallRecorder, Credential, Identity, TraceHeaders, UpstreamCall, headers,
+    propagate_trace_context,
+};
 pub use error::UpstreamError;
 pub use key::{AnswerKey, Scope};
 pub use trace::{BreakerState, CacheStatus, CallDecisions, CallTrace};

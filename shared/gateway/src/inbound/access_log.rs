@@ -11,8 +11,8 @@ use axum::response::Response;
 use super::client_addr::{ClientAddr, IpBlock};
 use super::stage::{Downstream, Next, RequestStage, Stage};
 use crate::error::PendingError;
-use crate::telemetry::TimeSplit;
 use crate::telemetry::metrics::{Metrics, RequestRecord};
+use crate::telemetry::{TimeSplit, traces};
 use crate::{RequestId, RequestLog};
 
 /// A `Content-Length`, when it is one.
@@ -51,7 +51,9 @@ impl Stage for AccessLog {
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
         let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
         let bytes_in = content_length(request.headers());
-        let mut response = next.run(request).await;
+        // The request's span: every backend call's span is its child.
+        let span = traces::request_span(request.headers(), client);
+        let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
         let calls = log.upstream.calls();
         // The gateway's own time: the total less the waits on backends, parallel ones once.
         let split = TimeSplit::of(started, Instant::now(), &calls);
@@ -59,6 +61,8 @@ impl Stage for AccessLog {
         let error = error.as_deref();
         let error_source = error.map(|e| e.source());
         let route = log.route.get().map(String::as_str).unwrap_or("(unmatched)");
+        let operation = log.operation.get().map(String::as_str);
+        traces::name(&span, operation.unwrap_or(route), response.status().as_u16(), error.map(|e| e.code().as_str()));
         self.metrics.observe(&RequestRecord {
             route,
             operation: log.operation.get().map(String::as_str),
@@ -90,6 +94,7 @@ impl Stage for AccessLog {
         tracing::info!(
             target: "access",
             request_id = request_id.as_deref().unwrap_or("-"),
+            trace_id = traces::trace_id(&span).as_deref().unwrap_or("-"),
             method = %method,
             route,
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),

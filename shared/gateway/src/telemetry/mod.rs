@@ -11,6 +11,7 @@
 pub mod admin;
 mod gateway_time;
 pub mod metrics;
+pub mod traces;
 
 pub use gateway_time::TimeSplit;
 pub use metrics::Metrics;
@@ -35,14 +36,39 @@ const WRITER_REST: Duration = Duration::from_millis(2);
 
 /// Installs the global subscriber; a second call (tests, the devstack) is a no-op.
 pub fn init() {
+    let _ = init_with_tracing("bff", &traces::TracingConfig::default());
+}
+
+/// [`init`], with traces exported as `config` says (see [`traces`]) under the service name
+/// `service`. Must run inside the tokio runtime the BFF serves on. Keep the guard while serving:
+/// dropping it flushes what is queued.
+pub fn init_with_tracing(service: &str, config: &traces::TracingConfig) -> Result<Option<traces::TracesGuard>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
-        .with_env_filter(filter)
+        .with_span_list(false)
         .with_writer(Queued)
-        .try_init();
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(logs);
+    match traces::layer(service, config)? {
+        Some((spans, guard)) => {
+            // The exporter sees only the request and call spans, never log events.
+            let ours = tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.is_span() && matches!(metadata.name(), "request" | "upstream")
+            });
+            let _ = registry.with(spans.with_filter(ours)).try_init();
+            Ok(Some(guard))
+        }
+        None => {
+            let _ = registry.try_init();
+            Ok(None)
+        }
+    }
 }
 
 /// Waits (at most a second) until every line logged so far is written: before the process exits.

@@ -97,10 +97,11 @@ impl CallLayer for CoalesceLayer {
         }
         let call = inner.oneshot(request);
         let land = Land { flights: Arc::clone(&self.flights), key: key.clone() };
-        let task = tokio::spawn(async move {
+        // The call stays in the leader's span, so its trace context goes to the backend.
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let _land = land;
             call.await
-        });
+        }));
         let flight = async move {
             task.await.unwrap_or_else(|_| Err(UpstreamError::Failed { service, detail: "the call panicked".into() }))
         }

@@ -22,19 +22,45 @@ impl RecordLayer {
 
 impl CallLayer for RecordLayer {
     fn call<S: Below>(&self, inner: S, request: UpstreamRequest) -> CallFuture {
+        use tracing::Instrument as _;
         let (service, operation, cx) = (self.service, request.call.operation, request.cx.clone());
         let trace = request.trace.clone();
         let started = Instant::now();
+        // A client span per call, named by its template; the transports send its trace context.
+        let span = if crate::context::tracing_on() {
+            tracing::info_span!(
+                "upstream",
+                otel.name = operation,
+                otel.kind = "client",
+                backend = service,
+                outcome = tracing::field::Empty,
+                cache = tracing::field::Empty,
+                attempts = tracing::field::Empty,
+                instance = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let response = inner.oneshot(request);
-        Box::pin(async move {
-            let result = response.await;
-            let outcome = match &result {
-                Ok(_) => CallOutcome::Ok,
-                Err(e) => CallOutcome::Failed(e.kind()),
-            };
-            let decisions = trace.decisions();
-            cx.record(UpstreamCall { service, operation, started, latency: started.elapsed(), outcome, decisions });
-            result
-        })
+        Box::pin(
+            async move {
+                let result = response.await;
+                let outcome = match &result {
+                    Ok(_) => CallOutcome::Ok,
+                    Err(e) => CallOutcome::Failed(e.kind()),
+                };
+                let decisions = trace.decisions();
+                let span = tracing::Span::current();
+                span.record("outcome", outcome.as_str());
+                span.record("cache", decisions.cache.as_str());
+                span.record("attempts", decisions.attempts);
+                if let Some(instance) = &decisions.instance {
+                    span.record("instance", &**instance);
+                }
+                cx.record(UpstreamCall { service, operation, started, latency: started.elapsed(), outcome, decisions });
+                result
+            }
+            .instrument(span),
+        )
     }
 }

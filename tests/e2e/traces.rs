@@ -1,0 +1,145 @@
+//! Traces exported over OTLP to a real OTLP receiver (the OTLP trace service from
+//! `opentelemetry-proto`, served by tonic in this process): one mobile `home` query is one trace,
+//! its server span named by the operation and a client span per backend call, and the backends
+//! received the same trace id in their headers and gRPC metadata. A caller's `traceparent` is
+//! continued only from a trusted address.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::json;
+
+use crate::support::{HOME_QUERY, TestStack};
+
+/// Every span the receiver was sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+        self.0.lock().unwrap().extend(spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The spans of trace `trace_id` once `count` of them have arrived (at most five seconds).
+async fn spans_of(receiver: &Receiver, trace_id: &str, count: usize) -> Vec<Span> {
+    for _ in 0..250 {
+        let spans: Vec<Span> =
+            receiver.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        if spans.len() >= count {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the spans of trace {trace_id} did not arrive: {:?}", receiver.0.lock().unwrap().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    let mut config = bff_platform::StackConfig::ephemeral();
+    config.otlp = Some(format!("http://{collector}").parse().unwrap());
+    // Continue only this machine's traces: a test client here is trusted.
+    let mut tracing = config.tracing();
+    tracing.trust_traceparent_from = vec!["127.0.0.1".parse().unwrap()];
+    let _guard = bff_gateway::telemetry::init_with_tracing("bff-test", &tracing).unwrap().expect("a tracer");
+    let t = TestStack::start_with(config).await;
+    t.reset().await;
+
+    // A caller's trace, continued: the whole request is in it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = TestStack::reply(
+        t.http
+            .post(TestStack::url(t.stack.mobile, "/graphql"))
+            .bearer_auth(t.token("u-1", "mobile"))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&json!({ "query": HOME_QUERY })),
+    )
+    .await;
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    let spans = spans_of(&receiver, trace_id, 4).await;
+    let server: Vec<&Span> = spans.iter().filter(|s| s.name == "Home").collect();
+    assert_eq!(server.len(), 1, "{:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert_eq!(hex(&server[0].parent_span_id), "00f067aa0ba902b7", "the caller's span is the parent");
+    let mut calls: Vec<&str> =
+        spans.iter().filter(|s| s.parent_span_id == server[0].span_id).map(|s| s.name.as_str()).collect();
+    calls.sort_unstable();
+    assert_eq!(calls, ["GET /users/{id}", "GET /users/{id}/recommendations", "ListOrders"], "{spans:#?}");
+
+    // Each backend was told the trace, over HTTP headers and gRPC metadata alike.
+    let recorded = t.calls().await;
+    for backend in ["users", "recommendations", "orders"] {
+        let call = recorded[backend]["recent"].as_array().and_then(|r| r.last()).unwrap_or_else(|| panic!("{backend}"));
+        let traceparent = call["headers"]["traceparent"].as_str().unwrap_or_else(|| panic!("{backend}: {call:#}"));
+        assert_eq!(traceparent.split('-').nth(1), Some(trace_id), "{backend}");
+    }
+}
+
+/// From a caller the config does not trust, a `traceparent` is ignored: the request starts a
+/// trace of its own, so an outsider can neither join the BFF's traces nor force their sampling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_callers_trace_context_starts_a_new_trace() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    let mut config = bff_platform::StackConfig::ephemeral();
+    config.otlp = Some(format!("http://{collector}").parse().unwrap());
+    let mut tracing = config.tracing();
+    tracing.trust_traceparent_from = vec!["10.0.0.0/8".parse().unwrap()];
+    let _guard = bff_gateway::telemetry::init_with_tracing("bff-test", &tracing).unwrap().expect("a tracer");
+    let t = TestStack::start_with(config).await;
+    let forged = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = TestStack::reply(
+        t.http
+            .post(TestStack::url(t.stack.mobile, "/graphql"))
+            .bearer_auth(t.token("u-1", "mobile"))
+            .header("traceparent", format!("00-{forged}-00f067aa0ba902b7-01"))
+            .json(&json!({ "query": HOME_QUERY })),
+    )
+    .await;
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    // The request was traced (sampling 1), in a trace of its own.
+    let mut home = None;
+    for _ in 0..250 {
+        home = receiver.0.lock().unwrap().iter().find(|s| s.name == "Home").cloned();
+        if home.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let home = home.expect("the request's span arrived");
+    assert_ne!(hex(&home.trace_id), forged);
+    assert!(home.parent_span_id.is_empty(), "a root span, not the caller's child");
+    let users = t.recent_calls("users").await;
+    let traceparent = users.last().unwrap()["headers"]["traceparent"].as_str().unwrap().to_owned();
+    assert_eq!(traceparent.split('-').nth(1), Some(hex(&home.trace_id).as_str()), "the backend got the new trace");
+}
