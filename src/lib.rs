@@ -49,14 +49,14 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
-    /// The devstack's `[tracing]`: export to `--otlp` when given, continuing every caller's trace
+    /// The devstack's `[telemetry]`: export to `--otlp` when given, continuing every caller's trace
     /// (the devstack trusts everyone; production configs name their proxies).
-    pub fn tracing(&self) -> bff_gateway::config::TracingConfig {
+    pub fn telemetry(&self) -> bff_gateway::config::TelemetryConfig {
         let everyone = ["0.0.0.0/0", "::/0"].iter().filter_map(|block| block.parse().ok()).collect();
-        bff_gateway::config::TracingConfig {
+        bff_gateway::config::TelemetryConfig {
             otlp_endpoint: self.otlp.clone(),
             trust_traceparent_from: everyone,
-            ..bff_gateway::config::TracingConfig::default()
+            ..bff_gateway::config::TelemetryConfig::default()
         }
     }
 }

@@ -224,7 +224,7 @@ async fn reject() -> Response {
         StatusCode::UNAUTHORIZED,
         [(header::CONTENT_TYPE, "application/json")],
         // What the BFF answers an expired token, its request id aside (the harness ignores it).
-        r#"{"errors":[{"message":"invalid token: expired","extensions":{"code":"UNAUTHENTICATED","requestId":"-"}}]}"#,
+        r#"{"errors":[{"message":"invalid token: expired","extensions":{"code":"UNAUTHENTICATED","source":"gateway","requestId":"-"}}]}"#,
     )
         .into_response()
 }

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     // The exporter's batches run on the runtime.
     let _context = runtime.enter();
-    let _traces = match bff_gateway::telemetry::init_with_tracing("bff-devstack", &config.tracing()) {
+    let _traces = match bff_gateway::telemetry::init_with_tracing("bff-devstack", &config.telemetry()) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("devstack: {error}");

@@ -62,7 +62,7 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
     let mut config = bff_platform::StackConfig::ephemeral();
     config.otlp = Some(format!("http://{collector}").parse().unwrap());
     // Continue only this machine's traces: a test client here is trusted.
-    let mut tracing = config.tracing();
+    let mut tracing = config.telemetry();
     tracing.trust_traceparent_from = vec!["127.0.0.1".parse().unwrap()];
     let _guard = bff_gateway::telemetry::init_with_tracing("bff-test", &tracing).unwrap().expect("a tracer");
     let t = TestStack::start_with(config).await;
@@ -113,7 +113,7 @@ async fn an_untrusted_callers_trace_context_starts_a_new_trace() {
     });
     let mut config = bff_platform::StackConfig::ephemeral();
     config.otlp = Some(format!("http://{collector}").parse().unwrap());
-    let mut tracing = config.tracing();
+    let mut tracing = config.telemetry();
     tracing.trust_traceparent_from = vec!["10.0.0.0/8".parse().unwrap()];
     let _guard = bff_gateway::telemetry::init_with_tracing("bff-test", &tracing).unwrap().expect("a tracer");
     let t = TestStack::start_with(config).await;

@@ -69,8 +69,8 @@ pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps
     let server = config.server.clone();
     // Building the app creates lazily connecting gRPC channels, which need the runtime at hand.
     let _runtime_context = runtime.enter();
-    // Logs, and traces when `[tracing]` names a collector (its exporter runs on the runtime).
-    let traces = match telemetry::init_with_tracing(B::NAME, &config.tracing) {
+    // Logs, and traces when `[telemetry]` names a collector (its exporter runs on the runtime).
+    let traces = match telemetry::init_with_tracing(B::NAME, &config.telemetry) {
         Ok(traces) => traces,
         Err(error) => {
             eprintln!("{}: {error}", B::NAME);

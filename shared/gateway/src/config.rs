@@ -28,7 +28,7 @@ pub use crate::inbound::cors::CorsConfig;
 pub use crate::limits::LimitsConfig;
 pub use crate::server::config::{ServerConfig, TlsConfig};
 pub use crate::store::RedisConfig;
-pub use crate::telemetry::traces::TracingConfig;
+pub use crate::telemetry::TelemetryConfig;
 pub use bff_upstream::{UpstreamConfig, Upstreams};
 
 /// What a BFF is to the core: its name, where its overrides come from, the backends it calls,
@@ -67,12 +67,12 @@ pub struct Config<Own> {
     pub limits: LimitsConfig,
     pub upstreams: Upstreams,
     /// Traces: OpenTelemetry over OTLP, off unless an endpoint is set.
-    pub tracing: TracingConfig,
+    pub telemetry: TelemetryConfig,
     pub own: Own,
 }
 
 /// The top-level keys the core owns; everything else belongs to the BFF.
-const CORE_SECTIONS: [&str; 6] = ["server", "auth", "redis", "limits", "upstreams", "tracing"];
+const CORE_SECTIONS: [&str; 6] = ["server", "auth", "redis", "limits", "upstreams", "telemetry"];
 
 impl<Own: Validate> Config<Own> {
     fn validate_for<B: Bff>(&self, problems: &mut Problems) {
@@ -80,7 +80,7 @@ impl<Own: Validate> Config<Own> {
         self.auth.validate("auth", problems);
         self.redis.validate("redis", problems);
         self.limits.validate("limits", problems);
-        self.tracing.validate("tracing", problems);
+        self.telemetry.validate("telemetry", problems);
         if !B::ACCEPTS_API_KEYS && !self.auth.api_keys.is_empty() {
             problems.push("auth.api_keys".into(), format!("{} takes bearer tokens only", B::NAME));
         }
@@ -217,7 +217,7 @@ pub fn from_toml<B: Bff>(
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
     apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
-    let [server, auth, redis, limits, mut upstreams, tracing] = CORE_SECTIONS.map(|key| table.remove(key));
+    let [server, auth, redis, limits, mut upstreams, telemetry] = CORE_SECTIONS.map(|key| table.remove(key));
     if let Some(Value::Table(backends)) = &mut upstreams {
         apply_upstream_defaults(backends);
     }
@@ -229,7 +229,7 @@ pub fn from_toml<B: Bff>(
         redis: section("redis", or_empty(redis))?,
         limits: section("limits", or_empty(limits))?,
         upstreams: section("upstreams", or_empty(upstreams))?,
-        tracing: section("tracing", or_empty(tracing))?,
+        telemetry: section("telemetry", or_empty(telemetry))?,
         // What is left is the BFF's own; its `deny_unknown_fields` catches typos at the top level.
         own: section("", Some(Value::Table(table)))?,
     };

@@ -104,6 +104,11 @@ impl Metrics {
             "Time a backend call took, as the request saw it (a cache hit included)",
             upstream_duration.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log sink fell behind (`[telemetry] log_overflow = \"drop\"`)",
+            super::dropped_lines(),
+        );
         let info = Family::<Labels<1>, Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         registry.register("build_info", "The build serving: always 1", info);

@@ -1,6 +1,6 @@
 //! Traces: a server span per inbound request (named by its GraphQL operation or route template),
 //! a client span per backend call (named by its operation template), exported over OTLP/gRPC
-//! when `[tracing] otlp_endpoint` is set, and W3C trace context (`traceparent`, `tracestate`)
+//! when `[telemetry] otlp_endpoint` is set, and W3C trace context (`traceparent`, `tracestate`)
 //! sent to every backend, REST and gRPC alike. A caller's trace context is continued only from
 //! the addresses `trust_traceparent_from` names; from anyone else a request starts a new trace,
 //! so an outsider cannot join (or force the sampling of) the BFF's traces.
@@ -18,67 +18,10 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
-use serde::Deserialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use url::Url;
 
-use crate::config::{Problems, Validate};
+use super::config::TelemetryConfig;
 use crate::inbound::client_addr::IpBlock;
-
-/// `[tracing]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracingConfig {
-    /// An OTLP/gRPC collector (`http://127.0.0.1:4317`). Unset: no spans are made at all.
-    pub otlp_endpoint: Option<Url>,
-    /// Share of new traces recorded (0 to 1); a trusted caller's own decision is followed.
-    pub sampling_ratio: f64,
-    /// Client addresses (or blocks) whose `traceparent` and `tracestate` are continued.
-    pub trust_traceparent_from: Vec<IpBlock>,
-    /// Longest one export may take.
-    #[serde(with = "humantime_serde")]
-    pub export_timeout: Duration,
-    /// Spans waiting for export, at most; more are dropped.
-    pub max_queued_spans: usize,
-}
-
-impl Default for TracingConfig {
-    fn default() -> Self {
-        Self {
-            otlp_endpoint: None,
-            sampling_ratio: 1.0,
-            trust_traceparent_from: Vec::new(),
-            export_timeout: Duration::from_secs(3),
-            max_queued_spans: 2048,
-        }
-    }
-}
-
-impl Validate for TracingConfig {
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        if let Some(url) = &self.otlp_endpoint {
-            problems.check(
-                path,
-                "otlp_endpoint",
-                matches!(url.scheme(), "http" | "https") && url.host().is_some(),
-                "must be an http:// or https:// URL with a host",
-            );
-        }
-        problems.check(path, "sampling_ratio", (0.0..=1.0).contains(&self.sampling_ratio), "must be between 0 and 1");
-        problems.check(
-            path,
-            "export_timeout",
-            !self.export_timeout.is_zero() && self.export_timeout <= Duration::from_secs(60),
-            "must be between 1ms and 60s",
-        );
-        problems.check(
-            path,
-            "max_queued_spans",
-            (1..=1_000_000).contains(&self.max_queued_spans),
-            "must be between 1 and 1000000",
-        );
-    }
-}
 
 /// What the request spans need once tracing is on.
 struct Tracing {
@@ -108,7 +51,7 @@ pub(super) type SpanLayer<S> = tracing_opentelemetry::OpenTelemetryLayer<S, open
 /// The tracing layer and its provider for `service`, when `config` names a collector; installs
 /// the propagation of trace context to backends. Must run inside a tokio runtime: the exporter
 /// and its batches live there.
-pub(super) fn layer<S>(service: &str, config: &TracingConfig) -> Result<Option<(SpanLayer<S>, TracesGuard)>, String>
+pub(super) fn layer<S>(service: &str, config: &TelemetryConfig) -> Result<Option<(SpanLayer<S>, TracesGuard)>, String>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {

@@ -1,0 +1,77 @@
+//! `[telemetry]`: where traces go and how logging behaves when its sink falls behind.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::{Problems, Validate};
+use crate::inbound::client_addr::IpBlock;
+
+/// When the queue of log lines is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogOverflow {
+    Drop,
+    Block,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// What logging does when the log sink falls behind and the queue of lines is full: `drop`
+    /// the line (counted in `bff_log_lines_dropped_total` and summed up in a periodic line), so a
+    /// hung sink never holds a request; or `block` until there is room, losing nothing.
+    pub log_overflow: LogOverflow,
+    /// An OTLP/gRPC collector (`http://127.0.0.1:4317`). Unset: no spans are made at all.
+    pub otlp_endpoint: Option<Url>,
+    /// Share of new traces recorded (0 to 1); a trusted caller's own decision is followed.
+    pub sampling_ratio: f64,
+    /// Client addresses (or blocks) whose `traceparent` and `tracestate` are continued.
+    pub trust_traceparent_from: Vec<IpBlock>,
+    /// Longest one export may take.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+    /// Spans waiting for export, at most; more are dropped.
+    pub max_queued_spans: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_overflow: LogOverflow::Drop,
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            trust_traceparent_from: Vec::new(),
+            export_timeout: Duration::from_secs(3),
+            max_queued_spans: 2048,
+        }
+    }
+}
+
+impl Validate for TelemetryConfig {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if let Some(url) = &self.otlp_endpoint {
+            problems.check(
+                path,
+                "otlp_endpoint",
+                matches!(url.scheme(), "http" | "https") && url.host().is_some(),
+                "must be an http:// or https:// URL with a host",
+            );
+        }
+        problems.check(path, "sampling_ratio", (0.0..=1.0).contains(&self.sampling_ratio), "must be between 0 and 1");
+        problems.check(
+            path,
+            "export_timeout",
+            !self.export_timeout.is_zero() && self.export_timeout <= Duration::from_secs(60),
+            "must be between 1ms and 60s",
+        );
+        problems.check(
+            path,
+            "max_queued_spans",
+            (1..=1_000_000).contains(&self.max_queued_spans),
+            "must be between 1 and 1000000",
+        );
+    }
+}
