@@ -79,14 +79,24 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
     )
     .await;
     assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
-    let spans = spans_of(&receiver, trace_id, 4).await;
+    let spans = spans_of(&receiver, trace_id, 7).await;
     let server: Vec<&Span> = spans.iter().filter(|s| s.name == "Home").collect();
     assert_eq!(server.len(), 1, "{:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
     assert_eq!(hex(&server[0].parent_span_id), "00f067aa0ba902b7", "the caller's span is the parent");
-    let mut calls: Vec<&str> =
-        spans.iter().filter(|s| s.parent_span_id == server[0].span_id).map(|s| s.name.as_str()).collect();
-    calls.sort_unstable();
-    assert_eq!(calls, ["GET /users/{id}", "GET /users/{id}/recommendations", "ListOrders"], "{spans:#?}");
+    // The phases are the request's children; the backend calls are made while executing.
+    let children_of = |parent: &[u8]| {
+        let mut names: Vec<&str> =
+            spans.iter().filter(|s| s.parent_span_id == parent).map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        names
+    };
+    assert_eq!(children_of(&server[0].span_id), ["authenticate", "graphql.check", "graphql.execute"], "{spans:#?}");
+    let execute = spans.iter().find(|s| s.name == "graphql.execute").unwrap();
+    assert_eq!(
+        children_of(&execute.span_id),
+        ["GET /users/{id}", "GET /users/{id}/recommendations", "ListOrders"],
+        "{spans:#?}"
+    );
 
     // Each backend was told the trace, over HTTP headers and gRPC metadata alike.
     let recorded = t.calls().await;

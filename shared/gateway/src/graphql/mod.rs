@@ -358,7 +358,9 @@ where
         };
         let operation_name = request.operation_name.clone();
         request.set_parsed_query((*document).clone());
-        let mut response = self.schema.execute(prepare(cx, request.data(cx.clone()))).await;
+        let execution = self.schema.execute(prepare(cx, request.data(cx.clone())));
+        let mut response =
+            tracing::Instrument::instrument(execution, crate::telemetry::traces::phase("graphql.execute")).await;
         // Errors without a path are about the document (validation, variables): it never ran.
         let not_run = response.data == Value::Null
             && !response.errors.is_empty()
@@ -428,6 +430,7 @@ where
         via_get: bool,
         streaming: bool,
     ) -> Result<Checked, limits::Refusal> {
+        let _span = crate::telemetry::traces::phase("graphql.check").entered();
         let document = self.documents.resolve(request, &self.limits)?;
         let refuse = |code: ErrorCode, message: &str| Err(limits::Refusal { code, message: message.to_owned() });
         match operation_kind(&document, request.operation_name.as_deref()) {

@@ -36,7 +36,8 @@ impl Stage for Authenticate {
             return next.run(request).await;
         }
         let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
-        match self.authenticator.authenticate(request.headers(), client).await {
+        let verified = self.authenticator.authenticate(request.headers(), client);
+        match tracing::Instrument::instrument(verified, crate::telemetry::traces::phase("authenticate")).await {
             Ok(identity) => {
                 if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
                     let _ = log.principal.set(identity.to_string());

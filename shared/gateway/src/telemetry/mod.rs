@@ -48,7 +48,7 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
         Some((spans, guard)) => {
             // The exporter sees only the request and call spans, never log events.
             let ours = tracing_subscriber::filter::filter_fn(|metadata| {
-                metadata.is_span() && matches!(metadata.name(), "request" | "upstream")
+                metadata.is_span() && matches!(metadata.name(), "request" | "phase" | "upstream")
             });
             let _ = registry.with(spans.with_filter(ours)).try_init();
             Ok(Some(guard))

@@ -103,6 +103,15 @@ pub(crate) fn request_span(headers: &http::HeaderMap, client: Option<std::net::I
     span
 }
 
+/// A span for one phase of a request (`authenticate`, `graphql.check`, `graphql.execute`), a
+/// child of the request's; none when tracing is off.
+pub fn phase(name: &'static str) -> tracing::Span {
+    if TRACING.get().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!("phase", otel.name = name)
+}
+
 /// The request span's name and outcome, once known.
 pub(crate) fn name(span: &tracing::Span, name: &str, status: u16, code: Option<&str>) {
     if span.is_disabled() {
