@@ -185,7 +185,19 @@ async fn server_timing_goes_only_to_the_configured_callers() {
     let shown = t.get(t.stack.partner, "/v2/products/p-1", &key).await;
     let timing = shown.header("server-timing").unwrap_or_else(|| panic!("no Server-Timing: {:?}", shown.headers));
     let names: Vec<&str> = timing.split(", ").map(|metric| metric.split(';').next().unwrap()).collect();
-    assert_eq!(names, ["gateway", "upstream", "total"], "{timing}");
+    assert_eq!(names, ["auth", "upstream", "gateway", "total"], "{timing}");
+    // A GraphQL request shows its parsing and execution too.
+    let token = t.token("u-1", "mobile");
+    let graphql = TestStack::reply(
+        t.http
+            .post(TestStack::url(t.stack.mobile, "/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({ "query": "{ home { user { id name } } }" })),
+    )
+    .await;
+    let timing = graphql.header("server-timing").unwrap().to_owned();
+    let names: Vec<&str> = timing.split(", ").map(|metric| metric.split(';').next().unwrap()).collect();
+    assert_eq!(names, ["auth", "parse", "execute", "upstream", "gateway", "total"], "{timing}");
     let (plain, _) = partner(&t).await;
     assert_eq!(t.get(plain, "/v2/products/p-1", &key).await.header("server-timing"), None, "not configured");
     // GraphQL errors say whose they are as well.

@@ -1,6 +1,6 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use bff_upstream::{CallContext, CallRecorder, Identity};
@@ -31,7 +31,13 @@ pub struct RequestLog {
     /// it, and where it was decided.
     pub limit: Mutex<Option<LimitRecord>>,
     pub upstream: CallRecorder,
+    /// Time spent in each phase (`auth`, `parse`, `execute`), summed over a batch, for
+    /// `Server-Timing`.
+    pub phases: Mutex<Vec<(&'static str, Duration)>>,
 }
+
+/// Phases one request records at most (each is summed into its entry).
+const MAX_PHASES: usize = 8;
 
 /// The access log's account of a limit decision.
 #[derive(Debug, Clone)]
@@ -43,6 +49,16 @@ pub struct LimitRecord {
 }
 
 impl RequestLog {
+    /// Adds `spent` to phase `name`.
+    pub fn record_phase(&self, name: &'static str, spent: Duration) {
+        let mut phases = self.phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, total)) = phases.iter_mut().find(|(phase, _)| *phase == name) {
+            *total += spent;
+        } else if phases.len() < MAX_PHASES {
+            phases.push((name, spent));
+        }
+    }
+
     /// Notes `decision` if it is the stricter of what the request met so far (a GraphQL request
     /// meets two: its request limits, then its cost).
     pub fn record_limit(&self, decision: &Decision) {

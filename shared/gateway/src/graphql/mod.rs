@@ -359,8 +359,10 @@ where
         let operation_name = request.operation_name.clone();
         request.set_parsed_query((*document).clone());
         let execution = self.schema.execute(prepare(cx, request.data(cx.clone())));
+        let timed = Phase::start(&cx.log, "execute");
         let mut response =
             tracing::Instrument::instrument(execution, crate::telemetry::traces::phase("graphql.execute")).await;
+        drop(timed);
         // Errors without a path are about the document (validation, variables): it never ran.
         let not_run = response.data == Value::Null
             && !response.errors.is_empty()
@@ -431,6 +433,7 @@ where
         streaming: bool,
     ) -> Result<Checked, limits::Refusal> {
         let _span = crate::telemetry::traces::phase("graphql.check").entered();
+        let _timed = Phase::start(&cx.log, "parse");
         let document = self.documents.resolve(request, &self.limits)?;
         let refuse = |code: ErrorCode, message: &str| Err(limits::Refusal { code, message: message.to_owned() });
         match operation_kind(&document, request.operation_name.as_deref()) {
@@ -925,4 +928,23 @@ pub fn page_size(argument: &str, value: i32, max: u32) -> Result<u32, GatewayErr
         .ok()
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| GatewayError::BadRequest(format!("`{argument}` must be between 1 and {max}")))
+}
+
+/// Adds the time until it is dropped to a phase of the request's log (for `Server-Timing`).
+struct Phase<'a> {
+    log: &'a crate::RequestLog,
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+impl<'a> Phase<'a> {
+    fn start(log: &'a crate::RequestLog, name: &'static str) -> Self {
+        Self { log, name, started: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Phase<'_> {
+    fn drop(&mut self) {
+        self.log.record_phase(self.name, self.started.elapsed());
+    }
 }

@@ -79,12 +79,15 @@ impl Stage for AccessLog {
         let limit = log.limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         // Timings reveal how the BFF works inside: only for the callers configured to see them.
         if client.is_some_and(|ip| self.server_timing_for.iter().any(|block| block.contains(ip))) {
-            let timing = format!(
-                "gateway;dur={:.3}, upstream;dur={:.3}, total;dur={:.3}",
-                millis(split.gateway()),
+            let phases = log.phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let mut timing: String =
+                phases.iter().map(|(name, spent)| format!("{name};dur={:.3}, ", millis(*spent))).collect();
+            timing.push_str(&format!(
+                "upstream;dur={:.3}, gateway;dur={:.3}, total;dur={:.3}",
                 millis(split.upstream),
+                millis(split.gateway()),
                 millis(split.total)
-            );
+            ));
             if let Ok(value) = http::HeaderValue::from_str(&timing) {
                 response.headers_mut().insert(http::HeaderName::from_static("server-timing"), value);
             }

@@ -36,8 +36,13 @@ impl Stage for Authenticate {
             return next.run(request).await;
         }
         let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+        let started = std::time::Instant::now();
         let verified = self.authenticator.authenticate(request.headers(), client);
-        match tracing::Instrument::instrument(verified, crate::telemetry::traces::phase("authenticate")).await {
+        let verified = tracing::Instrument::instrument(verified, crate::telemetry::traces::phase("authenticate")).await;
+        if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
+            log.record_phase("auth", started.elapsed());
+        }
+        match verified {
             Ok(identity) => {
                 if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
                     let _ = log.principal.set(identity.to_string());
