@@ -54,6 +54,8 @@ impl StackConfig {
     pub fn telemetry(&self) -> bff_gateway::config::TelemetryConfig {
         let everyone = ["0.0.0.0/0", "::/0"].iter().filter_map(|block| block.parse().ok()).collect();
         bff_gateway::config::TelemetryConfig {
+            // A terminal, not a collector: lines a person reads.
+            log_format: bff_gateway::telemetry::LogFormat::Text,
             otlp_endpoint: self.otlp.clone(),
             trust_traceparent_from: everyone,
             ..bff_gateway::config::TelemetryConfig::default()

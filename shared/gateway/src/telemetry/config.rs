@@ -8,6 +8,16 @@ use url::Url;
 use crate::config::{Problems, Validate};
 use crate::inbound::client_addr::IpBlock;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object a line, for collectors (the default).
+    Json,
+    /// Human-readable lines, for a terminal (the devstack).
+    Text,
+}
+
 /// When the queue of log lines is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,6 +34,8 @@ pub struct TelemetryConfig {
     /// the line (counted in `bff_log_lines_dropped_total` and summed up in a periodic line), so a
     /// hung sink never holds a request; or `block` until there is room, losing nothing.
     pub log_overflow: LogOverflow,
+    /// `json` (the default) or `text`. The level is `RUST_LOG`'s.
+    pub log_format: LogFormat,
     /// An OTLP/gRPC collector (`http://127.0.0.1:4317`). Unset: no spans are made at all.
     pub otlp_endpoint: Option<Url>,
     /// Share of new traces recorded (0 to 1); a trusted caller's own decision is followed.
@@ -41,6 +53,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             log_overflow: LogOverflow::Drop,
+            log_format: LogFormat::Json,
             otlp_endpoint: None,
             sampling_ratio: 1.0,
             trust_traceparent_from: Vec::new(),

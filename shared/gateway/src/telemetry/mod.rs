@@ -15,7 +15,7 @@ pub mod traces;
 pub use gateway_time::TimeSplit;
 pub use metrics::Metrics;
 
-pub use config::{LogOverflow, TelemetryConfig};
+pub use config::{LogFormat, LogOverflow, TelemetryConfig};
 pub use log_writer::dropped_lines;
 
 use tracing_subscriber::EnvFilter;
@@ -36,13 +36,17 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
     use tracing_subscriber::util::SubscriberInitExt as _;
     log_writer::set_overflow(config.log_overflow);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(log_writer::Queued)
-        .with_filter(filter);
+    let logs = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(log_writer::Queued)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(false).with_writer(log_writer::Queued).boxed(),
+    }
+    .with_filter(filter);
     let registry = tracing_subscriber::registry().with(logs);
     match traces::layer(service, config)? {
         Some((spans, guard)) => {
