@@ -25,6 +25,8 @@ pub struct RequestLog {
     pub route: OnceLock<String>,
     pub principal: OnceLock<String>,
     pub operation: OnceLock<String>,
+    /// The GraphQL document's SHA-256, its first 8 bytes in hex.
+    pub document: OnceLock<String>,
     /// The GraphQL cost of what the request ran (summed over a batch), as the limits computed it.
     pub cost: AtomicU64,
     /// The limit closest to refusing the request (or the one that did), with what was left of

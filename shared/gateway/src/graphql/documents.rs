@@ -200,12 +200,13 @@ impl Documents {
         self.shared = self.shared_ttl.zip(store).map(|(ttl, redis)| (redis.clone(), ttl));
     }
 
-    /// The document `request` names (its query, or a persisted one), parsed once per text.
+    /// The document `request` names (its query, or a persisted one), parsed once per text, and
+    /// its SHA-256.
     pub fn resolve(
         &self,
         request: &mut async_graphql::Request,
         limits: &QueryLimits,
-    ) -> Result<Arc<ExecutableDocument>, Refusal> {
+    ) -> Result<(Arc<ExecutableDocument>, [u8; 32]), Refusal> {
         let (hash, register) = self.resolve_text(request)?;
         let document = match self.parsed.get(&hash) {
             Some(parsed) => parsed.document,
@@ -236,7 +237,7 @@ impl Documents {
                 });
             }
         }
-        Ok(document)
+        Ok((document, hash))
     }
 
     /// A hash-only request this replica has not seen: looks for its text in the shared tier,
@@ -364,4 +365,20 @@ fn parse(query: &str, limits: &QueryLimits) -> Result<ExecutableDocument, Refusa
         code: ErrorCode::GraphQlParseFailed,
         message: format!("the document does not parse: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_is_named_by_the_sha256_of_its_text_and_parsed_once() {
+        let documents = Documents::new(&PersistedQueriesConfig::default(), 1 << 20);
+        let text = "query Home { home { user { id } } }";
+        let mut request = async_graphql::Request::new(text);
+        let (first, hash) = documents.resolve(&mut request, &QueryLimits::default()).unwrap();
+        assert_eq!(hash, sha256(text), "the hash the access line shows");
+        let (again, _) = documents.resolve(&mut async_graphql::Request::new(text), &QueryLimits::default()).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "parsed once");
+    }
 }

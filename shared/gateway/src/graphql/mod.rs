@@ -434,7 +434,9 @@ where
     ) -> Result<Checked, limits::Refusal> {
         let _span = crate::telemetry::traces::phase("graphql.check").entered();
         let _timed = Phase::start(&cx.log, "parse");
-        let document = self.documents.resolve(request, &self.limits)?;
+        let (document, hash) = self.documents.resolve(request, &self.limits)?;
+        // The access line names the document by its hash (the first of a batch).
+        let _ = cx.log.document.set(hex::encode(&hash[..8]));
         let refuse = |code: ErrorCode, message: &str| Err(limits::Refusal { code, message: message.to_owned() });
         match operation_kind(&document, request.operation_name.as_deref()) {
             Some(OperationType::Mutation | OperationType::Subscription) if via_get => {

@@ -101,6 +101,7 @@ impl Stage for AccessLog {
             method = %method,
             route,
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
+            document = log.document.get().map(String::as_str).unwrap_or("-"),
             cost = log.cost.load(std::sync::atomic::Ordering::Relaxed),
             status = response.status().as_u16(),
             error_code = error.map(|e| e.code().as_str()).unwrap_or("-"),
