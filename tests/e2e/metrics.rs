@@ -238,3 +238,32 @@ async fn the_dashboard_queries_only_metrics_the_bffs_export() {
     let missing: Vec<&String> = queried.iter().filter(|name| !exported.contains(*name)).collect();
     assert!(missing.is_empty(), "the dashboard queries {missing:?}, which no BFF exports ({exported:?})");
 }
+
+/// Each backend instance's breaker state is a gauge: a failing catalog shows as open (ejected).
+#[tokio::test]
+async fn breaker_states_show_per_backend_instance() {
+    let t = TestStack::start().await;
+    let config = bff_platform::partner_config(
+        &t.stack.demo,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_secs(1),
+        bff_platform::DEMO_PARTNER_API_KEY,
+    );
+    let apps = partner_bff::apps(config.clone()).unwrap();
+    let (public, _) =
+        bff_platform::spawn_server_with(apps.public, &config.server, std::future::pending()).await.unwrap();
+    let (admin, _) =
+        bff_platform::spawn_server(apps.admin, "127.0.0.1:0".parse().unwrap(), std::future::pending()).await.unwrap();
+    let open = |s: &[Sample]| value(s, "bff_upstream_breaker", &[("backend", "catalog"), ("state", "open")]);
+    let closed = |s: &[Sample]| value(s, "bff_upstream_breaker", &[("backend", "catalog"), ("state", "closed")]);
+    let before = scrape(&t, admin).await;
+    assert_eq!((open(&before), closed(&before)), (0.0, 1.0), "one catalog instance, closed");
+    // Ten failures open it: two attempts per read, so five reads.
+    t.set_faults("catalog", json!({ "error_rate": 1.0 })).await;
+    let key = [("x-api-key", bff_platform::DEMO_PARTNER_API_KEY)];
+    for n in 1..=8 {
+        t.get(public, &format!("/v2/products/p-{n}"), &key).await;
+    }
+    let after = scrape(&t, admin).await;
+    assert_eq!((open(&after), closed(&after)), (1.0, 0.0), "the catalog instance is ejected");
+}

@@ -13,6 +13,11 @@ pub trait BackendSet {
 
     /// Each backend's probe, for `/readyz?verbose`.
     fn readiness_checks(&self) -> Vec<ReadinessCheck>;
+
+    /// Where the backends' instances registered their breakers, for the metrics.
+    fn health(&self) -> bff_upstream::HealthRegistry {
+        bff_upstream::HealthRegistry::default()
+    }
 }
 
 /// Declares a BFF's backends: `backends! { pub struct Backends { users: UsersClient, ... } }`.
@@ -25,12 +30,18 @@ macro_rules! backends {
         #[derive(Clone)]
         $vis struct $name {
             $($(#[$field_meta])* pub $field: $client,)+
+            #[doc(hidden)]
+            pub __health: $crate::__private::HealthRegistry,
         }
 
         impl $name {
             /// Each backend's client, from its `[upstreams.NAME]` section.
             pub fn new(upstreams: &$crate::config::Upstreams) -> ::std::result::Result<Self, $crate::__private::UpstreamError> {
-                Ok(Self { $($field: <$client>::new(upstreams.get(stringify!($field))?)?,)+ })
+                // Every instance's breaker is registered here, for this BFF's metrics.
+                let health = $crate::__private::HealthRegistry::default();
+                let mut upstreams = upstreams.clone();
+                upstreams.report_health_to(&health);
+                Ok(Self { $($field: <$client>::new(upstreams.get(stringify!($field))?)?,)+ __health: health })
             }
         }
 
@@ -39,6 +50,10 @@ macro_rules! backends {
 
             fn readiness_checks(&self) -> ::std::vec::Vec<$crate::health::ReadinessCheck> {
                 ::std::vec![$($crate::health::ReadinessCheck::new(stringify!($field), ::std::sync::Arc::new(self.$field.clone())),)+]
+            }
+
+            fn health(&self) -> $crate::__private::HealthRegistry {
+                self.__health.clone()
             }
         }
     };

@@ -39,5 +39,5 @@ pub use error::{BuildError, ErrorCode, ErrorFormat, GatewayError};
 /// What the [`backends!`] macro names from other crates.
 #[doc(hidden)]
 pub mod __private {
-    pub use bff_upstream::UpstreamError;
+    pub use bff_upstream::{HealthRegistry, UpstreamError};
 }

@@ -64,6 +64,10 @@ pub struct UpstreamConfig {
     pub canary: Option<CanaryConfig>,
     #[serde(default)]
     pub mirror: Option<MirrorConfig>,
+    /// Where the instances' breakers are registered for metrics, attached at start
+    /// ([`Upstreams::report_health_to`]).
+    #[serde(skip)]
+    pub health: crate::HealthRegistry,
 }
 
 fn yes() -> bool {
@@ -96,6 +100,7 @@ impl UpstreamConfig {
             bulkhead: BulkheadConfig::default(),
             canary: None,
             mirror: None,
+            health: crate::HealthRegistry::default(),
         }
     }
 
@@ -160,6 +165,13 @@ impl Upstreams {
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &UpstreamConfig)> {
         self.0.iter().map(|(name, config)| (name.as_str(), config))
+    }
+
+    /// Registers every backend's instances in `registry` once built, for its metrics.
+    pub fn report_health_to(&mut self, registry: &crate::HealthRegistry) {
+        for config in self.0.values_mut() {
+            config.health = registry.clone();
+        }
     }
 
     /// Attaches the shared store to every backend whose cache says `shared = true`.

@@ -39,6 +39,7 @@ mod call;
 mod config;
 mod context;
 mod error;
+mod health;
 mod key;
 pub mod layer;
 pub mod stack;
@@ -53,6 +54,7 @@ pub use context::{
     propagate_trace_context,
 };
 pub use error::UpstreamError;
+pub use health::{HealthRegistry, InstanceHealth};
 pub use key::{AnswerKey, Scope};
 pub use trace::{BreakerState, CacheStatus, CallDecisions, CallTrace};
 pub use transport::grpc::GrpcTransport;

@@ -52,7 +52,9 @@ where
 {
     let instances = urls
         .iter()
-        .map(|url| Ok(Instance::new(instance_label(url), transport(url)?, &config.breaker)))
+        .map(|url| {
+            Ok(Instance::new(instance_label(url), transport(url)?, &config.breaker).registered(service, &config.health))
+        })
         .collect::<Result<Vec<_>, UpstreamError>>()?;
     let mirror = match &config.mirror {
         Some(mirror) => {

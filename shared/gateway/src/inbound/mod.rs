@@ -129,6 +129,7 @@ pub struct InboundStack {
     format: ErrorFormat,
     authenticator: Arc<Authenticator>,
     backends: Vec<ReadinessCheck>,
+    health: bff_upstream::HealthRegistry,
     api: Router,
     public: Router,
     before_authentication: Vec<Step>,
@@ -143,6 +144,7 @@ impl InboundStack {
             format,
             authenticator,
             backends: Vec::new(),
+            health: bff_upstream::HealthRegistry::default(),
             api: Router::new(),
             public: Router::new(),
             before_authentication: Vec::new(),
@@ -161,6 +163,7 @@ impl InboundStack {
     /// The backends whose probes `/readyz?verbose` reports, as information.
     pub fn backends(mut self, backends: &impl BackendSet) -> Self {
         self.backends.extend(backends.readiness_checks());
+        self.health = backends.health();
         self
     }
 
@@ -216,6 +219,7 @@ impl InboundStack {
             format,
             authenticator,
             backends,
+            health,
             api,
             public,
             before_authentication,
@@ -226,7 +230,7 @@ impl InboundStack {
         let limits = authenticator.limits().clone();
         let readiness = Arc::new(Readiness::new(authenticator.clone(), backends));
         // One record per request feeds the access line and the metrics alike.
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new().with_health(health));
         let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics));
         // The layers of the two tower stacks are named where they are built, in request order; the
         // steps from the slot before authentication inwards are listed in the order the code

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use bff_upstream::{CallOutcome, UpstreamCall};
+use bff_upstream::{BreakerState, CallOutcome, UpstreamCall};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -44,6 +44,8 @@ pub struct Metrics {
     in_flight: Gauge,
     upstream_calls: Family<Labels<4>, Counter>,
     upstream_duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    breakers: Family<Labels<3>, Gauge>,
+    health: bff_upstream::HealthRegistry,
     routes: BoundedValues,
     operations: BoundedValues,
 }
@@ -109,6 +111,12 @@ impl Metrics {
             "Log lines dropped because the log sink fell behind (`[telemetry] log_overflow = \"drop\"`)",
             super::dropped_lines(),
         );
+        let breakers = Family::<Labels<3>, Gauge>::default();
+        registry.register(
+            "upstream_breaker",
+            "1 for each backend instance's breaker state (closed, half_open or open), 0 for the others; open means ejected",
+            breakers.clone(),
+        );
         let info = Family::<Labels<1>, Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         registry.register("build_info", "The build serving: always 1", info);
@@ -120,9 +128,17 @@ impl Metrics {
             in_flight,
             upstream_calls,
             upstream_duration,
+            breakers,
+            health: bff_upstream::HealthRegistry::default(),
             routes: BoundedValues::new(MAX_ROUTES),
             operations: BoundedValues::new(MAX_OPERATIONS),
         }
+    }
+
+    /// Reports the breakers of the instances registered in `health`.
+    pub fn with_health(mut self, health: bff_upstream::HealthRegistry) -> Self {
+        self.health = health;
+        self
     }
 
     /// A request began: `requests_in_flight` counts it until the guard is dropped.
@@ -167,6 +183,17 @@ impl Metrics {
 
     /// The whole registry in the text exposition format.
     pub fn encode(&self) -> String {
+        // Breaker states are read at the scrape, not kept up to date per call.
+        for instance in self.health.states() {
+            for state in [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open] {
+                let labels = [
+                    ("backend", instance.service.to_owned()),
+                    ("instance", instance.instance.to_string()),
+                    ("state", state.as_str().to_owned()),
+                ];
+                self.breakers.get_or_create(&labels).set(i64::from(instance.breaker == state));
+            }
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

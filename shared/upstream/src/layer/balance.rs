@@ -26,8 +26,11 @@ pub struct Instance<T> {
     label: Arc<str>,
     transport: T,
     outstanding: AtomicUsize,
-    breaker: Mutex<Breaker>,
+    breaker: BreakerHandle,
 }
+
+/// An instance's breaker, shared with the registry its metrics read.
+pub type BreakerHandle = Arc<Mutex<Breaker>>;
 
 impl<T> Instance<T> {
     pub fn new(label: impl Into<Arc<str>>, transport: T, breaker: &BreakerConfig) -> Self {
@@ -35,8 +38,14 @@ impl<T> Instance<T> {
             label: label.into(),
             transport,
             outstanding: AtomicUsize::new(0),
-            breaker: Mutex::new(Breaker::new(breaker.clone())),
+            breaker: Arc::new(Mutex::new(Breaker::new(breaker.clone()))),
         }
+    }
+
+    /// Makes this instance's breaker visible in `registry`, as one of `service`'s.
+    pub fn registered(self, service: &'static str, registry: &crate::HealthRegistry) -> Self {
+        registry.register(service, Arc::clone(&self.label), &self.breaker);
+        self
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {

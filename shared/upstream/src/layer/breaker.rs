@@ -89,7 +89,7 @@ enum State {
 
 /// One instance's breaker.
 #[derive(Debug)]
-pub(crate) struct Breaker {
+pub struct Breaker {
     config: BreakerConfig,
     state: State,
     consecutive_failures: u32,

@@ -80,7 +80,8 @@ impl<L: CallLayer, S: Below> Service<UpstreamRequest> for LayeredService<L, S> {
     }
 }
 
-pub use balance::{Balance, Instance};
+pub use balance::{Balance, BreakerHandle, Instance};
+pub use breaker::Breaker;
 pub use breaker::BreakerConfig;
 pub use bulkhead::{BulkheadConfig, BulkheadLayer};
 pub use cache::{CacheConfig, CacheLayer, OperationCache, SecondLevel, SecondLevelHandle};
