@@ -152,6 +152,9 @@ async fn gateway_time_counts_parallel_backend_waits_once() {
     let gateway = value(&scraped, "bff_gateway_time_seconds_sum", &labels);
     let waiting = total - gateway;
     assert!((0.15..0.3).contains(&waiting), "waited {waiting:.3}s of {total:.3}s: one 150 ms wait, not three");
+    // The token was verified with keys fetched moments ago.
+    let age = value(&scraped, "bff_jwks_age_seconds", &[]);
+    assert!(age > 0.0 && age < 30.0, "JWKS age {age}");
 }
 
 /// Invented operation names, ids in paths and unknown paths do not add series past the bound.

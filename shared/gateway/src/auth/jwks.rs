@@ -40,6 +40,8 @@ pub struct SigningKeys {
     loaded: AtomicBool,
     wake: Arc<Notify>,
     last_early_refetch: Mutex<Option<Instant>>,
+    /// When the key set was last fetched successfully.
+    fetched_at: Mutex<Option<Instant>>,
     started: std::sync::Once,
     jwks: Upstream,
     jwks_path: Vec<String>,
@@ -66,6 +68,7 @@ impl SigningKeys {
             loaded: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
             last_early_refetch: Mutex::new(None),
+            fetched_at: Mutex::new(None),
             started: std::sync::Once::new(),
             jwks,
             jwks_path,
@@ -73,6 +76,11 @@ impl SigningKeys {
             refetch_cooldown: config.jwks_refetch_cooldown,
             timeout: config.jwks_timeout,
         })
+    }
+
+    /// How long ago the key set was last fetched successfully; `None` before the first fetch.
+    pub(crate) fn age(&self) -> Option<Duration> {
+        self.fetched_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map(|at| at.elapsed())
     }
 
     pub(crate) fn loaded(&self) -> bool {
@@ -189,6 +197,7 @@ async fn refresh(keys: Weak<SigningKeys>, wake: Arc<Notify>) {
                 tracing::info!(keys = fetched.len(), "fetched the JWKS");
                 store.replace(fetched, fingerprint);
                 store.loaded.store(true, Ordering::Release);
+                *store.fetched_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
                 backoff = JWKS_RETRY_BACKOFF;
                 store.refresh_interval
             }

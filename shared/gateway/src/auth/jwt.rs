@@ -74,6 +74,11 @@ struct JoseHeader {
 }
 
 impl JwtVerifier {
+    /// How long ago the signing keys were last fetched.
+    pub fn keys_age(&self) -> Option<std::time::Duration> {
+        self.keys.age()
+    }
+
     pub fn new(config: &JwtConfig) -> Result<Self, GatewayError> {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&config.issuer]);

@@ -46,6 +46,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// How long ago the JWKS was last fetched; `None` without JWTs or before the first fetch.
+    pub fn jwks_age(&self) -> Option<std::time::Duration> {
+        self.jwt.as_ref().and_then(JwtVerifier::keys_age)
+    }
+
     pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>, limits: Arc<Limits>) -> Self {
         Self { jwt, api_keys, limits }
     }

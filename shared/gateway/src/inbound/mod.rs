@@ -230,7 +230,7 @@ impl InboundStack {
         let limits = authenticator.limits().clone();
         let readiness = Arc::new(Readiness::new(authenticator.clone(), backends));
         // One record per request feeds the access line and the metrics alike.
-        let metrics = Arc::new(Metrics::new().with_health(health));
+        let metrics = Arc::new(Metrics::new().with_health(health).with_authenticator(authenticator.clone()));
         let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics));
         // The layers of the two tower stacks are named where they are built, in request order; the
         // steps from the slot before authentication inwards are listed in the order the code

@@ -46,6 +46,8 @@ pub struct Metrics {
     upstream_duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
     breakers: Family<Labels<3>, Gauge>,
     health: bff_upstream::HealthRegistry,
+    jwks_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    authenticator: Option<std::sync::Arc<crate::Authenticator>>,
     routes: BoundedValues,
     operations: BoundedValues,
 }
@@ -117,6 +119,12 @@ impl Metrics {
             "1 for each backend instance's breaker state (closed, half_open or open), 0 for the others; open means ejected",
             breakers.clone(),
         );
+        let jwks_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "jwks_age_seconds",
+            "Seconds since the signing keys were last fetched (0 until the first fetch: /readyz says whether they are loaded)",
+            jwks_age.clone(),
+        );
         let info = Family::<Labels<1>, Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         registry.register("build_info", "The build serving: always 1", info);
@@ -130,6 +138,8 @@ impl Metrics {
             upstream_duration,
             breakers,
             health: bff_upstream::HealthRegistry::default(),
+            jwks_age,
+            authenticator: None,
             routes: BoundedValues::new(MAX_ROUTES),
             operations: BoundedValues::new(MAX_OPERATIONS),
         }
@@ -138,6 +148,12 @@ impl Metrics {
     /// Reports the breakers of the instances registered in `health`.
     pub fn with_health(mut self, health: bff_upstream::HealthRegistry) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Reports the age of `authenticator`'s signing keys.
+    pub fn with_authenticator(mut self, authenticator: std::sync::Arc<crate::Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
         self
     }
 
@@ -183,6 +199,9 @@ impl Metrics {
 
     /// The whole registry in the text exposition format.
     pub fn encode(&self) -> String {
+        if let Some(age) = self.authenticator.as_ref().and_then(|a| a.jwks_age()) {
+            self.jwks_age.set(age.as_secs_f64());
+        }
         // Breaker states are read at the scrape, not kept up to date per call.
         for instance in self.health.states() {
             for state in [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open] {
