@@ -34,8 +34,11 @@ pub struct TelemetryConfig {
     /// the line (counted in `bff_log_lines_dropped_total` and summed up in a periodic line), so a
     /// hung sink never holds a request; or `block` until there is room, losing nothing.
     pub log_overflow: LogOverflow,
-    /// `json` (the default) or `text`. The level is `RUST_LOG`'s.
+    /// `json` (the default) or `text`.
     pub log_format: LogFormat,
+    /// Which lines are written, in `RUST_LOG`'s syntax (`info`, `warn,access=info`); `RUST_LOG`
+    /// wins when set. Unset: our info lines and the access log, warnings from the libraries.
+    pub log_level: Option<String>,
     /// An OTLP/gRPC collector (`http://127.0.0.1:4317`). Unset: no spans are made at all.
     pub otlp_endpoint: Option<Url>,
     /// Share of new traces recorded (0 to 1); a trusted caller's own decision is followed.
@@ -54,6 +57,7 @@ impl Default for TelemetryConfig {
         Self {
             log_overflow: LogOverflow::Drop,
             log_format: LogFormat::Json,
+            log_level: None,
             otlp_endpoint: None,
             sampling_ratio: 1.0,
             trust_traceparent_from: Vec::new(),
@@ -65,6 +69,14 @@ impl Default for TelemetryConfig {
 
 impl Validate for TelemetryConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
+        if let Some(level) = &self.log_level {
+            problems.check(
+                path,
+                "log_level",
+                tracing_subscriber::EnvFilter::try_new(level).is_ok(),
+                "not a filter in RUST_LOG's syntax (`info`, `warn,access=info`)",
+            );
+        }
         if let Some(url) = &self.otlp_endpoint {
             problems.check(
                 path,

@@ -35,7 +35,8 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     log_writer::set_overflow(config.log_overflow);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let configured = config.log_level.as_deref().unwrap_or(DEFAULT_FILTER);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(configured));
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
