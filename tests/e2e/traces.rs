@@ -47,8 +47,9 @@ async fn spans_of(receiver: &Receiver, trace_id: &str, count: usize) -> Vec<Span
     panic!("the spans of trace {trace_id} did not arrive: {:?}", receiver.0.lock().unwrap().len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
+/// A real OTLP receiver on a free port, tracing installed to export to it (continuing the trace
+/// context of callers in `trusted`), and a stack on ephemeral ports.
+async fn traced_stack(trusted: &str) -> (Receiver, TestStack, bff_gateway::telemetry::traces::TracesGuard) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = listener.local_addr().unwrap();
@@ -61,11 +62,16 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
     });
     let mut config = bff_platform::StackConfig::ephemeral();
     config.otlp = Some(format!("http://{collector}").parse().unwrap());
+    let mut telemetry = config.telemetry();
+    telemetry.trust_traceparent_from = vec![trusted.parse().unwrap()];
+    let guard = bff_gateway::telemetry::init_with_tracing("bff-test", &telemetry).unwrap().expect("a tracer");
+    (receiver, TestStack::start_with(config).await, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
     // Continue only this machine's traces: a test client here is trusted.
-    let mut tracing = config.telemetry();
-    tracing.trust_traceparent_from = vec!["127.0.0.1".parse().unwrap()];
-    let _guard = bff_gateway::telemetry::init_with_tracing("bff-test", &tracing).unwrap().expect("a tracer");
-    let t = TestStack::start_with(config).await;
+    let (receiver, t, _guard) = traced_stack("127.0.0.1").await;
     t.reset().await;
 
     // A caller's trace, continued: the whole request is in it.
@@ -111,22 +117,7 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
 /// trace of its own, so an outsider can neither join the BFF's traces nor force their sampling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_callers_trace_context_starts_a_new_trace() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector = listener.local_addr().unwrap();
-    let service = TraceServiceServer::new(receiver.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
-    let mut config = bff_platform::StackConfig::ephemeral();
-    config.otlp = Some(format!("http://{collector}").parse().unwrap());
-    let mut tracing = config.telemetry();
-    tracing.trust_traceparent_from = vec!["10.0.0.0/8".parse().unwrap()];
-    let _guard = bff_gateway::telemetry::init_with_tracing("bff-test", &tracing).unwrap().expect("a tracer");
-    let t = TestStack::start_with(config).await;
+    let (receiver, t, _guard) = traced_stack("10.0.0.0/8").await;
     let forged = "4bf92f3577b34da6a3ce929d0e0e4736";
     let reply = TestStack::reply(
         t.http

@@ -164,8 +164,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn one_line_per_request_with_the_route_template_and_the_error_code() {
+    /// Collects this thread's log lines until the guard is dropped.
+    fn capture() -> (Lines, tracing::subscriber::DefaultGuard) {
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -174,7 +174,12 @@ mod tests {
             .with_writer(move || writer.clone())
             .with_max_level(tracing::Level::INFO)
             .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        (lines, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_line_per_request_with_the_route_template_and_the_error_code() {
+        let (lines, _guard) = capture();
         let mut request = get(&[]);
         request.extensions_mut().insert(RequestId(Arc::from("req-9")));
         let handler = |request: Request| async move {
@@ -197,15 +202,7 @@ mod tests {
     /// the total less 50 ms, not less 150.
     #[tokio::test(flavor = "current_thread")]
     async fn the_gateway_time_counts_parallel_waits_once() {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (lines, _guard) = capture();
         let handler = |request: Request| async move {
             let log = request.extensions().get::<Arc<RequestLog>>().cloned().unwrap();
             let started = Instant::now();
