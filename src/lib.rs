@@ -203,7 +203,7 @@ impl Stack {
             let (addr, public) = spawn_server_with(apps.public, &server, wait_for(shutdown.subscribe()))
                 .await
                 .with_context(|| format!("starting the {name} BFF on port {port}"))?;
-            let admin_config = ServerConfig { listen: server.admin_listen, ..server };
+            let admin_config = ServerConfig { listen: server.admin_listen, tls: None, ..server };
             let (admin_addr, admin) = spawn_server_with(apps.admin, &admin_config, wait_for(shutdown.subscribe()))
                 .await
                 .with_context(|| format!("starting the {name} BFF's admin listener on {:?}", admin_config.listen))?;

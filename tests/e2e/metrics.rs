@@ -164,12 +164,16 @@ async fn a_flood_of_names_ids_and_paths_leaves_the_series_bounded() {
     let token = t.token("u-1", "mobile");
     let warm = scrape(&t, t.stack.admin[0]).await;
     let before = series(&warm, "bff_requests_total");
+    let warm_partner = scrape(&t, t.stack.admin[2]).await;
     for n in 0..300 {
         let query = format!("query Invented{n} {{ home {{ user {{ id }} }} }}");
         t.graphql(t.stack.mobile, Some(&token), &query, json!({})).await;
         t.get(t.stack.mobile, &format!("/no/such/path/{n}"), &[]).await;
         t.get(t.stack.partner, &format!("/v2/products/p-{n}"), &[("x-api-key", "wrong")]).await;
     }
+    let partner_before = series(&warm_partner, "bff_requests_total");
+    let partner_grown = series(&scrape(&t, t.stack.admin[2]).await, "bff_requests_total") - partner_before;
+    assert!(partner_grown <= 2, "{partner_grown} new partner series for 300 product ids");
     let after = scrape(&t, t.stack.admin[0]).await;
     let grown = series(&after, "bff_requests_total") - before;
     assert!(

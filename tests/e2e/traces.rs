@@ -104,12 +104,17 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
         "{spans:#?}"
     );
 
-    // Each backend was told the trace, over HTTP headers and gRPC metadata alike.
+    // Each backend was told the trace, over HTTP headers and gRPC metadata alike, with its own
+    // call's client span as the parent.
     let recorded = t.calls().await;
-    for backend in ["users", "recommendations", "orders"] {
+    for (backend, call_span) in
+        [("users", "GET /users/{id}"), ("recommendations", "GET /users/{id}/recommendations"), ("orders", "ListOrders")]
+    {
         let call = recorded[backend]["recent"].as_array().and_then(|r| r.last()).unwrap_or_else(|| panic!("{backend}"));
         let traceparent = call["headers"]["traceparent"].as_str().unwrap_or_else(|| panic!("{backend}: {call:#}"));
-        assert_eq!(traceparent.split('-').nth(1), Some(trace_id), "{backend}");
+        let span = spans.iter().find(|s| s.name == call_span).unwrap();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!((parts[1], parts[2]), (trace_id, hex(&span.span_id).as_str()), "{backend}");
     }
 }
 

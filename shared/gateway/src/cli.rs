@@ -90,7 +90,8 @@ pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps
         if let Some(admin_addr) = server.admin_listen {
             let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
             tracing::info!(name = B::NAME, address = %admin_listener.local_addr()?, "admin listening");
-            let admin_server = server.clone();
+            // Plain HTTP for the scraper and the probes, whatever the public port speaks.
+            let admin_server = crate::config::ServerConfig { tls: None, ..server.clone() };
             tokio::spawn(async move {
                 if let Err(error) = server::serve(admin_listener, admin, &admin_server, server::shutdown_signal()).await
                 {

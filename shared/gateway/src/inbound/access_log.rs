@@ -61,11 +61,15 @@ impl Stage for AccessLog {
         let error = error.as_deref();
         let error_source = error.map(|e| e.source());
         let route = log.route.get().map(String::as_str).unwrap_or("(unmatched)");
-        let operation = log.operation.get().map(String::as_str);
-        traces::name(&span, operation.unwrap_or(route), response.status().as_u16(), error.map(|e| e.code().as_str()));
+        // The span is named by the same bounded label as the metrics: a trace backend's span
+        // metrics must not grow with invented operation names either.
+        let operation =
+            self.metrics.operation_label(log.operation.get().map(String::as_str), response.status().as_u16());
+        let span_name = if operation == "-" { route } else { operation.as_str() };
+        traces::name(&span, span_name, response.status().as_u16(), error.map(|e| e.code().as_str()));
         self.metrics.observe(&RequestRecord {
             route,
-            operation: log.operation.get().map(String::as_str),
+            operation: &operation,
             status: response.status().as_u16(),
             error_code: error.map(|e| e.code().as_str()),
             error_source,

@@ -81,8 +81,8 @@ impl Validate for TelemetryConfig {
             problems.check(
                 path,
                 "otlp_endpoint",
-                matches!(url.scheme(), "http" | "https") && url.host().is_some(),
-                "must be an http:// or https:// URL with a host",
+                url.scheme() == "http" && url.host().is_some(),
+                "must be an http:// URL with a host (OTLP over TLS is not built in: put a collector beside the BFF)",
             );
         }
         problems.check(path, "sampling_ratio", (0.0..=1.0).contains(&self.sampling_ratio), "must be between 0 and 1");

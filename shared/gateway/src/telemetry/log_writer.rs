@@ -89,12 +89,24 @@ pub fn dropped_lines() -> Counter {
     queue().map(|queue| queue.dropped.clone()).unwrap_or_default()
 }
 
+/// Waits at most a second in all, however stuck the sink is: a process exiting must not hang on
+/// its logs.
 pub(super) fn flush() {
     let Some(queue) = QUEUE.get().and_then(Option::as_ref) else { return };
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
     let (done, written) = sync_channel(1);
-    if queue.sender.send(Message::Flush(done)).is_ok() {
-        let _ = written.recv_timeout(Duration::from_secs(1));
+    let mut flush = Message::Flush(done);
+    loop {
+        match queue.sender.try_send(flush) {
+            Ok(()) => break,
+            Err(TrySendError::Full(again)) if std::time::Instant::now() < deadline => {
+                flush = again;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
     }
+    let _ = written.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
 }
 
 fn write_lines(mut sink: impl Write, lines: &Receiver<Message>, dropped: &Counter) {
@@ -122,12 +134,14 @@ fn write_lines(mut sink: impl Write, lines: &Receiver<Message>, dropped: &Counte
         }
         let _ = sink.write_all(&batch);
         let _ = sink.flush();
+        // A full batch means more is waiting: no rest then.
+        let full = batch.len() >= BATCH_BYTES;
         batch.clear();
         let flushing = !flushed.is_empty();
         for done in flushed {
             let _ = done.send(());
         }
-        if !flushing {
+        if !flushing && !full {
             std::thread::sleep(WRITER_REST);
         }
     }

@@ -4,8 +4,9 @@
 //! once), so the two never disagree. Every label value comes from a bounded set: route templates
 //! (the router's, or `(unmatched)`), error codes and their source, backends and their operation
 //! templates (names in the code), cache statuses; a GraphQL operation name, which the client
-//! chooses, is kept only for the first [`MAX_OPERATIONS`] names seen and is `other` after that,
-//! so a flood of invented names cannot grow the series.
+//! chooses, is kept only for the first [`MAX_OPERATIONS`] names of requests that were answered
+//! (not refused) and is `other` after that, so a flood of invented names cannot grow the series,
+//! and refused requests cannot take the slots real operations need.
 //!
 //! `prometheus-client` (the Prometheus project's own crate): counters and histograms are atomics,
 //! a label family is a read-locked map; no global registry and no exporter thread.
@@ -62,7 +63,8 @@ impl std::fmt::Debug for Metrics {
 #[derive(Debug)]
 pub struct RequestRecord<'a> {
     pub route: &'a str,
-    pub operation: Option<&'a str>,
+    /// The bounded label of its GraphQL operation ([`Metrics::operation_label`]), `-` for none.
+    pub operation: &'a str,
     pub status: u16,
     pub error_code: Option<&'static str>,
     /// `gateway` or `backend`, for an error.
@@ -157,6 +159,13 @@ impl Metrics {
         self
     }
 
+    /// The label a request's GraphQL operation `name` goes by, in the metrics and as its span's
+    /// name: itself when known; a new name takes a slot only for a request that was answered
+    /// (`status` below 400); `other` past the slots; `-` for none.
+    pub fn operation_label(&self, name: Option<&str>, status: u16) -> String {
+        name.map_or_else(|| "-".to_owned(), |name| self.operations.label(name, status < 400))
+    }
+
     /// A request began: `requests_in_flight` counts it until the guard is dropped.
     pub fn started(&self) -> InFlight {
         self.in_flight.inc();
@@ -164,8 +173,8 @@ impl Metrics {
     }
 
     pub fn observe(&self, record: &RequestRecord<'_>) {
-        let route = self.routes.label(record.route);
-        let operation = record.operation.map_or_else(|| "-".to_owned(), |name| self.operations.label(name));
+        let route = self.routes.label(record.route, true);
+        let operation = record.operation.to_owned();
         self.requests
             .get_or_create(&[
                 ("route", route.clone()),
@@ -244,10 +253,14 @@ impl BoundedValues {
         Self { cap, seen: RwLock::new(HashSet::new()) }
     }
 
-    fn label(&self, value: &str) -> String {
+    /// `value` when it is known, or when `may_add` and there is room; `other` otherwise.
+    fn label(&self, value: &str, may_add: bool) -> String {
         let known = self.seen.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(value);
         if known {
             return value.to_owned();
+        }
+        if !may_add {
+            return "other".to_owned();
         }
         let mut seen = self.seen.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.len() < self.cap || seen.contains(value) {
@@ -269,9 +282,10 @@ mod tests {
         let split = TimeSplit { total: Duration::from_millis(2), upstream: Duration::ZERO };
         for n in 0..10_000 {
             let name = format!("Invented{n}");
+            let label = metrics.operation_label(Some(&name), 200);
             let record = RequestRecord {
                 route: "/graphql",
-                operation: Some(&name),
+                operation: &label,
                 status: 200,
                 error_code: None,
                 error_source: None,
@@ -284,5 +298,15 @@ mod tests {
         let series = text.lines().filter(|l| l.starts_with("bff_requests_total{")).count();
         assert_eq!(series, MAX_OPERATIONS + 1, "the first names, then `other`");
         assert!(text.contains(r#"operation="other""#));
+    }
+
+    #[test]
+    fn refused_requests_take_no_slot_from_real_operations() {
+        let metrics = Metrics::new();
+        for n in 0..1000 {
+            assert_eq!(metrics.operation_label(Some(&format!("Refused{n}")), 400), "other");
+        }
+        assert_eq!(metrics.operation_label(Some("Home"), 200), "Home", "the slots are still free");
+        assert_eq!(metrics.operation_label(Some("Home"), 429), "Home", "a known name stays itself when refused");
     }
 }

@@ -55,7 +55,13 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
             let ours = tracing_subscriber::filter::filter_fn(|metadata| {
                 metadata.is_span() && matches!(metadata.name(), "request" | "phase" | "upstream")
             });
-            let _ = registry.with(spans.with_filter(ours)).try_init();
+            // Spans are made only once their exporter is the one installed: a process that had
+            // a subscriber already would pay for spans nobody exports.
+            registry
+                .with(spans.with_filter(ours))
+                .try_init()
+                .map_err(|_| "telemetry: a log and trace subscriber is installed already".to_owned())?;
+            traces::activate(config);
             Ok(Some(guard))
         }
         None => {

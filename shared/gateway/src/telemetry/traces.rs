@@ -79,9 +79,14 @@ where
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build())
         .build();
     let tracer = provider.tracer("bff-gateway");
+    Ok(Some((tracing_opentelemetry::layer().with_tracer(tracer), TracesGuard(provider))))
+}
+
+/// Turns spans on, once the layer that exports them is installed: request spans, and trace
+/// context on every backend call.
+pub(super) fn activate(config: &TelemetryConfig) {
     let _ = TRACING.set(Tracing { trusted: config.trust_traceparent_from.clone() });
     bff_upstream::propagate_trace_context(current_trace_headers);
-    Ok(Some((tracing_opentelemetry::layer().with_tracer(tracer), TracesGuard(provider))))
 }
 
 /// A server span for a request from `client`, continuing its caller's trace when the caller is
