@@ -41,36 +41,82 @@ impl AccessLog {
     }
 }
 
+/// A client that went away before its answer: nginx's status for it, which no answer carries.
+const CLIENT_CLOSED: u16 = 499;
+
 impl Stage for AccessLog {
     async fn run<S: Downstream>(&self, mut request: Request, next: Next<S>) -> Response {
-        let started = Instant::now();
-        let _in_flight = self.metrics.started();
         let log = Arc::new(RequestLog::default());
         request.extensions_mut().insert(log.clone());
-        let method = request.method().clone();
-        let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
         let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
-        let bytes_in = content_length(request.headers());
         // The request's span: every backend call's span is its child.
         let span = traces::request_span(request.headers(), client);
-        let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+        let mut pending = Pending {
+            stage: self,
+            started: Instant::now(),
+            _in_flight: self.metrics.started(),
+            method: request.method().clone(),
+            request_id: request.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            client,
+            bytes_in: content_length(request.headers()),
+            span: span.clone(),
+            log,
+            finished: false,
+        };
+        let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+        pending.finish(Some(&mut response));
+        response
+    }
+}
+
+/// A request the access log has yet to write: written when its answer is ready, or, if the
+/// client goes away first (the request's future is dropped), then, with status 499, so the slow
+/// requests clients gave up on show in the log and the metrics too.
+struct Pending<'a> {
+    stage: &'a AccessLog,
+    started: Instant,
+    _in_flight: crate::telemetry::metrics::InFlight,
+    method: http::Method,
+    request_id: Option<Arc<str>>,
+    client: Option<std::net::IpAddr>,
+    bytes_in: Option<u64>,
+    span: tracing::Span,
+    log: Arc<RequestLog>,
+    finished: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(None);
+        }
+    }
+}
+
+impl Pending<'_> {
+    fn finish(&mut self, mut response: Option<&mut Response>) {
+        self.finished = true;
+        let (log, metrics) = (&self.log, &self.stage.metrics);
         let calls = log.upstream.calls();
         // The gateway's own time: the total less the waits on backends, parallel ones once.
-        let split = TimeSplit::of(started, Instant::now(), &calls);
-        let error = response.extensions().get::<PendingError>().map(|e| Arc::clone(&e.0));
+        let split = TimeSplit::of(self.started, Instant::now(), &calls);
+        let status = response.as_ref().map_or(CLIENT_CLOSED, |r| r.status().as_u16());
+        let error = response.as_ref().and_then(|r| r.extensions().get::<PendingError>()).map(|e| Arc::clone(&e.0));
         let error = error.as_deref();
-        let error_source = error.map(|e| e.source());
+        let error_source = match &response {
+            Some(_) => error.map(|e| e.source()),
+            None => Some("client"),
+        };
         let route = log.route.get().map(String::as_str).unwrap_or("(unmatched)");
         // The span is named by the same bounded label as the metrics: a trace backend's span
         // metrics must not grow with invented operation names either.
-        let operation =
-            self.metrics.operation_label(log.operation.get().map(String::as_str), response.status().as_u16());
+        let operation = metrics.operation_label(log.operation.get().map(String::as_str), status);
         let span_name = if operation == "-" { route } else { operation.as_str() };
-        traces::name(&span, span_name, response.status().as_u16(), error.map(|e| e.code().as_str()));
-        self.metrics.observe(&RequestRecord {
+        traces::name(&self.span, span_name, status, error.map(|e| e.code().as_str()));
+        metrics.observe(&RequestRecord {
             route,
             operation: &operation,
-            status: response.status().as_u16(),
+            status,
             error_code: error.map(|e| e.code().as_str()),
             error_source,
             split,
@@ -82,7 +128,9 @@ impl Stage for AccessLog {
         }
         let limit = log.limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         // Timings reveal how the BFF works inside: only for the callers configured to see them.
-        if client.is_some_and(|ip| self.server_timing_for.iter().any(|block| block.contains(ip))) {
+        if let Some(response) = response.as_deref_mut()
+            && self.client.is_some_and(|ip| self.stage.server_timing_for.iter().any(|block| block.contains(ip)))
+        {
             let phases = log.phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             let mut timing: String =
                 phases.iter().map(|(name, spent)| format!("{name};dur={:.3}, ", millis(*spent))).collect();
@@ -96,27 +144,29 @@ impl Stage for AccessLog {
                 response.headers_mut().insert(http::HeaderName::from_static("server-timing"), value);
             }
         }
-        let bytes_out =
-            axum::body::HttpBody::size_hint(response.body()).exact().or_else(|| content_length(response.headers()));
+        let bytes_out = response
+            .as_ref()
+            .and_then(|r| axum::body::HttpBody::size_hint(r.body()).exact().or_else(|| content_length(r.headers())));
         tracing::info!(
             target: "access",
-            request_id = request_id.as_deref().unwrap_or("-"),
-            trace_id = traces::trace_id(&span).as_deref().unwrap_or("-"),
-            method = %method,
+            request_id = self.request_id.as_deref().unwrap_or("-"),
+            trace_id = traces::trace_id(&self.span).as_deref().unwrap_or("-"),
+            method = %self.method,
             route,
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),
             document = log.document.get().map(String::as_str).unwrap_or("-"),
             cost = log.cost.load(std::sync::atomic::Ordering::Relaxed),
-            status = response.status().as_u16(),
+            status,
             error_code = error.map(|e| e.code().as_str()).unwrap_or("-"),
-            // Who made the error: a backend's failure relayed, or the gateway's own refusal.
+            // Who made the error: a backend's failure relayed, the gateway's own refusal, or the
+            // client, gone before the answer.
             error_source = error_source.unwrap_or("-"),
             latency_ms = millis(split.total),
             gateway_ms = millis(split.gateway()),
             upstream_wait_ms = millis(split.upstream),
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
-            client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
-            bytes_in,
+            client = self.client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            bytes_in = self.bytes_in,
             bytes_out,
             limit = limit.as_ref().map_or("-", |l| l.policy.name()),
             limit_remaining = limit.as_ref().map(|l| l.remaining),
@@ -124,7 +174,6 @@ impl Stage for AccessLog {
             upstream_calls = calls.len(),
             upstream = %upstream.join(", "),
         );
-        response
     }
 }
 
@@ -200,6 +249,20 @@ mod tests {
         assert_eq!((line["request_id"].as_str(), line["route"].as_str()), (Some("req-9"), Some("/orders/{id}")));
         assert_eq!((line["status"].as_u64(), line["error_code"].as_str()), (Some(403), Some("FORBIDDEN")));
         assert_eq!(line["error_source"], "gateway");
+    }
+
+    /// A client that goes away before its answer is still logged (499, made by the client).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_whose_client_went_away_is_still_logged() {
+        let (lines, _guard) = capture();
+        let never = |_request: Request| std::future::pending::<Response>();
+        let abandoned =
+            tokio::time::timeout(std::time::Duration::from_millis(20), run(AccessLog::default(), never, get(&[])));
+        assert!(abandoned.await.is_err(), "the handler never answers");
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
+        assert_eq!((line["status"].as_u64(), line["error_source"].as_str()), (Some(499), Some("client")), "{line}");
+        assert!(line["latency_ms"].as_f64().unwrap() >= 20.0, "{line}");
     }
 
     /// Three backend calls of 50 ms in parallel are 50 ms of waiting: the gateway's own time is
