@@ -2,7 +2,7 @@
 //!
 //! A backend call is a value, an [`UpstreamRequest`]: the backend, the operation as a template
 //! (`GET /users/{id}`, or the gRPC method), its parameters, the fields asked for, whether it is
-//! idempotent, its cache policy, and the per-request [`CallContext`] the inbound side handed over.
+//! idempotent and whether it is a read, and the per-request [`CallContext`] the inbound side handed over.
 //! Each backend has one [`Upstream`]: a tower service stack, built from config, between the typed
 //! clients of `bff-backends` and the wire. In request order:
 //!

@@ -62,7 +62,7 @@ where
         .with_endpoint(endpoint.as_str())
         .with_timeout(config.export_timeout)
         .build()
-        .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
+        .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
     let batches = BatchConfigBuilder::default()
         .with_max_queue_size(config.max_queued_spans)
         .with_scheduled_delay(Duration::from_millis(200))
