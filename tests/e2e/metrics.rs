@@ -133,6 +133,10 @@ async fn the_counters_move_by_exactly_what_each_request_did() {
     assert_eq!(value(&after, "bff_build_info", &[]), 1.0);
     // The admin listener is the only place metrics are: the public port does not serve them.
     assert_eq!(t.get(addr, "/metrics", &[]).await.status, 404);
+    // It serves the route table too, as `partner-bff routes` prints it.
+    let routes = t.http.get(TestStack::url(admin, "/routes")).send().await.unwrap().text().await.unwrap();
+    let row = routes.lines().find(|l| l.starts_with("GET /v2/products/{id} ")).unwrap_or_else(|| panic!("{routes}"));
+    assert!(row.contains("catalog:read") && row.contains("plan full: 1/1m, burst 3"), "{row}");
 }
 
 /// Three backends answering after 150 ms each, in parallel: the gateway's own time is the total

@@ -56,3 +56,31 @@ pub fn mobile_manifest() -> String {
 fn web_schema_matches_the_snapshot() {
     check("web.graphql", web_bff::schema::sdl());
 }
+
+/// Each BFF's route table (`<bff> routes`, the admin listener's `/routes`) under its shipped
+/// config: a change to a route's scope, limits or backends shows in review.
+#[test]
+fn route_tables_match_their_snapshots() {
+    use bff_gateway::config::{Bff, from_toml};
+    use bff_gateway::telemetry::route_table::render;
+
+    fn table<B: Bff>(file: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = from_toml::<B>(&text, &path, std::iter::empty()).unwrap();
+        render(&B::route_table(&config))
+    }
+    // The hand-kept lists of root fields (with their scopes and backends) are exactly the schemas'.
+    for (fields, sdl) in
+        [(mobile_bff::ROOT_FIELDS, mobile_bff::schema::sdl()), (web_bff::ROOT_FIELDS, web_bff::schema::sdl())]
+    {
+        let mut listed: Vec<&str> = fields.iter().map(|(field, _, _)| *field).collect();
+        let mut root = bff_gateway::telemetry::route_table::graphql_root_fields(&sdl);
+        listed.sort_unstable();
+        root.sort_unstable();
+        assert_eq!(listed, root);
+    }
+    check("mobile.routes.txt", table::<mobile_bff::Mobile>("bffs/mobile/config.example.toml"));
+    check("web.routes.txt", table::<web_bff::Web>("bffs/web/config.example.toml"));
+    check("partner.routes.txt", table::<partner_bff::Partner>("bffs/partner/config.example.toml"));
+}

@@ -10,7 +10,44 @@ impl Bff for Mobile {
     const ENV_PREFIX: &'static str = "MOBILE_BFF";
     type Backends = crate::Backends;
     type Own = GraphQlKeys;
+
+    /// Each root field: bearer JWTs only, the scope it needs, the cost budget, its backends.
+    fn route_table(config: &Config) -> Vec<bff_gateway::telemetry::route_table::RouteEntry> {
+        let limits: Vec<String> = [("cost", config.limits.cost), ("per principal", config.limits.per_principal)]
+            .into_iter()
+            .filter_map(|(name, quota)| quota.map(|q| format!("{name} {q}")))
+            .collect();
+        bff_gateway::telemetry::route_table::graphql_root_fields(&crate::schema::sdl())
+            .into_iter()
+            .map(|field| {
+                let (scope, backends) = ROOT_FIELDS
+                    .iter()
+                    .find(|(name, _, _)| *name == field)
+                    .map_or(("?", "?"), |(_, scope, backends)| (*scope, *backends));
+                bff_gateway::telemetry::route_table::RouteEntry {
+                    route: field,
+                    auth: "bearer JWT (audience mobile)".to_owned(),
+                    scope: scope.to_owned(),
+                    limits: if limits.is_empty() { "-".to_owned() } else { limits.join("; ") },
+                    backends: backends.to_owned(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The mobile BFF's configuration: the core's sections and `[graphql]`.
 pub type Config = bff_gateway::config::Config<GraphQlKeys>;
+
+/// The root fields, with the scope each needs (`RequireScope` on the field) and the backends it
+/// calls; `tests/e2e/schemas.rs` holds this list to the schema's root fields.
+pub const ROOT_FIELDS: &[(&str, &str, &str)] = &[
+    (
+        "query home",
+        "per field: profile (user, recommendations), orders (recentOrders)",
+        "users, orders, recommendations",
+    ),
+    ("query product", "profile", "catalog, inventory, recommendations"),
+    ("query order", "orders", "orders"),
+    ("mutation placeOrder", "orders", "orders"),
+];

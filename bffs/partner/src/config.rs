@@ -16,6 +16,45 @@ impl Bff for Partner {
     type Backends = crate::Backends;
     const ACCEPTS_API_KEYS: bool = true;
     type Own = PartnerOptions;
+
+    /// Every route of every version, with the scope it needs, the plans that include it (and
+    /// their quotas), and the backends it calls.
+    fn route_table(config: &Config) -> Vec<bff_gateway::telemetry::route_table::RouteEntry> {
+        let mut entries = Vec::new();
+        for version in crate::VERSIONS {
+            for route in crate::routes::ROUTES {
+                let name = route.name(version);
+                let mut limits: Vec<String> = config
+                    .own
+                    .plans
+                    .iter()
+                    .filter(|(_, plan)| plan.versions.iter().any(|v| v == version))
+                    .filter(|(_, plan)| plan.routes.as_ref().is_none_or(|routes| routes.contains(&name)))
+                    .map(|(plan_name, plan)| {
+                        let quota = plan.limit.map_or_else(|| "unlimited".to_owned(), |q| q.to_string());
+                        match plan.route_limits.get(&name) {
+                            Some(route) => format!("plan {plan_name}: {quota}; this route {route}"),
+                            None => format!("plan {plan_name}: {quota}"),
+                        }
+                    })
+                    .collect();
+                if limits.is_empty() {
+                    limits.push("no plan includes it".to_owned());
+                }
+                if let Some(global) = config.limits.global {
+                    limits.push(format!("global {global}"));
+                }
+                entries.push(bff_gateway::telemetry::route_table::RouteEntry {
+                    route: name,
+                    auth: "API key or OAuth client token".to_owned(),
+                    scope: route.scope.to_owned(),
+                    limits: limits.join("; "),
+                    backends: route.operation.backends().join(", "),
+                });
+            }
+        }
+        entries
+    }
 }
 
 /// The partner BFF's configuration: the core's sections, `[plans]` and `[client_plans]`.

@@ -74,6 +74,7 @@ pub fn apps(config: Config) -> Result<Apps, BuildError> {
 /// The partner BFF's inbound stack with its routes, backends and access decision, not yet built:
 /// [`app`], or a stack a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
+    let routes = <Partner as bff_gateway::config::Bff>::route_table(&config);
     let store = Redis::from_config(&config.redis)?;
     let backends = Backends::new(&SharedCache::upstreams(&config.upstreams, store.as_ref(), Partner::NAME))?;
     let limits = Limits::from_config(Partner::NAME, &config.limits, store.as_ref())?;
@@ -111,6 +112,7 @@ pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     Ok(InboundStack::new(&config.server, ErrorFormat::Problem, authenticator)
         .routes(api, documents)
         .backends(&backends)
+        .route_table(routes)
         .after_authentication(
             "partner access",
             StageLayer::new(Authorize {

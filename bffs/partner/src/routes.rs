@@ -56,6 +56,15 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The backends its handler calls (the route table shows them).
+    pub fn backends(self) -> &'static [&'static str] {
+        match self {
+            Self::GetProduct => &["catalog", "inventory (v2 `stock`, optional)"],
+            Self::GetStock => &["inventory"],
+            Self::ListOrders | Self::GetOrder | Self::CreateOrder => &["orders"],
+        }
+    }
+
     /// The resource whose members `?fields=` selects, for the operations that take one.
     pub fn fieldset_of(self) -> Option<&'static str> {
         match self {

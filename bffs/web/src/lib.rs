@@ -29,7 +29,7 @@ use bff_gateway::limits::Limits;
 use bff_gateway::store::{Redis, SharedCache};
 use bff_gateway::{Authenticator, BuildError, ErrorFormat};
 
-pub use config::{Config, Web};
+pub use config::{Config, ROOT_FIELDS, Web};
 pub use schema::{Backends, WebEndpoint, WebSchema};
 
 /// The whole web BFF as a router: what the binary serves and what tests call directly.
@@ -45,6 +45,7 @@ pub fn apps(config: Config) -> Result<Apps, BuildError> {
 /// The web BFF's inbound stack with its routes and backends, not yet built: [`app`], or a stack
 /// a test extends at one of its named slots.
 pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
+    let routes = <Web as bff_gateway::config::Bff>::route_table(&config);
     let store = Redis::from_config(&config.redis)?;
     let backends = Backends::new(&SharedCache::upstreams(&config.upstreams, store.as_ref(), Web::NAME))?;
     let limits = Limits::from_config(Web::NAME, &config.limits, store.as_ref())?;
@@ -65,5 +66,6 @@ pub fn stack(config: Config) -> Result<InboundStack, BuildError> {
     Ok(InboundStack::new(&config.server, ErrorFormat::GraphQl, authenticator)
         .routes(api, public)
         .backends(&backends)
+        .route_table(routes)
         .authenticates_itself(authenticates_itself))
 }

@@ -13,17 +13,21 @@ use crate::{server, telemetry};
 struct Args {
     config: PathBuf,
     check_only: bool,
+    /// `routes`: print the route table and stop.
+    routes: bool,
 }
 
 fn usage(name: &str) -> String {
-    format!("usage: {name} --config PATH [--check-config]")
+    format!("usage: {name} [routes] --config PATH [--check-config]")
 }
 
 fn parse_args(name: &str, mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = None;
     let mut check_only = false;
+    let mut routes = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "routes" => routes = true,
             "--config" => config = Some(args.next().ok_or_else(|| format!("--config needs a path\n{}", usage(name)))?),
             "--check-config" => check_only = true,
             "-h" | "--help" => return Err(usage(name)),
@@ -34,7 +38,7 @@ fn parse_args(name: &str, mut args: impl Iterator<Item = String>) -> Result<Args
         }
     }
     let config = config.ok_or_else(|| format!("--config is required\n{}", usage(name)))?;
-    Ok(Args { config: PathBuf::from(config), check_only })
+    Ok(Args { config: PathBuf::from(config), check_only, routes })
 }
 
 /// Runs a BFF: `apps` turns its validated config into its routers, the public one and the admin
@@ -55,6 +59,10 @@ pub fn main<B: Bff, E: Display>(apps: impl FnOnce(Config<B::Own>) -> Result<Apps
             return ExitCode::from(2);
         }
     };
+    if args.routes {
+        print!("{}", telemetry::route_table::render(&B::route_table(&config)));
+        return ExitCode::SUCCESS;
+    }
     if args.check_only {
         println!("{}: {} is valid", B::NAME, args.config.display());
         return ExitCode::SUCCESS;

@@ -46,6 +46,11 @@ pub trait Bff: 'static {
     /// The BFF's own top-level keys, beside the core's `server`, `auth`, `redis`, `limits`
     /// and `upstreams`.
     type Own: DeserializeOwned + Validate + Clone + fmt::Debug + Send + Sync + 'static;
+
+    /// Every route this BFF serves under `config`, for `routes` and the admin listener.
+    fn route_table(_config: &Config<Self::Own>) -> Vec<crate::telemetry::route_table::RouteEntry> {
+        Vec::new()
+    }
 }
 
 /// A BFF with no keys of its own.

@@ -130,6 +130,7 @@ pub struct InboundStack {
     authenticator: Arc<Authenticator>,
     backends: Vec<ReadinessCheck>,
     health: bff_upstream::HealthRegistry,
+    route_table: Vec<crate::telemetry::route_table::RouteEntry>,
     api: Router,
     public: Router,
     before_authentication: Vec<Step>,
@@ -145,6 +146,7 @@ impl InboundStack {
             authenticator,
             backends: Vec::new(),
             health: bff_upstream::HealthRegistry::default(),
+            route_table: Vec::new(),
             api: Router::new(),
             public: Router::new(),
             before_authentication: Vec::new(),
@@ -164,6 +166,12 @@ impl InboundStack {
     pub fn backends(mut self, backends: &impl BackendSet) -> Self {
         self.backends.extend(backends.readiness_checks());
         self.health = backends.health();
+        self
+    }
+
+    /// The route table the admin listener serves at `/routes`.
+    pub fn route_table(mut self, entries: Vec<crate::telemetry::route_table::RouteEntry>) -> Self {
+        self.route_table = entries;
         self
     }
 
@@ -220,6 +228,7 @@ impl InboundStack {
             authenticator,
             backends,
             health,
+            route_table,
             api,
             public,
             before_authentication,
@@ -231,7 +240,8 @@ impl InboundStack {
         let readiness = Arc::new(Readiness::new(authenticator.clone(), backends));
         // One record per request feeds the access line and the metrics alike.
         let metrics = Arc::new(Metrics::new().with_health(health).with_authenticator(authenticator.clone()));
-        let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics));
+        let routes = crate::telemetry::route_table::render(&route_table);
+        let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics), routes);
         // The layers of the two tower stacks are named where they are built, in request order; the
         // steps from the slot before authentication inwards are listed in the order the code
         // below applies them, and the README test holds both to the documented order. The core's

@@ -31,6 +31,13 @@ pub struct Quota {
     pub burst: u64,
 }
 
+/// `50/1s, burst 100`: how the route table shows a quota.
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}, burst {}", self.rate, humantime::format_duration(self.per), self.burst)
+    }
+}
+
 impl Quota {
     pub const fn new(rate: u64, per: Duration, burst: u64) -> Self {
         Self { rate, per, burst }

@@ -16,8 +16,14 @@ use crate::health::{self, Readiness};
 /// The media type of what `/metrics` writes (OpenMetrics text, which Prometheus reads).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(scrape)).with_state(metrics).merge(health::routes(readiness))
+/// `routes` is the route table as `<bff> routes` prints it.
+pub fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>, routes: String) -> Router {
+    let routes: Arc<str> = routes.into();
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+        .route("/routes", get(move || std::future::ready(routes.to_string())))
+        .merge(health::routes(readiness))
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

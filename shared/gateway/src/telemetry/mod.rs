@@ -10,6 +10,7 @@ pub mod config;
 mod gateway_time;
 mod log_writer;
 pub mod metrics;
+pub mod route_table;
 pub mod traces;
 
 pub use gateway_time::TimeSplit;
