@@ -6,6 +6,7 @@
 
 mod baseline;
 mod children;
+mod collector;
 mod load;
 mod report;
 mod scenario;

@@ -172,10 +172,17 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()
         bff_platform::DEVSTACK_UPSTREAM_TIMEOUT,
         bff_platform::DEMO_PARTNER_API_KEY,
     );
-    bff_gateway::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Building an app creates lazily connecting gRPC channels, which need the runtime at hand.
     let _context = runtime.enter();
+    // Every layer on, as production runs it: the access log, the metrics (always), and traces,
+    // every request sampled and exported to a receiver in this process.
+    let collector = runtime.block_on(crate::collector::start())?;
+    let telemetry = bff_gateway::config::TelemetryConfig {
+        otlp_endpoint: Some(format!("http://{collector}").parse()?),
+        ..bff_gateway::config::TelemetryConfig::default()
+    };
+    let _traces = bff_gateway::telemetry::init_with_tracing(bff.name(), &telemetry).map_err(|e| anyhow!(e))?;
     let app_error = |e: &dyn std::fmt::Display| anyhow!("building the {} BFF: {e}", bff.name());
     let (router, server) = match bff {
         Bff::Mobile => {
