@@ -11,12 +11,14 @@ use serde_json::json;
 
 use crate::support::TestStack;
 
-/// One sample of a scrape: its name, labels and value.
+/// One sample of a scrape: its name, labels and value, and its exemplar's trace id.
 #[derive(Debug, serde::Deserialize)]
-struct Sample {
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+    #[serde(default)]
+    pub exemplar: Option<String>,
 }
 
 /// Parses an OpenMetrics page with the Prometheus project's own parser (Python's
@@ -24,13 +26,14 @@ struct Sample {
 const PARSER: &str = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+samples = [{"name": s.name, "labels": s.labels, "value": s.value,
+            "exemplar": s.exemplar.labels.get("trace_id") if s.exemplar else None}
            for family in text_string_to_metric_families(sys.stdin.read()) for s in family.samples]
 print(json.dumps(samples))
 "#;
 
 /// A scrape of `admin`'s `/metrics`, parsed.
-async fn scrape(t: &TestStack, admin: SocketAddr) -> Vec<Sample> {
+pub(crate) async fn scrape(t: &TestStack, admin: SocketAddr) -> Vec<Sample> {
     use std::io::Write as _;
     let response = t.http.get(TestStack::url(admin, "/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);

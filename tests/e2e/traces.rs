@@ -104,6 +104,13 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
         "{spans:#?}"
     );
 
+    // The request's latency bucket leads to its trace (an exemplar).
+    let scraped = crate::metrics::scrape(&t, t.stack.admin[0]).await;
+    let linked = scraped
+        .iter()
+        .any(|s| s.name == "bff_request_duration_seconds_bucket" && s.exemplar.as_deref() == Some(trace_id));
+    assert!(linked, "no latency bucket names trace {trace_id}");
+
     // Each backend was told the trace, over HTTP headers and gRPC metadata alike, with its own
     // call's client span as the parent.
     let recorded = t.calls().await;

@@ -178,6 +178,7 @@ fn metrics(iterations: u32) {
         error_source: None,
         split,
         calls: &calls,
+        trace_id: None,
     };
     let timer = Instant::now();
     for _ in 0..iterations {

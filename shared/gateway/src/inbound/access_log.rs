@@ -113,6 +113,7 @@ impl Pending<'_> {
         let operation = metrics.operation_label(log.operation.get().map(String::as_str), status);
         let span_name = if operation == "-" { route } else { operation.as_str() };
         traces::name(&self.span, span_name, status, error.map(|e| e.code().as_str()));
+        let trace_id = traces::trace_id(&self.span);
         metrics.observe(&RequestRecord {
             route,
             operation: &operation,
@@ -121,6 +122,7 @@ impl Pending<'_> {
             error_source,
             split,
             calls: &calls,
+            trace_id: trace_id.as_deref(),
         });
         let mut upstream: Vec<String> = calls.iter().take(MAX_LOGGED_UPSTREAM_CALLS).map(ToString::to_string).collect();
         if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
@@ -150,7 +152,7 @@ impl Pending<'_> {
         tracing::info!(
             target: "access",
             request_id = self.request_id.as_deref().unwrap_or("-"),
-            trace_id = traces::trace_id(&self.span).as_deref().unwrap_or("-"),
+            trace_id = trace_id.as_deref().unwrap_or("-"),
             method = %self.method,
             route,
             operation = log.operation.get().map(String::as_str).unwrap_or("-"),

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bff_upstream::{BreakerState, CallOutcome, UpstreamCall};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -36,11 +37,19 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// The same buckets, each remembering the trace of its latest request (an exemplar), so a slow
+/// bucket leads to a trace.
+type TracedLatency = HistogramWithExemplars<Labels<1>>;
+
+fn traced_latency() -> TracedLatency {
+    HistogramWithExemplars::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
 /// One BFF's metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels<5>, Counter>,
-    duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    duration: Family<Labels<2>, TracedLatency, fn() -> TracedLatency>,
     gateway_time: Family<Labels<2>, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     upstream_calls: Family<Labels<4>, Counter>,
@@ -71,6 +80,8 @@ pub struct RequestRecord<'a> {
     pub error_source: Option<&'static str>,
     pub split: TimeSplit,
     pub calls: &'a [UpstreamCall],
+    /// The request's trace, when traces are on: its latency bucket's exemplar.
+    pub trace_id: Option<&'a str>,
 }
 
 impl Default for Metrics {
@@ -83,7 +94,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("bff");
         let requests = Family::<Labels<5>, Counter>::default();
-        let duration = Family::new_with_constructor(latency as fn() -> Histogram);
+        let duration = Family::new_with_constructor(traced_latency as fn() -> TracedLatency);
         let gateway_time = Family::new_with_constructor(latency as fn() -> Histogram);
         let in_flight = Gauge::default();
         let upstream_calls = Family::<Labels<4>, Counter>::default();
@@ -185,7 +196,8 @@ impl Metrics {
             ])
             .inc();
         let by_route = [("route", route), ("operation", operation)];
-        self.duration.get_or_create(&by_route).observe(seconds(record.split.total));
+        let exemplar = record.trace_id.map(|id| [("trace_id", id.to_owned())]);
+        self.duration.get_or_create(&by_route).observe(seconds(record.split.total), exemplar);
         self.gateway_time.get_or_create(&by_route).observe(seconds(record.split.gateway()));
         for call in record.calls {
             let outcome = match call.outcome {
@@ -291,6 +303,7 @@ mod tests {
                 error_source: None,
                 split,
                 calls: &[],
+                trace_id: None,
             };
             metrics.observe(&record);
         }
