@@ -13,26 +13,7 @@ impl Bff for Mobile {
 
     /// Each root field: bearer JWTs only, the scope it needs, the cost budget, its backends.
     fn route_table(config: &Config) -> Vec<bff_gateway::telemetry::route_table::RouteEntry> {
-        let limits: Vec<String> = [("cost", config.limits.cost), ("per principal", config.limits.per_principal)]
-            .into_iter()
-            .filter_map(|(name, quota)| quota.map(|q| format!("{name} {q}")))
-            .collect();
-        bff_gateway::telemetry::route_table::graphql_root_fields(&crate::schema::sdl())
-            .into_iter()
-            .map(|field| {
-                let (scope, backends) = ROOT_FIELDS
-                    .iter()
-                    .find(|(name, _, _)| *name == field)
-                    .map_or(("?", "?"), |(_, scope, backends)| (*scope, *backends));
-                bff_gateway::telemetry::route_table::RouteEntry {
-                    route: field,
-                    auth: "bearer JWT (audience mobile)".to_owned(),
-                    scope: scope.to_owned(),
-                    limits: if limits.is_empty() { "-".to_owned() } else { limits.join("; ") },
-                    backends: backends.to_owned(),
-                }
-            })
-            .collect()
+        bff_gateway::telemetry::route_table::graphql(&crate::schema::sdl(), "mobile", ROOT_FIELDS, &config.limits)
     }
 }
 

@@ -100,6 +100,38 @@ pub fn graphql_root_fields(sdl: &str) -> Vec<String> {
     fields
 }
 
+/// The table of a GraphQL BFF: each root field of `sdl`, authenticated by bearer JWTs for
+/// `audience`, with the scope and backends `root_fields` (field, scope, backends) gives it, and
+/// the request and cost limits of `limits`.
+pub fn graphql(
+    sdl: &str,
+    audience: &str,
+    root_fields: &[(&str, &str, &str)],
+    limits: &crate::limits::LimitsConfig,
+) -> Vec<RouteEntry> {
+    let limits: Vec<String> = [("cost", limits.cost), ("per principal", limits.per_principal)]
+        .into_iter()
+        .filter_map(|(name, quota)| quota.map(|q| format!("{name} {q}")))
+        .collect();
+    let limits = if limits.is_empty() { "-".to_owned() } else { limits.join("; ") };
+    graphql_root_fields(sdl)
+        .into_iter()
+        .map(|field| {
+            let (scope, backends) = root_fields
+                .iter()
+                .find(|(name, _, _)| *name == field)
+                .map_or(("?", "?"), |(_, scope, backends)| (*scope, *backends));
+            RouteEntry {
+                route: field,
+                auth: format!("bearer JWT (audience {audience})"),
+                scope: scope.to_owned(),
+                limits: limits.clone(),
+                backends: backends.to_owned(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod root_field_tests {
     use super::*;
