@@ -34,17 +34,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The spans of trace `trace_id` once `count` of them have arrived (at most five seconds).
-async fn spans_of(receiver: &Receiver, trace_id: &str, count: usize) -> Vec<Span> {
+/// The spans `pick` keeps, once at least `count` of them have arrived (at most five seconds).
+async fn received(receiver: &Receiver, count: usize, pick: impl Fn(&Span) -> bool) -> Vec<Span> {
     for _ in 0..250 {
-        let spans: Vec<Span> =
-            receiver.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        let spans: Vec<Span> = receiver.0.lock().unwrap().iter().filter(|s| pick(s)).cloned().collect();
         if spans.len() >= count {
             return spans;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the spans of trace {trace_id} did not arrive: {:?}", receiver.0.lock().unwrap().len());
+    panic!("{count} spans did not arrive: {} received in all", receiver.0.lock().unwrap().len());
+}
+
+/// Mobile's `Home`, sent with a caller's `traceparent` naming trace `trace_id`.
+async fn home_in_trace(t: &TestStack, trace_id: &str) {
+    let reply = TestStack::reply(
+        t.http
+            .post(TestStack::url(t.stack.mobile, "/graphql"))
+            .bearer_auth(t.token("u-1", "mobile"))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&json!({ "query": HOME_QUERY })),
+    )
+    .await;
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
 }
 
 /// A real OTLP receiver on a free port, tracing installed to export to it (continuing the trace
@@ -76,16 +88,8 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
 
     // A caller's trace, continued: the whole request is in it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let reply = TestStack::reply(
-        t.http
-            .post(TestStack::url(t.stack.mobile, "/graphql"))
-            .bearer_auth(t.token("u-1", "mobile"))
-            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-            .json(&json!({ "query": HOME_QUERY })),
-    )
-    .await;
-    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
-    let spans = spans_of(&receiver, trace_id, 7).await;
+    home_in_trace(&t, trace_id).await;
+    let spans = received(&receiver, 7, |s| hex(&s.trace_id) == trace_id).await;
     let server: Vec<&Span> = spans.iter().filter(|s| s.name == "Home").collect();
     assert_eq!(server.len(), 1, "{:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
     assert_eq!(hex(&server[0].parent_span_id), "00f067aa0ba902b7", "the caller's span is the parent");
@@ -131,25 +135,9 @@ async fn one_query_is_one_trace_across_rest_and_grpc_and_the_backends_see_it() {
 async fn an_untrusted_callers_trace_context_starts_a_new_trace() {
     let (receiver, t, _guard) = traced_stack("10.0.0.0/8").await;
     let forged = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let reply = TestStack::reply(
-        t.http
-            .post(TestStack::url(t.stack.mobile, "/graphql"))
-            .bearer_auth(t.token("u-1", "mobile"))
-            .header("traceparent", format!("00-{forged}-00f067aa0ba902b7-01"))
-            .json(&json!({ "query": HOME_QUERY })),
-    )
-    .await;
-    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    home_in_trace(&t, forged).await;
     // The request was traced (sampling 1), in a trace of its own.
-    let mut home = None;
-    for _ in 0..250 {
-        home = receiver.0.lock().unwrap().iter().find(|s| s.name == "Home").cloned();
-        if home.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let home = home.expect("the request's span arrived");
+    let home = received(&receiver, 1, |s| s.name == "Home").await.remove(0);
     assert_ne!(hex(&home.trace_id), forged);
     assert!(home.parent_span_id.is_empty(), "a root span, not the caller's child");
     let users = t.recent_calls("users").await;

@@ -4,7 +4,6 @@
 //! memory or tasks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -61,7 +60,6 @@ pub struct MirrorLayer {
     config: Arc<MirrorConfig>,
     shadow: UpstreamService,
     permits: Arc<Semaphore>,
-    dropped: Arc<AtomicU64>,
     timeout: Duration,
 }
 
@@ -77,7 +75,6 @@ impl MirrorLayer {
             config: Arc::new(config.clone()),
             shadow,
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
-            dropped: Arc::new(AtomicU64::new(0)),
             timeout,
         }
     }
@@ -86,10 +83,8 @@ impl MirrorLayer {
         if !(request.call.read || self.config.mutations) || fastrand::f64() * 100.0 >= self.config.percent {
             return;
         }
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
+        // Every slot taken: this copy is dropped.
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else { return };
         let mut copy = UpstreamRequest::new(request.cx.detached(), request.call.clone());
         let timeout = request.remaining().unwrap_or(self.timeout).min(self.timeout);
         copy.deadline = Some(std::time::Instant::now() + timeout);
