@@ -28,6 +28,7 @@ pub use crate::inbound::cors::CorsConfig;
 pub use crate::limits::LimitsConfig;
 pub use crate::server::config::{ServerConfig, TlsConfig};
 pub use crate::store::RedisConfig;
+pub use crate::reload::ReloadConfig;
 pub use crate::telemetry::TelemetryConfig;
 pub use bff_upstream::{UpstreamConfig, Upstreams};
 
@@ -73,11 +74,13 @@ pub struct Config<Own> {
     pub upstreams: Upstreams,
     /// Traces: OpenTelemetry over OTLP, off unless an endpoint is set.
     pub telemetry: TelemetryConfig,
+    /// When the config is read again while serving.
+    pub reload: ReloadConfig,
     pub own: Own,
 }
 
 /// The top-level keys the core owns; everything else belongs to the BFF.
-const CORE_SECTIONS: [&str; 6] = ["server", "auth", "redis", "limits", "upstreams", "telemetry"];
+const CORE_SECTIONS: [&str; 7] = ["server", "auth", "redis", "limits", "upstreams", "telemetry", "reload"];
 
 impl<Own: Validate> Config<Own> {
     fn validate_for<B: Bff>(&self, problems: &mut Problems) {
@@ -86,6 +89,7 @@ impl<Own: Validate> Config<Own> {
         self.redis.validate("redis", problems);
         self.limits.validate("limits", problems);
         self.telemetry.validate("telemetry", problems);
+        self.reload.validate("reload", problems);
         if !B::ACCEPTS_API_KEYS && !self.auth.api_keys.is_empty() {
             problems.push("auth.api_keys".into(), format!("{} takes bearer tokens only", B::NAME));
         }
@@ -109,7 +113,7 @@ impl<Own: Validate> Config<Own> {
             }
         }
         self.own.validate("", problems);
-        if self.redis.url.is_none() {
+        if !self.redis.is_configured() {
             let mut users = Vec::new();
             self.limits.shared_store_users("limits", &mut users);
             users.extend(self.upstreams.needing_shared_store().map(|key| join("upstreams", &key)));
@@ -211,6 +215,41 @@ pub fn load<B: Bff>(path: &Path) -> Result<Config<B::Own>, ConfigError> {
     from_toml::<B>(&text, path, env)
 }
 
+/// Where a health check on this machine reaches the BFF `path` configures: `[server]
+/// admin_listen`, else `listen` (when it speaks plain HTTP), environment overrides applied, an
+/// unspecified address (`0.0.0.0`, `::`) taken as loopback. No other key is read or checked.
+pub fn probe_address<B: Bff>(path: &Path) -> Result<std::net::SocketAddr, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
+    let server = table.get("server").and_then(Value::as_table);
+    let address = |key: &str| -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(value) = server.and_then(|server| server.get(key)) else { return Ok(None) };
+        let field = || ConfigError::Field { key: format!("server.{key}"), message: "not a socket address".into() };
+        value.as_str().ok_or_else(field)?.parse().map(Some).map_err(|_| field())
+    };
+    let tls = server.is_some_and(|server| server.contains_key("tls"));
+    let addr = match (address("admin_listen")?, address("listen")?) {
+        (Some(admin), _) => admin,
+        (None, Some(listen)) if !tls => listen,
+        _ => {
+            return Err(ConfigError::Field {
+                key: "server.admin_listen".into(),
+                message: "needed for a health check (the public listener speaks TLS or is not set)".into(),
+            });
+        }
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(std::net::SocketAddr::new(ip, addr.port()))
+}
+
 /// [`load`] on text already read, with the overrides given explicitly as `(NAME, value)` pairs
 /// in the environment's syntax (tests and the devstack pass their own).
 pub fn from_toml<B: Bff>(
@@ -222,7 +261,7 @@ pub fn from_toml<B: Bff>(
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
     apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
-    let [server, auth, redis, limits, mut upstreams, telemetry] = CORE_SECTIONS.map(|key| table.remove(key));
+    let [server, auth, redis, limits, mut upstreams, telemetry, reload] = CORE_SECTIONS.map(|key| table.remove(key));
     if let Some(Value::Table(backends)) = &mut upstreams {
         apply_upstream_defaults(backends);
     }
@@ -235,6 +274,7 @@ pub fn from_toml<B: Bff>(
         limits: section("limits", or_empty(limits))?,
         upstreams: section("upstreams", or_empty(upstreams))?,
         telemetry: section("telemetry", or_empty(telemetry))?,
+        reload: section("reload", or_empty(reload))?,
         // What is left is the BFF's own; its `deny_unknown_fields` catches typos at the top level.
         own: section("", Some(Value::Table(table)))?,
     };

@@ -6,7 +6,8 @@
 //! replica shares the backend, so pulling them all out of the load balancer would turn a partial
 //! outage into a total one, while the BFF answers with partial data. `/readyz?verbose` lists each
 //! check in the Kubernetes style, and each backend's last probe result and latency, and whether
-//! rate limits are decided through Redis or (while it is away) in process, as information.
+//! rate limits are decided through Redis or (while it is away) in process, and the config
+//! generation serving with the last reload's outcome, as information.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::Mutex;
 
 use crate::Authenticator;
 use crate::limits::Limits;
+use crate::reload::ReloadStatus;
 use crate::server::Draining;
 
 /// Longest a single probe may take before it counts as failed.
@@ -81,6 +83,8 @@ pub struct Readiness {
     /// The last round of backend probes and when it ran; the lock also makes concurrent callers
     /// share one round.
     last: Mutex<Option<(Instant, Vec<ProbeResult>)>>,
+    /// The config generation and the last reload's outcome, as information.
+    reload: Arc<ReloadStatus>,
 }
 
 impl Readiness {
@@ -91,7 +95,20 @@ impl Readiness {
             backends,
             limits,
             last: Mutex::new(None),
+            reload: Arc::default(),
         }
+    }
+
+    /// Reports `status` (the process's config generation and its last reload).
+    pub fn with_reload_status(mut self, status: Arc<ReloadStatus>) -> Self {
+        self.reload = status;
+        self
+    }
+
+    /// Whether this app could serve, leaving draining aside (it belongs to the process, not to
+    /// one config): what a reload asks of a new app before swapping it in.
+    pub async fn ready_apart_from_draining(&self) -> Result<(), String> {
+        self.signing_keys.run().await.outcome.map_err(|why| format!("signing-keys: {why}"))
     }
 
     /// Every backend's probe, for information only: never on the plain `/readyz` path, which a
@@ -160,6 +177,7 @@ async fn readyz(
         Some(Ok(())) => writeln!(text, "[+]rate-limits shared through Redis (informational)"),
         Some(Err(why)) => writeln!(text, "[-]rate-limits {why} (informational)"),
     };
+    text.push_str(&readiness.reload.report());
     text.push_str(if ready { "readyz check passed\n" } else { "readyz check failed\n" });
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }

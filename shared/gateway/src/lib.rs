@@ -26,6 +26,7 @@ pub mod graphql;
 pub mod health;
 pub mod inbound;
 pub mod limits;
+pub mod reload;
 pub mod rest;
 pub mod server;
 pub mod store;

@@ -66,8 +66,8 @@ use crate::auth::API_KEY_HEADER;
 use crate::backends::BackendSet;
 use crate::health::{self, Readiness, ReadinessCheck};
 use crate::limits::RateLimit;
+use crate::reload::Lasting;
 use crate::server::ServerConfig;
-use crate::telemetry::Metrics;
 use crate::{Authenticator, ErrorFormat};
 
 /// The name the slot before authentication has in [`InboundStack::compose`]'s order.
@@ -121,6 +121,8 @@ impl<L> RouterLayer for L where L: Layer<Route, Service: RouteService> + Clone +
 pub struct Apps {
     pub public: Router,
     pub admin: Router,
+    /// What `/readyz` checks, for a config reload to ask before swapping the app in.
+    pub readiness: Arc<Readiness>,
 }
 
 /// The standard stack, configured for one BFF.
@@ -136,6 +138,7 @@ pub struct InboundStack {
     before_authentication: Vec<Step>,
     after_authentication: Vec<Step>,
     self_authenticating: Option<SelfAuthenticating>,
+    lasting: Lasting,
 }
 
 impl InboundStack {
@@ -152,7 +155,15 @@ impl InboundStack {
             before_authentication: Vec::new(),
             after_authentication: Vec::new(),
             self_authenticating: None,
+            lasting: Lasting::default(),
         }
+    }
+
+    /// Serve as one generation of a process that reloads its config: the metrics and the reload
+    /// status carry over from `lasting` instead of starting afresh.
+    pub fn lasting(mut self, lasting: &Lasting) -> Self {
+        self.lasting = lasting.clone();
+        self
     }
 
     /// The BFF's routes: `api` behind authentication, `public` (GraphiQL, API documents) open.
@@ -210,18 +221,18 @@ impl InboundStack {
 
     /// The whole BFF, and its admin router for a listener of its own.
     pub fn build_with_admin(self) -> Apps {
-        let (public, _, admin) = self.compose_all();
-        Apps { public, admin }
+        let (public, _, admin, readiness) = self.compose_all();
+        Apps { public, admin, readiness }
     }
 
     /// The whole BFF, and the names of its steps in request order: what the README's inbound
     /// section lists, and what a test holds it to.
     pub fn compose(self) -> (Router, Vec<&'static str>) {
-        let (router, names, _) = self.compose_all();
+        let (router, names, _, _) = self.compose_all();
         (router, names)
     }
 
-    fn compose_all(self) -> (Router, Vec<&'static str>, Router) {
+    fn compose_all(self) -> (Router, Vec<&'static str>, Router, Arc<Readiness>) {
         let Self {
             server,
             format,
@@ -234,12 +245,14 @@ impl InboundStack {
             before_authentication,
             after_authentication,
             self_authenticating,
+            lasting,
         } = self;
         let limit = server.body_limit_bytes;
         let limits = authenticator.limits().clone();
-        let readiness = Arc::new(Readiness::new(authenticator.clone(), backends));
+        let readiness = Arc::new(Readiness::new(authenticator.clone(), backends).with_reload_status(lasting.status));
         // One record per request feeds the access line and the metrics alike.
-        let metrics = Arc::new(Metrics::new().with_health(health).with_authenticator(authenticator.clone()));
+        let metrics = lasting.metrics;
+        metrics.attach(health, authenticator.clone());
         let routes = crate::telemetry::route_table::render(&route_table);
         let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics), routes);
         // The layers of the two tower stacks are named where they are built, in request order; the
@@ -309,7 +322,7 @@ impl InboundStack {
         router = router.fallback(fallback::not_found).method_not_allowed_fallback(fallback::method_not_allowed);
         let router = body_limit::limit(router, limit);
         let router = before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
-        let router = router.layer(guard).merge(health::routes(readiness)).layer(edge);
-        (router, names, admin)
+        let router = router.layer(guard).merge(health::routes(readiness.clone())).layer(edge);
+        (router, names, admin, readiness)
     }
 }

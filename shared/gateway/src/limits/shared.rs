@@ -67,7 +67,7 @@ pub struct Shared {
     redis: Arc<Redis>,
     timeout: Duration,
     replicas: u32,
-    /// `{prefix}:rl:{bff}:`, before each limit's name and key.
+    /// `{prefix}:{rl:{bff}}:` (one hash tag), before each limit's name and key.
     key_prefix: String,
     script: redis::Script,
     up: AtomicBool,
@@ -77,7 +77,9 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(redis: Arc<Redis>, bff: &str, timeout: Duration, replicas: u32) -> Self {
-        let key_prefix = redis.key(&format!("rl:{bff}:"));
+        // One hash tag for every limit key of this BFF: one request's checks are one script over
+        // several keys, which a cluster runs only when they share a slot.
+        let key_prefix = redis.tagged_prefix(&format!("rl:{bff}"));
         Self {
             redis,
             timeout,

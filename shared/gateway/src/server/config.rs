@@ -169,7 +169,7 @@ impl Validate for ServerConfig {
 }
 
 /// A certificate chain and its private key, PEM.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,

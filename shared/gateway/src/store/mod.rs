@@ -1,6 +1,8 @@
 //! The shared store: one Redis per BFF (`[redis]`), where replicas keep the state they share
 //! (idempotency records, automatic persisted queries, rate limits, the response cache's shared
-//! level: [`SharedCache`]).
+//! level: [`SharedCache`]). A single Redis (`url`) or a Redis Cluster (`cluster_nodes`): every
+//! key one request touches in one command shares a hash slot (the limits' keys carry one hash
+//! tag per BFF), so a decision stays one round trip on a cluster too.
 //! A feature's own section says only whether it uses the store (`shared = true`). Connected on
 //! first use, so a BFF starts and serves without it; what needs it answers 503 (or treats it as a
 //! miss) while it is unreachable, and nothing else waits on it.
@@ -27,12 +29,16 @@ pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(25);
 pub use cache::SharedCache;
 
 /// `[redis]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://` for TLS). Absent: nothing is shared, and a
-    /// feature configured with `shared = true` is a config error.
+    /// `redis://host:port/db` (or `rediss://` for TLS): a single Redis. With neither this nor
+    /// `cluster_nodes` nothing is shared, and a feature configured with `shared = true` is a
+    /// config error.
     pub url: Option<String>,
+    /// A Redis Cluster: some of its nodes (`redis://host:port`), from which the rest and the slot
+    /// map are discovered; more than one, so a node down at start does not matter.
+    pub cluster_nodes: Vec<String>,
     /// Connecting, and each command.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -46,6 +52,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: None,
+            cluster_nodes: Vec::new(),
             timeout: DEFAULT_REDIS_TIMEOUT,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             cache_timeout: DEFAULT_CACHE_TIMEOUT,
@@ -57,6 +64,16 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: Some(url.into()), ..Self::default() }
     }
+
+    /// A Redis Cluster known by `nodes`.
+    pub fn cluster(nodes: impl IntoIterator<Item = String>) -> Self {
+        Self { cluster_nodes: nodes.into_iter().collect(), ..Self::default() }
+    }
+
+    /// Whether a store is configured at all.
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some() || !self.cluster_nodes.is_empty()
+    }
 }
 
 impl Validate for RedisConfig {
@@ -65,6 +82,17 @@ impl Validate for RedisConfig {
             && let Err(e) = redis::Client::open(url.as_str())
         {
             problems.push(crate::config::join(path, "url"), format!("not a Redis URL: {e}"));
+        }
+        if self.url.is_some() && !self.cluster_nodes.is_empty() {
+            problems.push(
+                crate::config::join(path, "cluster_nodes"),
+                "set either `url` (one Redis) or `cluster_nodes` (a Redis Cluster), not both",
+            );
+        }
+        if let Err(e) = redis::cluster::ClusterClient::new(self.cluster_nodes.clone())
+            && !self.cluster_nodes.is_empty()
+        {
+            problems.push(crate::config::join(path, "cluster_nodes"), format!("not Redis node URLs: {e}"));
         }
         problems.check(
             path,
@@ -87,22 +115,77 @@ impl Validate for RedisConfig {
     }
 }
 
-/// One BFF's connection to the shared store: one multiplexed connection, re-established by its
-/// manager, shared by every feature that uses it.
+/// One BFF's connection to the shared store: one multiplexed connection (to a single Redis,
+/// re-established by its manager; or to each node of a cluster, following its slot map), shared
+/// by every feature that uses it.
 pub struct Redis {
-    client: redis::Client,
+    client: Client,
     timeout: Duration,
     cache_timeout: Duration,
     key_prefix: String,
-    connection: OnceCell<redis::aio::ConnectionManager>,
+    connection: OnceCell<Connection>,
+}
+
+enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// A connection to the store, whichever kind it is: what commands and scripts run on.
+#[derive(Clone)]
+pub enum Connection {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(cmd, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 impl Redis {
     /// The store `config` describes, when it names one.
     pub fn from_config(config: &RedisConfig) -> Result<Option<Arc<Self>>, GatewayError> {
-        let Some(url) = &config.url else { return Ok(None) };
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| GatewayError::Internal(format!("redis.url: {e}")))?;
+        let client = if let Some(url) = &config.url {
+            Client::Single(
+                redis::Client::open(url.as_str()).map_err(|e| GatewayError::Internal(format!("redis.url: {e}")))?,
+            )
+        } else if !config.cluster_nodes.is_empty() {
+            let client = redis::cluster::ClusterClientBuilder::new(config.cluster_nodes.clone())
+                .connection_timeout(config.timeout)
+                .response_timeout(config.timeout)
+                // One retry after a MOVED or a dropped connection, as for a single Redis: a
+                // request waits on the store for a bounded time either way.
+                .retries(1)
+                .build()
+                .map_err(|e| GatewayError::Internal(format!("redis.cluster_nodes: {e}")))?;
+            Client::Cluster(client)
+        } else {
+            return Ok(None);
+        };
         Ok(Some(Arc::new(Self {
             client,
             timeout: config.timeout,
@@ -117,6 +200,12 @@ impl Redis {
         format!("{}:{name}", self.key_prefix)
     }
 
+    /// `{prefix}:{tag}:`, the start of keys that must share a hash slot (one command, or one
+    /// script, touches them all): on a cluster they live on one node, found in one round trip.
+    pub fn tagged_prefix(&self, tag: &str) -> String {
+        format!("{}:{{{tag}}}:", self.key_prefix)
+    }
+
     /// Runs `command` for `store` (named in errors and logs).
     pub async fn query<T: redis::FromRedisValue>(
         &self,
@@ -129,17 +218,29 @@ impl Redis {
 
     /// The shared connection, for what a single command cannot say (a script), on behalf of
     /// `store`. Cheap: a handle to the one multiplexed connection.
-    pub async fn connection(&self, store: &'static str) -> Result<redis::aio::ConnectionManager, GatewayError> {
+    pub async fn connection(&self, store: &'static str) -> Result<Connection, GatewayError> {
         let connection = self
             .connection
             .get_or_try_init(|| async {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1);
-                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
-                    .await
-                    .map_err(|e| unavailable(store, e.to_string()))
+                match &self.client {
+                    Client::Single(client) => {
+                        let config = redis::aio::ConnectionManagerConfig::new()
+                            .set_connection_timeout(self.timeout)
+                            .set_response_timeout(self.timeout)
+                            .set_number_of_retries(1);
+                        redis::aio::ConnectionManager::new_with_config(client.clone(), config)
+                            .await
+                            .map(Connection::Single)
+                    }
+                    Client::Cluster(client) => {
+                        // Discovery asks each seed node in turn; bound it like any command.
+                        tokio::time::timeout(self.timeout, client.get_async_connection())
+                            .await
+                            .unwrap_or_else(|_| Err((redis::ErrorKind::IoError, "cluster discovery timed out").into()))
+                            .map(Connection::Cluster)
+                    }
+                }
+                .map_err(|e| unavailable(store, e.to_string()))
             })
             .await?;
         Ok(connection.clone())
@@ -159,10 +260,18 @@ mod tests {
     fn keys_carry_the_prefix_and_bad_settings_are_reported_by_key_path() {
         let redis = Redis::from_config(&RedisConfig::new("redis://127.0.0.1:6379")).unwrap().unwrap();
         assert_eq!(redis.key("apq:ab"), "bff:apq:ab");
+        assert_eq!(redis.tagged_prefix("rl:mobile-bff"), "bff:{rl:mobile-bff}:");
         assert!(Redis::from_config(&RedisConfig::default()).unwrap().is_none());
-        let bad = RedisConfig { url: Some("http://nope".into()), key_prefix: "a b".into(), ..RedisConfig::default() };
+        let cluster = RedisConfig::cluster(["redis://127.0.0.1:7000".to_owned()]);
+        assert!(cluster.is_configured() && Redis::from_config(&cluster).unwrap().is_some());
+        let bad = RedisConfig {
+            url: Some("http://nope".into()),
+            cluster_nodes: vec!["redis://127.0.0.1:7000".into()],
+            key_prefix: "a b".into(),
+            ..RedisConfig::default()
+        };
         let mut problems = Problems::default();
         bad.validate("redis", &mut problems);
-        assert_eq!(problems.keys(), ["redis.url", "redis.key_prefix"]);
+        assert_eq!(problems.keys(), ["redis.url", "redis.cluster_nodes", "redis.key_prefix"]);
     }
 }

@@ -55,9 +55,12 @@ pub struct Metrics {
     upstream_calls: Family<Labels<4>, Counter>,
     upstream_duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
     breakers: Family<Labels<3>, Gauge>,
-    health: bff_upstream::HealthRegistry,
     jwks_age: Gauge<f64, std::sync::atomic::AtomicU64>,
-    authenticator: Option<std::sync::Arc<crate::Authenticator>>,
+    /// What the scrape reads from the serving generation: its breakers and its signing keys.
+    /// Replaced when a config reload swaps the app, while every series above carries on.
+    serving: std::sync::Mutex<Serving>,
+    config_generation: Gauge,
+    config_reloads: Family<Labels<1>, Counter>,
     routes: BoundedValues,
     operations: BoundedValues,
 }
@@ -66,6 +69,13 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
+}
+
+/// The parts of the serving generation a scrape reads.
+#[derive(Clone, Default)]
+struct Serving {
+    health: bff_upstream::HealthRegistry,
+    authenticator: Option<std::sync::Arc<crate::Authenticator>>,
 }
 
 /// What the access-log stage knows of a finished request.
@@ -138,6 +148,19 @@ impl Metrics {
             "Seconds since the signing keys were last fetched (0 until the first fetch: /readyz says whether they are loaded)",
             jwks_age.clone(),
         );
+        let config_generation = Gauge::default();
+        config_generation.set(1);
+        registry.register(
+            "config_generation",
+            "The config generation serving: 1 at start, one more for each reload applied",
+            config_generation.clone(),
+        );
+        let config_reloads = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, by outcome (applied, refused, unchanged)",
+            config_reloads.clone(),
+        );
         let info = Family::<Labels<1>, Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         registry.register("build_info", "The build serving: always 1", info);
@@ -150,24 +173,34 @@ impl Metrics {
             upstream_calls,
             upstream_duration,
             breakers,
-            health: bff_upstream::HealthRegistry::default(),
             jwks_age,
-            authenticator: None,
+            serving: std::sync::Mutex::new(Serving::default()),
+            config_generation,
+            config_reloads,
             routes: BoundedValues::new(MAX_ROUTES),
             operations: BoundedValues::new(MAX_OPERATIONS),
         }
     }
 
-    /// Reports the breakers of the instances registered in `health`.
-    pub fn with_health(mut self, health: bff_upstream::HealthRegistry) -> Self {
-        self.health = health;
-        self
+    /// From now on, reports the breakers of the instances registered in `health` and the age of
+    /// `authenticator`'s signing keys: the generation serving.
+    pub fn attach(&self, health: bff_upstream::HealthRegistry, authenticator: std::sync::Arc<crate::Authenticator>) {
+        *self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Serving { health, authenticator: Some(authenticator) };
     }
 
-    /// Reports the age of `authenticator`'s signing keys.
-    pub fn with_authenticator(mut self, authenticator: std::sync::Arc<crate::Authenticator>) -> Self {
-        self.authenticator = Some(authenticator);
-        self
+    /// Counts a config reload by its outcome.
+    pub fn record_reload(&self, outcome: &crate::reload::Outcome) {
+        let outcome = match outcome {
+            crate::reload::Outcome::Applied { .. } => "applied",
+            crate::reload::Outcome::Refused { .. } => "refused",
+            crate::reload::Outcome::Unchanged => "unchanged",
+        };
+        self.config_reloads.get_or_create(&[("outcome", outcome.to_owned())]).inc();
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     /// The label a request's GraphQL operation `name` goes by, in the metrics and as its span's
@@ -220,11 +253,13 @@ impl Metrics {
 
     /// The whole registry in the text exposition format.
     pub fn encode(&self) -> String {
-        if let Some(age) = self.authenticator.as_ref().and_then(|a| a.jwks_age()) {
+        let Serving { health, authenticator } =
+            self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(age) = authenticator.as_ref().and_then(|a| a.jwks_age()) {
             self.jwks_age.set(age.as_secs_f64());
         }
         // Breaker states are read at the scrape, not kept up to date per call.
-        for instance in self.health.states() {
+        for instance in health.states() {
             for state in [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open] {
                 let labels = [
                     ("backend", instance.service.to_owned()),

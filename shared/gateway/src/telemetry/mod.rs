@@ -38,6 +38,8 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
     log_writer::set_overflow(config.log_overflow);
     let configured = config.log_level.as_deref().unwrap_or(DEFAULT_FILTER);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(configured));
+    // Behind a reload handle, so `[telemetry] log_level` changes with a config reload.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -50,6 +52,7 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
     }
     .with_filter(filter);
     let registry = tracing_subscriber::registry().with(logs);
+    let _ = LOG_FILTER.set(handle);
     match traces::layer(service, config)? {
         Some((spans, guard)) => {
             // The exporter sees only the request and call spans, never log events.
@@ -70,6 +73,23 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
             Ok(None)
         }
     }
+}
+
+/// The installed log filter, for [`set_log_level`].
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// Applies `[telemetry] log_level` (`None`: the default) to the running process, as a config
+/// reload does. `RUST_LOG`, when set, still wins: nothing changes and `false` comes back.
+pub fn set_log_level(level: Option<&str>) -> Result<bool, String> {
+    if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+        return Ok(false);
+    }
+    let filter = EnvFilter::try_new(level.unwrap_or(DEFAULT_FILTER)).map_err(|e| e.to_string())?;
+    let handle = LOG_FILTER.get().ok_or("telemetry: no log subscriber of ours is installed")?;
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// Waits (at most a second) until every line logged so far is written: before the process exits.
