@@ -290,6 +290,22 @@ fn from_example<B: Bff>(
     extra: &[(&str, String)],
 ) -> Config<B::Own> {
     let key = |path: &str| format!("{}__{path}", B::ENV_PREFIX);
+    let mut overrides = example_overrides::<B>(demo, listen, upstream_timeout);
+    overrides.extend(extra.iter().map(|(path, value)| (key(path), value.clone())));
+    let file = format!("bffs/{}/config.example.toml", B::NAME.trim_end_matches("-bff"));
+    bff_gateway::config::from_toml::<B>(example, Path::new(&file), overrides)
+        .unwrap_or_else(|error| panic!("{file} with the devstack's overrides: {error}"))
+}
+
+/// The environment overrides (`NAME`, value) that point BFF `B`'s shipped example config at the
+/// demo backends at `demo`, listening on `listen`: what the devstack applies, and what a test
+/// hands a BFF process started from the example file.
+pub fn example_overrides<B: Bff>(
+    demo: &DemoAddrs,
+    listen: SocketAddr,
+    upstream_timeout: Duration,
+) -> Vec<(String, String)> {
+    let key = |path: &str| format!("{}__{path}", B::ENV_PREFIX);
     // The demo's issuer is its identity service's base URL (see `Demo::issuer`).
     let issuer = bff_demo::http_url(demo.identity);
     let mut overrides = vec![
@@ -311,10 +327,7 @@ fn from_example<B: Bff>(
         let second = demo.catalog_second.map(|addr| format!("{:?}", bff_demo::http_url(addr)));
         overrides.push((key("UPSTREAMS__CATALOG__INSTANCES"), format!("[{}]", second.unwrap_or_default())));
     }
-    overrides.extend(extra.iter().map(|(path, value)| (key(path), value.clone())));
-    let file = format!("bffs/{}/config.example.toml", B::NAME.trim_end_matches("-bff"));
-    bff_gateway::config::from_toml::<B>(example, Path::new(&file), overrides)
-        .unwrap_or_else(|error| panic!("{file} with the devstack's overrides: {error}"))
+    overrides
 }
 
 /// What the devstack turns on that production configs leave off: introspection, field

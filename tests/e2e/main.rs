@@ -7,6 +7,7 @@ mod attacks;
 mod browser;
 mod config;
 mod contract;
+mod deployment;
 mod gateway;
 mod inbound;
 mod limits;

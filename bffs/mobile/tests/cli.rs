@@ -100,3 +100,43 @@ fn the_binary_serves_and_stops_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|line| line.contains("draining")), "{rest:?}");
 }
+
+/// `healthcheck` (the image's HEALTHCHECK, which has no shell or curl) asks the admin listener
+/// the config names: 0 while the BFF serves, even when the file has since been broken by an edit
+/// a reload would refuse; 1 once it has stopped.
+#[test]
+fn healthcheck_says_whether_the_configured_bff_answers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (public, admin) = (free(), free());
+    let config = std::env::temp_dir().join(format!("mobile-health-{}.toml", std::process::id()));
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("listen = \"127.0.0.1:4101\"", &format!("listen = \"{public}\""))
+        .replace("admin_listen = \"127.0.0.1:9101\"", &format!("admin_listen = \"{admin}\""));
+    assert!(text.contains(&admin.to_string()), "the example's admin_listen moved");
+    std::fs::write(&config, &text).unwrap();
+    let healthcheck = || run(&["healthcheck", "--config", config.to_str().unwrap()]);
+    assert_eq!(healthcheck().status.code(), Some(1), "nothing serves yet");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mobile-bff"))
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines.next().expect("the binary logs its listeners").unwrap().contains("admin listening") {}
+    let healthy = healthcheck();
+    assert_eq!(healthy.status.code(), Some(0), "{}", String::from_utf8_lossy(&healthy.stderr));
+    assert!(String::from_utf8_lossy(&healthy.stdout).contains(&admin.to_string()), "it asked the admin listener");
+    std::fs::write(&config, text.replace("request_timeout = \"10s\"", "request_timeout = \"ten\"")).unwrap();
+    assert_eq!(healthcheck().status.code(), Some(0), "a broken edit is not a dead replica");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(healthcheck().status.code(), Some(1), "stopped");
+    std::fs::remove_file(&config).ok();
+}

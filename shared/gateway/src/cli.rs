@@ -16,8 +16,9 @@ use crate::inbound::InboundStack;
 use crate::reload::Reloader;
 use crate::{server, telemetry};
 
-/// How long `healthcheck` waits for the answer before calling the BFF unhealthy.
-const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `healthcheck` waits to connect, and then for the answer, before calling the BFF
+/// unhealthy: both within a container health check's usual 3s.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
@@ -168,7 +169,8 @@ fn healthcheck<B: Bff>(path: &std::path::Path) -> ExitCode {
         Ok(addr) => addr,
         Err(error) => {
             eprintln!("{}: healthcheck: {error}", B::NAME);
-            return ExitCode::from(2);
+            // Not 2, which Docker reserves: a health check says healthy (0) or not (1).
+            return ExitCode::FAILURE;
         }
     };
     match get_healthz(addr) {

@@ -26,9 +26,9 @@ use crate::backends::BackendSet;
 pub use crate::inbound::client_addr::IpBlock;
 pub use crate::inbound::cors::CorsConfig;
 pub use crate::limits::LimitsConfig;
+pub use crate::reload::ReloadConfig;
 pub use crate::server::config::{ServerConfig, TlsConfig};
 pub use crate::store::RedisConfig;
-pub use crate::reload::ReloadConfig;
 pub use crate::telemetry::TelemetryConfig;
 pub use bff_upstream::{UpstreamConfig, Upstreams};
 

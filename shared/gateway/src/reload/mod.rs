@@ -381,7 +381,8 @@ mod tests {
         let old = config("listen = \"127.0.0.1:1\"\nrequest_timeout = \"1s\"");
         let same_listener = config("listen = \"127.0.0.1:1\"\nrequest_timeout = \"2s\"\nbody_limit_bytes = 10");
         assert!(needs_restart(&old, &same_listener).is_empty(), "request limits are read when the app is built");
-        let moved = config("listen = \"127.0.0.1:2\"\nshutdown_grace = \"1s\"\n[tls]\ncert_file = \"a\"\nkey_file = \"b\"");
+        let moved =
+            config("listen = \"127.0.0.1:2\"\nshutdown_grace = \"1s\"\n[tls]\ncert_file = \"a\"\nkey_file = \"b\"");
         assert_eq!(needs_restart(&old, &moved), ["server.listen", "server.tls", "server.shutdown_grace"]);
         let mut traced = config("listen = \"127.0.0.1:1\"");
         traced.telemetry.log_level = Some("debug".into());

@@ -76,9 +76,8 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
 }
 
 /// The installed log filter, for [`set_log_level`].
-static LOG_FILTER: std::sync::OnceLock<
-    tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
-> = std::sync::OnceLock::new();
+static LOG_FILTER: std::sync::OnceLock<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> =
+    std::sync::OnceLock::new();
 
 /// Applies `[telemetry] log_level` (`None`: the default) to the running process, as a config
 /// reload does. `RUST_LOG`, when set, still wins: nothing changes and `false` comes back.
