@@ -5,6 +5,7 @@
 //! backends, the BFF under test and the baseline, so each one's CPU and memory are its own.
 
 mod baseline;
+mod capacity;
 mod children;
 mod collector;
 mod load;
@@ -29,7 +30,7 @@ use crate::scenario::{Bff, Scenario};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--concurrency 32] [--rate N] \
-[--latency 0ms] [--soak 10m] [--connections 1000] [--results PATH|none] [--label TEXT]
+[--latency 0ms] [--soak 10m] [--connections 1000] [--replicas 1,3] [--redis URL] [--results PATH|none] [--label TEXT]
 
   --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
                   large-document-hit, large-document-miss, product-page
@@ -39,6 +40,10 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
   --latency       fixed latency the demo backends add to every call (0ms: CPU-bound)
   --soak          run the BFF alone under the closed loop this long, printing its RSS over time
   --connections   hold this many idle keep-alive connections to the BFF and report its RSS
+  --replicas      run this many BFF replicas at once (each count in turn) sharing one Redis, load
+                  spread evenly over them, and report requests/s, CPU, and Redis round trips and
+                  Redis CPU per request: how many replicas one Redis carries
+  --redis         the Redis the replicas share (default: REDIS_URL, else redis://127.0.0.1:6379)
   --results       markdown file the run's figures are appended to (default bench/results.md)
   --label         what this build carries, for the results file (\"before\", \"+ mimalloc\")";
 
@@ -54,6 +59,9 @@ pub struct Options {
     pub connections: Option<usize>,
     pub results: Option<PathBuf>,
     pub label: Option<String>,
+    /// Replica counts for the capacity mode.
+    pub replicas: Option<Vec<usize>>,
+    pub redis: String,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -67,6 +75,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         connections: None,
         results: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results.md"))),
         label: None,
+        replicas: None,
+        redis: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -89,6 +99,15 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--connections" => options.connections = Some(number()?),
             "--results" => options.results = (value != "none").then(|| PathBuf::from(value)),
             "--label" => options.label = Some(value.clone()),
+            "--replicas" => {
+                let counts: Option<Vec<usize>> = value
+                    .split(',')
+                    .map(|n| n.trim().parse().ok().filter(|&n: &usize| (1..=16).contains(&n)))
+                    .collect();
+                options.replicas =
+                    Some(counts.ok_or_else(|| format!("--replicas: `{value}` (counts 1 to 16, as 1,3)"))?);
+            }
+            "--redis" => options.redis = value.clone(),
             _ => return Err(format!("unknown argument `{flag}`\n{USAGE}")),
         }
     }
@@ -119,7 +138,8 @@ fn child(command: &str, args: &[String]) -> anyhow::Result<()> {
         "serve-bff" => {
             let bff = Bff::parse(flag(args, "--bff")?).context("--bff: mobile, web or partner")?;
             let shared_answers = args.iter().any(|a| a == "--shared-answers");
-            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?, shared_answers)
+            let redis = flag(args, "--redis").ok();
+            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?, shared_answers, redis)
         }
         "serve-baseline" => {
             let scenario = Scenario::parse(flag(args, "--scenario")?).context("--scenario: unknown")?;

@@ -19,10 +19,10 @@ use crate::serve::{self, BACKENDS};
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// A process under test and where it listens.
-struct Target {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Target {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 /// What the closed loop measured of one target.
@@ -41,13 +41,13 @@ impl Closed {
     }
 }
 
-fn start_target(name: &'static str, args: Vec<String>) -> anyhow::Result<Target> {
+pub(crate) fn start_target(name: &'static str, args: Vec<String>) -> anyhow::Result<Target> {
     let child = Child::spawn(name, &args)?;
     let addr = child.ready.trim().parse().with_context(|| format!("{name} announced `{}`", child.ready))?;
     Ok(Target { name, child, addr })
 }
 
-async fn wait_ready(http: &reqwest::Client, target: &Target) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(http: &reqwest::Client, target: &Target) -> anyhow::Result<()> {
     let url = format!("http://{}/readyz", target.addr);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -74,7 +74,7 @@ async fn backend_calls(http: &reqwest::Client, demo: &DemoAddrs) -> anyhow::Resu
 /// One request, checked, before any load: a wrong setup fails loudly instead of measuring errors.
 /// The answer, normalised: the expected status, JSON, and no `errors` member when the scenario
 /// expects success.
-async fn check(target: &Target, spec: &RequestSpec) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn check(target: &Target, spec: &RequestSpec) -> anyhow::Result<serde_json::Value> {
     let mut connection = load::Connection::new(target.addr);
     let (status, body) = connection.send(spec).await?;
     let text = String::from_utf8_lossy(&body);
@@ -186,6 +186,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if options.scenario.shares_answers() {
         bff_args.push("--shared-answers".into());
     }
+    if let Some(replicas) = &options.replicas {
+        return crate::capacity::run(options, replicas, spec, &bff_args);
+    }
     let bff = start_target("BFF", bff_args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -253,7 +256,7 @@ fn append(options: &Options, markdown: &str) -> anyhow::Result<()> {
 }
 
 /// A mode's printed report as a results section.
-fn append_text(options: &Options, mode: &str, text: &str) -> anyhow::Result<()> {
+pub(crate) fn append_text(options: &Options, mode: &str, text: &str) -> anyhow::Result<()> {
     let markdown = format!(
         "\n### {} {mode} — {} — {}{}\n\ncommit {}\n\n```\n{}\n```\n",
         options.scenario.name(),
@@ -267,7 +270,7 @@ fn append_text(options: &Options, mode: &str, text: &str) -> anyhow::Result<()> 
 }
 
 #[allow(clippy::print_stdout)]
-fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     print!("{text}");
     let _ = std::io::stdout().flush();
 }
@@ -426,7 +429,7 @@ fn command_line(argv: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

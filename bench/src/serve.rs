@@ -121,6 +121,13 @@ fn large_token(demo: &Demo) -> String {
     demo.sign_raw(&header, &claims(groups), bff_demo::KID)
 }
 
+/// The public router with the admin one (`/metrics`) under `/__bench`, outside the public stack:
+/// the harness reads counters from the BFF's own metrics (Redis round trips) on the one port it
+/// knows.
+fn with_admin(apps: bff_gateway::inbound::Apps) -> axum::Router {
+    apps.public.nest("/__bench", apps.admin)
+}
+
 /// A quota no load here reaches: a billion a second.
 const UNREACHABLE: Quota = Quota::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000);
 
@@ -163,7 +170,7 @@ fn high_plan_limits(options: &mut partner_bff::PartnerOptions) {
 /// Serves BFF `bff` with its shipped production config against the demo at `demo`, as its own
 /// binary would (JSON access log on stdout at the production filter), until the parent goes away.
 /// `shared_answers` keeps the response cache and coalescing on (see [`no_shared_answers`]).
-pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()> {
+pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool, redis: Option<&str>) -> anyhow::Result<()> {
     bff_upstream::tls::install_default_provider();
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let (mut mobile, mut web, mut partner) = bff_platform::production_configs(
@@ -184,6 +191,19 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()
     };
     let _traces = bff_gateway::telemetry::init_with_tracing(bff.name(), &telemetry).map_err(|e| anyhow!(e))?;
     let app_error = |e: &dyn std::fmt::Display| anyhow!("building the {} BFF: {e}", bff.name());
+    // Replicas sharing one store, as the devstack's `--redis` runs them: limits decided there,
+    // persisted queries and idempotency records kept there.
+    if let Some(url) = redis {
+        bff_platform::share_through(&mut mobile, url);
+        mobile.own.graphql.persisted_queries.shared = true;
+        bff_platform::share_through(&mut web, url);
+        web.own.graphql.persisted_queries.shared = true;
+        bff_platform::share_through(&mut partner, url);
+        partner.own.idempotency.shared = true;
+        for prefix in [&mut mobile.redis.key_prefix, &mut web.redis.key_prefix, &mut partner.redis.key_prefix] {
+            *prefix = format!("bench-{}", std::process::id() / 10);
+        }
+    }
     let (router, server) = match bff {
         Bff::Mobile => {
             high_limits(&mut mobile);
@@ -191,7 +211,7 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()
                 no_shared_answers(&mut mobile);
             }
             let server = mobile.server.clone();
-            (mobile_bff::app(mobile).map_err(|e| app_error(&e))?, server)
+            (with_admin(mobile_bff::apps(mobile).map_err(|e| app_error(&e))?), server)
         }
         Bff::Web => {
             high_limits(&mut web);
@@ -199,7 +219,7 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()
                 no_shared_answers(&mut web);
             }
             let server = web.server.clone();
-            (web_bff::app(web).map_err(|e| app_error(&e))?, server)
+            (with_admin(web_bff::apps(web).map_err(|e| app_error(&e))?), server)
         }
         Bff::Partner => {
             high_limits(&mut partner);
@@ -208,7 +228,7 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool) -> anyhow::Result<()
                 no_shared_answers(&mut partner);
             }
             let server = partner.server.clone();
-            (partner_bff::app(partner).map_err(|e| app_error(&e))?, server)
+            (with_admin(partner_bff::apps(partner).map_err(|e| app_error(&e))?), server)
         }
     };
     runtime.block_on(async move {

@@ -807,7 +807,7 @@ fn the_dockerfile_lints_clean_and_the_manifests_validate_and_hold_their_fields()
             .arg(&config)
             .arg("--check-config")
             .env(format!("{prefix}__REDIS__URL"), "redis://bff-redis:6379")
-            .envs((bff == "partner").then(|| ("PARTNER_BFF__AUTH__API_KEYS", api_keys.as_str())))
+            .envs((bff == "partner").then_some(("PARTNER_BFF__AUTH__API_KEYS", api_keys.as_str())))
             .output()
             .unwrap();
         assert!(output.status.success(), "{bff}'s ConfigMap config: {}", String::from_utf8_lossy(&output.stderr));

@@ -12,6 +12,8 @@ mod cache;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
@@ -123,7 +125,7 @@ pub struct Redis {
     timeout: Duration,
     cache_timeout: Duration,
     key_prefix: String,
-    connection: OnceCell<Connection>,
+    connection: OnceCell<ConnectionKind>,
 }
 
 enum Client {
@@ -131,18 +133,42 @@ enum Client {
     Cluster(redis::cluster::ClusterClient),
 }
 
-/// A connection to the store, whichever kind it is: what commands and scripts run on.
+/// A connection to the store, whichever kind it is: what commands and scripts run on, on behalf
+/// of one feature (`store`), each round trip counted ([`round_trips`]).
 #[derive(Clone)]
-pub enum Connection {
+pub struct Connection {
+    kind: ConnectionKind,
+    store: &'static str,
+}
+
+#[derive(Clone)]
+enum ConnectionKind {
     Single(redis::aio::ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+/// Round trips to the store, by feature, since the process started: `bff_redis_round_trips_total`.
+/// Process-wide, as the connections are: Redis's own command count includes the commands its
+/// scripts run, so only the client side can say how many times a request waited on it.
+pub fn round_trips() -> &'static Family<[(&'static str, &'static str); 1], Counter> {
+    static ROUND_TRIPS: std::sync::OnceLock<Family<[(&'static str, &'static str); 1], Counter>> =
+        std::sync::OnceLock::new();
+    ROUND_TRIPS.get_or_init(Family::default)
+}
+
+impl Connection {
+    fn count(&self) {
+        // `rate limit store` -> `rate limit`: the label names the feature.
+        round_trips().get_or_create(&[("store", self.store.trim_end_matches(" store"))]).inc();
+    }
+}
+
 impl redis::aio::ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Single(connection) => connection.req_packed_command(cmd),
-            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        self.count();
+        match &mut self.kind {
+            ConnectionKind::Single(connection) => connection.req_packed_command(cmd),
+            ConnectionKind::Cluster(connection) => connection.req_packed_command(cmd),
         }
     }
 
@@ -152,16 +178,17 @@ impl redis::aio::ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Single(connection) => connection.req_packed_commands(cmd, offset, count),
-            Self::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
+        self.count();
+        match &mut self.kind {
+            ConnectionKind::Single(connection) => connection.req_packed_commands(cmd, offset, count),
+            ConnectionKind::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
+        match &self.kind {
+            ConnectionKind::Single(connection) => connection.get_db(),
+            ConnectionKind::Cluster(connection) => connection.get_db(),
         }
     }
 }
@@ -230,20 +257,20 @@ impl Redis {
                             .set_number_of_retries(1);
                         redis::aio::ConnectionManager::new_with_config(client.clone(), config)
                             .await
-                            .map(Connection::Single)
+                            .map(ConnectionKind::Single)
                     }
                     Client::Cluster(client) => {
                         // Discovery asks each seed node in turn; bound it like any command.
                         tokio::time::timeout(self.timeout, client.get_async_connection())
                             .await
                             .unwrap_or_else(|_| Err((redis::ErrorKind::IoError, "cluster discovery timed out").into()))
-                            .map(Connection::Cluster)
+                            .map(ConnectionKind::Cluster)
                     }
                 }
                 .map_err(|e| unavailable(store, e.to_string()))
             })
             .await?;
-        Ok(connection.clone())
+        Ok(Connection { kind: connection.clone(), store })
     }
 }
 

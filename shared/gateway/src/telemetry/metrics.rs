@@ -136,6 +136,11 @@ impl Metrics {
             "Log lines dropped because the log sink fell behind (`[telemetry] log_overflow = \"drop\"`)",
             super::dropped_lines(),
         );
+        registry.register(
+            "redis_round_trips",
+            "Round trips to the shared store (Redis), by the feature that made them",
+            crate::store::round_trips().clone(),
+        );
         let breakers = Family::<Labels<3>, Gauge>::default();
         registry.register(
             "upstream_breaker",
