@@ -198,6 +198,11 @@ def production_config(bff: str) -> str:
     t.set("telemetry", "otlp_endpoint", f'"{OTLP}"')
     t.uncomment("redis")
     t.delete("redis", "url", f"# url: from the Secret, as {prefix}__REDIS__URL (it holds a password)")
+    t.delete(
+        "redis",
+        "cluster_nodes",
+        f"# cluster_nodes: for a Redis Cluster instead of url, from the Secret as {prefix}__REDIS__CLUSTER_NODES",
+    )
     t.set("redis", "key_prefix", f'"{bff}-bff"')
 
     examples_upstreams = {k for k in before.get("upstreams", {}) if k != "defaults"}
