@@ -201,7 +201,8 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool, redis: Option<&str>)
         bff_platform::share_through(&mut partner, url);
         partner.own.idempotency.shared = true;
         for prefix in [&mut mobile.redis.key_prefix, &mut web.redis.key_prefix, &mut partner.redis.key_prefix] {
-            *prefix = format!("bench-{}", std::process::id() / 10);
+            // The harness's own pid: every replica of one run shares the keys, no other run does.
+            *prefix = format!("bench-{}", std::os::unix::process::parent_id());
         }
     }
     let (router, server) = match bff {

@@ -415,6 +415,14 @@ fn with_second_key(example: &str) -> String {
     text
 }
 
+/// Replaces `path`'s content at once (a new file renamed over it), as editors and ConfigMap
+/// updates do: a watcher never reads half a file.
+fn replace_file(path: &Path, text: impl AsRef<[u8]>) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
 async fn verbose_readyz(http: &reqwest::Client, process: &Process) -> String {
     text_of(http, format!("http://{}/readyz?verbose", process.admin)).await
 }
@@ -442,8 +450,9 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     let config = dir.0.join("partner.toml");
     let example = std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap();
     // SIGHUP alone: the file is not watched, so only the signal can have reloaded it.
-    std::fs::write(&config, format!("{example}\n[reload]\nwatch_file = false\n")).unwrap();
-    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 1], free_port())));
+    replace_file(&config, format!("{example}\n[reload]\nwatch_file = false\n"));
+    // Both on ports the OS picks (the process logs them); apart, as validation requires.
+    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
     let process = Process::start(&binary, &config, &partner_env(&t.stack.demo.addrs, loopback, admin, &[]));
     let http = reqwest::Client::new();
 
@@ -452,7 +461,7 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     let (status, body) = connection.get("/v2/products/p-4", SECOND_KEY).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{body:#}");
 
-    std::fs::write(&config, format!("{}\n[reload]\nwatch_file = false\n", with_second_key(&example))).unwrap();
+    replace_file(&config, format!("{}\n[reload]\nwatch_file = false\n", with_second_key(&example)));
     process.signal("-HUP");
     let report = wait_for_generation(&http, &process, 2).await;
     assert!(report.contains("reload applied"), "{report}");
@@ -466,7 +475,7 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     let broken = with_second_key(&example)
         .replace("failed_authentication = { rate = 20,", "failed_authentication = { rate = 0,");
     assert_ne!(broken, with_second_key(&example), "the example's failed_authentication moved");
-    std::fs::write(&config, format!("{broken}\n[reload]\nwatch_file = false\n")).unwrap();
+    replace_file(&config, format!("{broken}\n[reload]\nwatch_file = false\n"));
     process.signal("-HUP");
     let started = Instant::now();
     let report = loop {
@@ -511,8 +520,9 @@ async fn a_changed_file_is_reloaded_without_a_signal_and_restart_only_keys_are_n
     let config = dir.0.join("partner.toml");
     let example = std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap();
     let watched = "\n[reload]\npoll_interval = \"100ms\"\n";
-    std::fs::write(&config, format!("{}{watched}", with_second_key(&example))).unwrap();
-    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 1], free_port())));
+    replace_file(&config, format!("{}{watched}", with_second_key(&example)));
+    // Both on ports the OS picks (the process logs them); apart, as validation requires.
+    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
     let process = Process::start(&binary, &config, &partner_env(&t.stack.demo.addrs, loopback, admin, &[]));
     let http = reqwest::Client::new();
     let mut connection = KeptAlive::open(process.public).await;
@@ -520,7 +530,7 @@ async fn a_changed_file_is_reloaded_without_a_signal_and_restart_only_keys_are_n
 
     let edited = example.replace("drain_delay = \"0s\"", "drain_delay = \"3s\"");
     assert_ne!(edited, example, "the example's drain_delay moved");
-    std::fs::write(&config, format!("{edited}{watched}")).unwrap();
+    replace_file(&config, format!("{edited}{watched}"));
     let report = wait_for_generation(&http, &process, 2).await;
     assert!(report.contains("needs a restart for server.drain_delay"), "{report}");
     let (status, body) = connection.get("/v2/products/p-5", SECOND_KEY).await;

@@ -76,8 +76,11 @@ pub fn main<B: Bff, E: Display + 'static>(
     if args.command == Command::Healthcheck {
         return healthcheck::<B>(&args.config);
     }
-    let config = match config::load::<B>(&args.config) {
-        Ok(config) => config,
+    // Read once: the text that is validated is the text whose fingerprint the reloader keeps.
+    let loaded = config::read(&args.config)
+        .and_then(|text| Ok((config::from_toml::<B>(&text, &args.config, config::process_env())?, text)));
+    let (config, text) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("{}: {}: {error}", B::NAME, args.config.display());
             return ExitCode::from(2);
@@ -112,7 +115,7 @@ pub fn main<B: Bff, E: Display + 'static>(
             return ExitCode::from(2);
         }
     };
-    let (reloader, live) = match Reloader::<B, _>::start(args.config.clone(), config, stack) {
+    let (reloader, live) = match Reloader::<B, _>::start(args.config.clone(), &text, config, stack) {
         Ok(started) => started,
         Err(error) => {
             eprintln!("{}: {error}", B::NAME);

@@ -209,22 +209,28 @@ impl ConfigError {
 /// Loads `path`, applies `{B::ENV_PREFIX}__*` overrides from the process environment,
 /// deserializes and validates.
 pub fn load<B: Bff>(path: &Path) -> Result<Config<B::Own>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    from_toml::<B>(&read(path)?, path, process_env())
+}
+
+/// The text of the config file at `path`.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+}
+
+/// The process's environment as `(NAME, value)` pairs, for [`from_toml`]'s overrides.
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
     // Variables that are not UTF-8 cannot be ours; skipping them beats refusing to start.
-    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    from_toml::<B>(&text, path, env)
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
 /// Where a health check on this machine reaches the BFF `path` configures: `[server]
 /// admin_listen`, else `listen` (when it speaks plain HTTP), environment overrides applied, an
 /// unspecified address (`0.0.0.0`, `::`) taken as loopback. No other key is read or checked.
 pub fn probe_address<B: Bff>(path: &Path) -> Result<std::net::SocketAddr, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    let mut table: toml::Table = text
+    let mut table: toml::Table = read(path)?
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
-    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    apply_env_overrides(&mut table, env, B::ENV_PREFIX)?;
+    apply_env_overrides(&mut table, process_env(), B::ENV_PREFIX)?;
     let server = table.get("server").and_then(Value::as_table);
     let address = |key: &str| -> Result<Option<std::net::SocketAddr>, ConfigError> {
         let Some(value) = server.and_then(|server| server.get(key)) else { return Ok(None) };

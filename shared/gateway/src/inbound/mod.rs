@@ -221,18 +221,27 @@ impl InboundStack {
 
     /// The whole BFF, and its admin router for a listener of its own.
     pub fn build_with_admin(self) -> Apps {
-        let (public, _, admin, readiness) = self.compose_all();
-        Apps { public, admin, readiness }
+        let (apps, serving) = self.build_generation();
+        serving.attach();
+        apps
+    }
+
+    /// [`InboundStack::build_with_admin`] for a config reload: the metrics report this
+    /// generation's breakers and signing keys only once [`Serving::attach`] says it serves.
+    pub fn build_generation(self) -> (Apps, Serving) {
+        let (public, _, admin, readiness, serving) = self.compose_all();
+        (Apps { public, admin, readiness }, serving)
     }
 
     /// The whole BFF, and the names of its steps in request order: what the README's inbound
     /// section lists, and what a test holds it to.
     pub fn compose(self) -> (Router, Vec<&'static str>) {
-        let (router, names, _, _) = self.compose_all();
+        let (router, names, _, _, serving) = self.compose_all();
+        serving.attach();
         (router, names)
     }
 
-    fn compose_all(self) -> (Router, Vec<&'static str>, Router, Arc<Readiness>) {
+    fn compose_all(self) -> (Router, Vec<&'static str>, Router, Arc<Readiness>, Serving) {
         let Self {
             server,
             format,
@@ -252,7 +261,7 @@ impl InboundStack {
         let readiness = Arc::new(Readiness::new(authenticator.clone(), backends).with_reload_status(lasting.status));
         // One record per request feeds the access line and the metrics alike.
         let metrics = lasting.metrics;
-        metrics.attach(health, authenticator.clone());
+        let serving = Serving { metrics: metrics.clone(), health, authenticator: authenticator.clone() };
         let routes = crate::telemetry::route_table::render(&route_table);
         let admin = crate::telemetry::admin::router(Arc::clone(&readiness), Arc::clone(&metrics), routes);
         // The layers of the two tower stacks are named where they are built, in request order; the
@@ -323,6 +332,20 @@ impl InboundStack {
         let router = body_limit::limit(router, limit);
         let router = before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
         let router = router.layer(guard).merge(health::routes(readiness.clone())).layer(edge);
-        (router, names, admin, readiness)
+        (router, names, admin, readiness, serving)
+    }
+}
+
+/// What the metrics read from a generation at each scrape (its breakers, its signing keys' age),
+/// handed over once it serves.
+pub struct Serving {
+    metrics: Arc<crate::telemetry::Metrics>,
+    health: bff_upstream::HealthRegistry,
+    authenticator: Arc<Authenticator>,
+}
+
+impl Serving {
+    pub fn attach(self) {
+        self.metrics.attach(self.health, self.authenticator);
     }
 }

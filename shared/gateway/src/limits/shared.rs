@@ -8,8 +8,8 @@
 //! the background; when a probe is answered within the timeout, decisions go back to Redis.
 //! `/readyz?verbose` shows which way decisions are made, as information.
 //!
-//! The keys of one decision must live on one node of a Redis Cluster; they are plain keys under
-//! the BFF's prefix here.
+//! The keys of one decision must live on one node of a Redis Cluster: they share one hash tag per
+//! BFF (`{prefix}:{rl:BFF}:...`), so the script runs there in one round trip.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -184,16 +184,22 @@ impl Shared {
             "rate limits: Redis unavailable; deciding in process with this replica's share of each quota"
         );
         *self.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        let shared = self.clone();
+        // Weakly held: a config reload that replaces these limits ends the probing with them.
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PROBE_INTERVAL).await;
-                let ping = redis::cmd("PING");
-                let answer = tokio::time::timeout(shared.timeout, shared.redis.query::<String>(STORE, &ping)).await;
+                let Some(shared) = weak.upgrade() else { return };
+                // A key under the limits' hash tag: on a cluster, it asks the node that holds
+                // them, not every node (as PING would).
+                let mut probe = redis::cmd("PTTL");
+                probe.arg(format!("{}probe", shared.key_prefix));
+                let answer = tokio::time::timeout(shared.timeout, shared.redis.query::<i64>(STORE, &probe)).await;
                 if let Ok(Ok(_)) = answer {
                     break;
                 }
             }
+            let Some(shared) = weak.upgrade() else { return };
             *shared.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             shared.up.store(true, Ordering::Release);
             tracing::info!("rate limits: Redis answers again; deciding through it");

@@ -71,10 +71,32 @@ impl Default for ReloadStatus {
 pub enum Outcome {
     /// The new config serves; the keys named changed too but wait for a restart.
     Applied { needs_restart: Vec<&'static str> },
-    /// The old config still serves; each entry is `key.path: problem`.
-    Refused { problems: Vec<String> },
-    /// The file read the same as the config serving: nothing to do.
-    Unchanged,
+    /// The old config still serves. Each refusal names a key path (or what failed: `(file)`,
+    /// `(syntax)`, `(build)`, `(readiness)`) and says why; `/readyz?verbose`, which the public
+    /// port serves too, shows only the names: the reasons may quote the file or name hosts.
+    Refused { problems: Vec<Refusal> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub key: String,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+
+    fn from_config_error(error: ConfigError) -> Vec<Self> {
+        match error {
+            ConfigError::Invalid(problems) => problems.into_iter().map(|p| Self::new(p.key, p.message)).collect(),
+            ConfigError::Field { key, message } => vec![Self::new(key, message)],
+            ConfigError::Env { name, message } => vec![Self::new(name, message)],
+            error @ ConfigError::Syntax { .. } => vec![Self::new("(syntax)", error.to_string())],
+            error @ ConfigError::Read { .. } => vec![Self::new("(file)", error.to_string())],
+        }
+    }
 }
 
 impl ReloadStatus {
@@ -107,16 +129,14 @@ impl ReloadStatus {
                 };
                 writeln!(text, "[+]config generation {generation}, reload applied {ago}s ago{pending} (informational)")
             }
-            Some((at, Outcome::Unchanged)) => {
-                let ago = at.elapsed().as_secs();
-                writeln!(text, "[+]config generation {generation}, reload {ago}s ago found no change (informational)")
-            }
             Some((at, Outcome::Refused { problems })) => {
                 let ago = at.elapsed().as_secs();
+                let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
                 writeln!(
                     text,
-                    "[-]config reload refused {ago}s ago, still serving generation {generation}: {} (informational)",
-                    problems.join("; ")
+                    "[-]config reload refused {ago}s ago, still serving generation {generation}: problems with {} \
+                     (the log says what; informational)",
+                    keys.join(", ")
                 )
             }
         };
@@ -209,11 +229,15 @@ pub struct LiveApps {
 pub struct Reloader<B: Bff, F> {
     path: PathBuf,
     build: F,
+    /// The config the process started with: the restart-only keys are compared with it, since
+    /// that is what the listeners and the process still run on.
+    started: Config<B::Own>,
     current: Config<B::Own>,
-    /// The file's fingerprint when the serving config was read from it.
-    applied: Option<[u8; 32]>,
-    /// The fingerprint of the last text tried, applied or refused: the watch reacts to a change
-    /// from it, so a refused file is not tried again every poll.
+    /// The fingerprint of the text serving.
+    applied: [u8; 32],
+    /// The fingerprint of the last text tried: the watch reacts to a change from it, so a file
+    /// that fails validation is tried once, not at every poll. A new config refused for what
+    /// may pass later (its build, its readiness) leaves it unset, so the watch tries again.
     seen: Option<[u8; 32]>,
     readiness: Arc<crate::health::Readiness>,
     live: LiveApps,
@@ -226,18 +250,19 @@ where
     F: Fn(Config<B::Own>) -> Result<InboundStack, E>,
     E: std::fmt::Display,
 {
-    /// Builds the first generation from `config` (read from `path`) with `build`.
-    pub fn start(path: PathBuf, config: Config<B::Own>, build: F) -> Result<(Self, LiveApps), E> {
+    /// Builds the first generation from `config`, read from `text`, the content of `path`.
+    pub fn start(path: PathBuf, text: &str, config: Config<B::Own>, build: F) -> Result<(Self, LiveApps), E> {
         let lasting = Lasting::default();
-        let fingerprint = fingerprint(&path);
+        let applied = fingerprint(text.as_bytes());
         let apps = build(config.clone())?.lasting(&lasting).build_with_admin();
         let live = LiveApps { public: LiveRouter::new(apps.public), admin: LiveRouter::new(apps.admin) };
         let reloader = Self {
             path,
             build,
+            started: config.clone(),
             current: config,
-            applied: fingerprint,
-            seen: fingerprint,
+            applied,
+            seen: Some(applied),
             readiness: apps.readiness,
             live: live.clone(),
             lasting,
@@ -250,7 +275,9 @@ where
         &self.lasting
     }
 
-    /// One reload, for `trigger` (`sighup` or `file`): read, validate, build, check, swap.
+    /// One reload, for `trigger` (`sighup` or `file`): read, validate, build, check, swap. A
+    /// SIGHUP rebuilds even from the same text: files the config names (a persisted-query
+    /// manifest) may have changed.
     pub async fn reload(&mut self, trigger: &'static str) -> Outcome {
         let outcome = self.attempt().await;
         let generation = self.lasting.status.generation();
@@ -263,11 +290,11 @@ where
                 }
             }
             Outcome::Refused { problems } => {
-                for problem in problems {
+                for Refusal { key, message } in problems {
+                    let problem = format!("{key}: {message}");
                     tracing::warn!(trigger, generation, problem = problem.as_str(), "config reload refused");
                 }
             }
-            Outcome::Unchanged => tracing::info!(trigger, generation, "config reload: the file has not changed"),
         }
         self.lasting.metrics.record_reload(&outcome);
         self.lasting.status.record(outcome.clone());
@@ -276,21 +303,25 @@ where
     }
 
     async fn attempt(&mut self) -> Outcome {
-        let refused = |problems: Vec<String>| Outcome::Refused { problems };
-        let fingerprint = fingerprint(&self.path);
-        self.seen = fingerprint;
-        if fingerprint.is_some() && fingerprint == self.applied {
-            return Outcome::Unchanged;
-        }
-        let config = match loader::load::<B>(&self.path) {
-            Ok(config) => config,
-            Err(ConfigError::Invalid(problems)) => return refused(problems.iter().map(ToString::to_string).collect()),
-            Err(error) => return refused(vec![error.to_string()]),
+        let refused = |key: &str, message: String| Outcome::Refused { problems: vec![Refusal::new(key, message)] };
+        // Read once: the text validated is the text fingerprinted.
+        let text = match loader::read(&self.path) {
+            Ok(text) => text,
+            Err(error) => return Outcome::Refused { problems: Refusal::from_config_error(error) },
         };
-        let needs_restart = needs_restart(&self.current, &config);
-        let apps = match (self.build)(config.clone()) {
-            Ok(stack) => stack.lasting(&self.lasting).build_with_admin(),
-            Err(error) => return refused(vec![format!("building the app: {error}")]),
+        let fingerprint = fingerprint(text.as_bytes());
+        self.seen = Some(fingerprint);
+        let config = match loader::from_toml::<B>(&text, &self.path, loader::process_env()) {
+            Ok(config) => config,
+            Err(error) => return Outcome::Refused { problems: Refusal::from_config_error(error) },
+        };
+        let needs_restart = needs_restart(&self.started, &config);
+        let (apps, serving) = match (self.build)(config.clone()) {
+            Ok(stack) => stack.lasting(&self.lasting).build_generation(),
+            Err(error) => {
+                self.seen = None;
+                return refused("(build)", error.to_string());
+            }
         };
         // A reload never turns a ready replica unready: a new config whose signing keys cannot be
         // loaded (a mistyped JWKS URL) is refused while the old one still has its keys.
@@ -302,11 +333,13 @@ where
         if let Err(why) = ready(apps.readiness.clone()).await
             && ready(self.readiness.clone()).await.is_ok()
         {
-            return refused(vec![format!("not ready under the new config ({why})")]);
+            self.seen = None;
+            return refused("(readiness)", format!("not ready under the new config: {why}"));
         }
         let Apps { public, admin, readiness } = apps;
         self.live.public.replace(public);
         self.live.admin.replace(admin);
+        serving.attach();
         self.readiness = readiness;
         if config.telemetry.log_level != self.current.telemetry.log_level
             && let Err(error) = crate::telemetry::set_log_level(config.telemetry.log_level.as_deref())
@@ -341,8 +374,8 @@ where
                     _ = sighup => "sighup",
                     _ = poll.tick(), if reload.watch_file => {
                         // A file mid-replacement may be missing for a moment: look again later.
-                        match fingerprint(&self.path) {
-                            Some(now) if Some(now) != self.seen => "file",
+                        match std::fs::read(&self.path) {
+                            Ok(bytes) if Some(fingerprint(&bytes)) != self.seen => "file",
                             _ => continue,
                         }
                     }
@@ -353,9 +386,9 @@ where
     }
 }
 
-/// The SHA-256 of the file's bytes, `None` while it cannot be read.
-fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|bytes| Sha256::digest(bytes).into())
+/// The SHA-256 of a config text.
+fn fingerprint(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 #[cfg(test)]
@@ -409,10 +442,17 @@ mod tests {
     fn the_status_reports_the_generation_and_the_last_outcome() {
         let status = ReloadStatus::default();
         assert!(status.report().contains("config generation 1, never reloaded"), "{}", status.report());
-        status.record(Outcome::Refused { problems: vec!["limits.cost.rate: must be positive".into()] });
+        let quoted = "invalid TOML at line 3: `url = \"redis://:secret@10.0.0.1\"`";
+        status.record(Outcome::Refused {
+            problems: vec![Refusal::new("limits.cost.rate", "must be positive"), Refusal::new("(syntax)", quoted)],
+        });
         let report = status.report();
         assert!(report.starts_with("[-]config reload refused") && report.contains("still serving generation 1"));
-        assert!(report.contains("limits.cost.rate: must be positive"), "{report}");
+        assert!(report.contains("problems with limits.cost.rate, (syntax)"), "{report}");
+        assert!(
+            !report.contains("secret") && !report.contains("must be positive"),
+            "reasons stay in the log: {report}"
+        );
         status.record(Outcome::Applied { needs_restart: vec!["server.listen"] });
         assert_eq!(status.generation(), 2);
         assert!(status.report().contains("needs a restart for server.listen"), "{}", status.report());

@@ -39,7 +39,7 @@ pub struct RedisConfig {
     /// config error.
     pub url: Option<String>,
     /// A Redis Cluster: some of its nodes (`redis://host:port`), from which the rest and the slot
-    /// map are discovered; more than one, so a node down at start does not matter.
+    /// map are discovered; more than one, so one node down at start does not stop discovery.
     pub cluster_nodes: Vec<String>,
     /// Connecting, and each command.
     #[serde(with = "humantime_serde")]
@@ -138,7 +138,8 @@ enum Client {
 #[derive(Clone)]
 pub struct Connection {
     kind: ConnectionKind,
-    store: &'static str,
+    /// This feature's series of [`round_trips`], looked up once per connection handle.
+    round_trips: Counter,
 }
 
 #[derive(Clone)]
@@ -158,8 +159,7 @@ pub fn round_trips() -> &'static Family<[(&'static str, &'static str); 1], Count
 
 impl Connection {
     fn count(&self) {
-        // `rate limit store` -> `rate limit`: the label names the feature.
-        round_trips().get_or_create(&[("store", self.store.trim_end_matches(" store"))]).inc();
+        self.round_trips.inc();
     }
 }
 
@@ -260,8 +260,10 @@ impl Redis {
                             .map(ConnectionKind::Single)
                     }
                     Client::Cluster(client) => {
-                        // Discovery asks each seed node in turn; bound it like any command.
-                        tokio::time::timeout(self.timeout, client.get_async_connection())
+                        // Discovery connects to every seed at once, each bounded by `timeout`, and
+                        // then asks for the slot map: a bound of two `timeout`s lets a seed that
+                        // never answers time out on its own instead of failing discovery.
+                        tokio::time::timeout(2 * self.timeout, client.get_async_connection())
                             .await
                             .unwrap_or_else(|_| Err((redis::ErrorKind::IoError, "cluster discovery timed out").into()))
                             .map(ConnectionKind::Cluster)
@@ -270,7 +272,9 @@ impl Redis {
                 .map_err(|e| unavailable(store, e.to_string()))
             })
             .await?;
-        Ok(Connection { kind: connection.clone(), store })
+        // `rate limit store` -> `rate limit`: the label names the feature.
+        let round_trips = round_trips().get_or_create(&[("store", store.trim_end_matches(" store"))]).clone();
+        Ok(Connection { kind: connection.clone(), round_trips })
     }
 }
 

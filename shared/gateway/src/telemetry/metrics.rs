@@ -161,11 +161,7 @@ impl Metrics {
             config_generation.clone(),
         );
         let config_reloads = Family::<Labels<1>, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Config reloads, by outcome (applied, refused, unchanged)",
-            config_reloads.clone(),
-        );
+        registry.register("config_reloads", "Config reloads, by outcome (applied or refused)", config_reloads.clone());
         let info = Family::<Labels<1>, Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         registry.register("build_info", "The build serving: always 1", info);
@@ -199,7 +195,6 @@ impl Metrics {
         let outcome = match outcome {
             crate::reload::Outcome::Applied { .. } => "applied",
             crate::reload::Outcome::Refused { .. } => "refused",
-            crate::reload::Outcome::Unchanged => "unchanged",
         };
         self.config_reloads.get_or_create(&[("outcome", outcome.to_owned())]).inc();
     }
