@@ -30,7 +30,7 @@ use crate::scenario::{Bff, Scenario};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--concurrency 32] [--rate N] \
-[--latency 0ms] [--soak 10m] [--connections 1000] [--replicas 1,3] [--redis URL] [--results PATH|none] [--label TEXT]
+[--latency 0ms] [--sampling 1] [--soak 10m] [--connections 1000] [--replicas 1,3] [--redis URL] [--results PATH|none] [--label TEXT]
 
   --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
                   large-document-hit, large-document-miss, product-page
@@ -38,6 +38,7 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
   --concurrency   connections of the closed loop (and of the open loop)
   --rate          the open loop's rate in requests/s (default: half the BFF's closed-loop throughput)
   --latency       fixed latency the demo backends add to every call (0ms: CPU-bound)
+  --sampling      share of requests the BFF traces (exported to a receiver in its process); 1 = all
   --soak          run the BFF alone under the closed loop this long, printing its RSS over time
   --connections   hold this many idle keep-alive connections to the BFF and report its RSS
   --replicas      run this many BFF replicas at once (each count in turn) sharing one Redis, load
@@ -55,6 +56,7 @@ pub struct Options {
     pub concurrency: usize,
     pub rate: Option<f64>,
     pub latency: Duration,
+    pub sampling: f64,
     pub soak: Option<Duration>,
     pub connections: Option<usize>,
     pub results: Option<PathBuf>,
@@ -71,6 +73,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         concurrency: 32,
         rate: None,
         latency: Duration::ZERO,
+        sampling: 1.0,
         soak: None,
         connections: None,
         results: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results.md"))),
@@ -95,6 +98,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--concurrency" => options.concurrency = number()?,
             "--rate" => options.rate = Some(value.parse().map_err(|_| format!("--rate: `{value}`"))?),
             "--latency" => options.latency = duration()?,
+            "--sampling" => {
+                options.sampling = value
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| format!("--sampling: `{value}` (0 to 1)"))?;
+            }
             "--soak" => options.soak = Some(duration()?),
             "--connections" => options.connections = Some(number()?),
             "--results" => options.results = (value != "none").then(|| PathBuf::from(value)),
@@ -139,7 +149,8 @@ fn child(command: &str, args: &[String]) -> anyhow::Result<()> {
             let bff = Bff::parse(flag(args, "--bff")?).context("--bff: mobile, web or partner")?;
             let shared_answers = args.iter().any(|a| a == "--shared-answers");
             let redis = flag(args, "--redis").ok();
-            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?, shared_answers, redis)
+            let sampling = flag(args, "--sampling").unwrap_or("1").parse().context("--sampling")?;
+            serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?, shared_answers, redis, sampling)
         }
         "serve-baseline" => {
             let scenario = Scenario::parse(flag(args, "--scenario")?).context("--scenario: unknown")?;

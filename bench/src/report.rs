@@ -186,6 +186,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if options.scenario.shares_answers() {
         bff_args.push("--shared-answers".into());
     }
+    bff_args.extend(["--sampling".into(), options.sampling.to_string()]);
     if let Some(replicas) = &options.replicas {
         return crate::capacity::run(options, replicas, spec, &bff_args);
     }
@@ -361,11 +362,12 @@ impl Figures<'_> {
     fn text(&self) -> String {
         let o = self.options;
         let mut out = format!(
-            "\nbff-bench: scenario {}{}, {} per phase, demo latency {}, {}\n\n",
+            "\nbff-bench: scenario {}{}, {} per phase, demo latency {}, traces sampled {}, {}\n\n",
             o.scenario.name(),
             o.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default(),
             fmt_duration(o.duration),
             fmt_duration(o.latency),
+            o.sampling,
             machine()
         );
         let _ = writeln!(out, "{:<48} {:>12} {:>12}", "", "BFF", "baseline");
@@ -391,7 +393,7 @@ impl Figures<'_> {
     fn markdown(&self) -> String {
         let o = self.options;
         let mut out = format!(
-            "\n### {} — {} — {}{}\n\n{} per phase, {} connections, demo latency {}, commit {}\n\n| | BFF | baseline |\n|---|---|---|\n",
+            "\n### {} — {} — {}{}\n\n{} per phase, {} connections, demo latency {}, traces sampled {}, commit {}\n\n| | BFF | baseline |\n|---|---|---|\n",
             o.scenario.name(),
             command_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
             machine(),
@@ -399,6 +401,7 @@ impl Figures<'_> {
             fmt_duration(o.duration),
             o.concurrency,
             fmt_duration(o.latency),
+            o.sampling,
             command_line(&["git", "describe", "--always", "--dirty"]),
         );
         for (name, bff, base) in self.rows() {

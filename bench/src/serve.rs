@@ -170,7 +170,13 @@ fn high_plan_limits(options: &mut partner_bff::PartnerOptions) {
 /// Serves BFF `bff` with its shipped production config against the demo at `demo`, as its own
 /// binary would (JSON access log on stdout at the production filter), until the parent goes away.
 /// `shared_answers` keeps the response cache and coalescing on (see [`no_shared_answers`]).
-pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool, redis: Option<&str>) -> anyhow::Result<()> {
+pub fn bff(
+    bff: Bff,
+    demo: DemoAddrs,
+    shared_answers: bool,
+    redis: Option<&str>,
+    sampling_ratio: f64,
+) -> anyhow::Result<()> {
     bff_upstream::tls::install_default_provider();
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let (mut mobile, mut web, mut partner) = bff_platform::production_configs(
@@ -183,10 +189,12 @@ pub fn bff(bff: Bff, demo: DemoAddrs, shared_answers: bool, redis: Option<&str>)
     // Building an app creates lazily connecting gRPC channels, which need the runtime at hand.
     let _context = runtime.enter();
     // Every layer on, as production runs it: the access log, the metrics (always), and traces,
-    // every request sampled and exported to a receiver in this process.
+    // sampled at `--sampling` (every request by default) and exported to a receiver in this
+    // process.
     let collector = runtime.block_on(crate::collector::start())?;
     let telemetry = bff_gateway::config::TelemetryConfig {
         otlp_endpoint: Some(format!("http://{collector}").parse()?),
+        sampling_ratio,
         ..bff_gateway::config::TelemetryConfig::default()
     };
     let _traces = bff_gateway::telemetry::init_with_tracing(bff.name(), &telemetry).map_err(|e| anyhow!(e))?;

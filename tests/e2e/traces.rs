@@ -144,3 +144,32 @@ async fn an_untrusted_callers_trace_context_starts_a_new_trace() {
     let traceparent = users.last().unwrap()["headers"]["traceparent"].as_str().unwrap().to_owned();
     assert_eq!(traceparent.split('-').nth(1), Some(hex(&home.trace_id).as_str()), "the backend got the new trace");
 }
+
+/// A trusted caller that decided not to sample is followed, and the decision is made before any
+/// span exists: its request exports nothing and its backend calls carry no trace context, while
+/// the next, sampled request exports its whole trace (the exporter works; the silence is the
+/// decision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_request_makes_no_spans_at_all() {
+    let (receiver, t, _guard) = traced_stack("127.0.0.1").await;
+    t.reset().await;
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let reply = TestStack::reply(
+        t.http
+            .post(TestStack::url(t.stack.mobile, "/graphql"))
+            .bearer_auth(t.token("u-1", "mobile"))
+            .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
+            .json(&json!({ "query": HOME_QUERY })),
+    )
+    .await;
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    let users = t.recent_calls("users").await;
+    assert!(users.last().unwrap()["headers"]["traceparent"].is_null(), "{:#}", users.last().unwrap());
+
+    let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    home_in_trace(&t, sampled).await;
+    received(&receiver, 7, |s| hex(&s.trace_id) == sampled).await;
+    let stray: Vec<String> =
+        receiver.0.lock().unwrap().iter().map(|s| hex(&s.trace_id)).filter(|id| id != sampled).collect();
+    assert!(stray.is_empty(), "spans of other traces were exported: {stray:?}");
+}

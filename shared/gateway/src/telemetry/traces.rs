@@ -8,7 +8,11 @@
 //! Export is batched on the tokio runtime: spans wait in a queue of at most `max_queued_spans`
 //! (more are dropped) and an export gives up after `export_timeout`, so a slow or dead collector
 //! costs memory bounded by the queue and never a request's time. Sampling is parent-based: a
-//! trusted caller's decision is followed, new traces are sampled at `sampling_ratio`.
+//! trusted caller's decision is followed, new traces are sampled at `sampling_ratio`. The
+//! decision is made when the request arrives, before any span exists: a request not sampled
+//! makes no spans at all (no request span, no phases, no client spans), so its cost is one random
+//! number, not the bookkeeping of spans that would be dropped at export. Its backend calls then
+//! carry no `traceparent`, and backends decide for themselves.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -26,6 +30,8 @@ use crate::inbound::client_addr::IpBlock;
 /// What the request spans need once tracing is on.
 struct Tracing {
     trusted: Vec<IpBlock>,
+    /// Share of new traces recorded.
+    ratio: f64,
 }
 
 static TRACING: OnceLock<Tracing> = OnceLock::new();
@@ -75,7 +81,9 @@ where
     .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio))))
+        // The ratio is applied when a request arrives ([`request_span`]); a span that exists was
+        // sampled, so the SDK records every one.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build())
         .build();
     let tracer = provider.tracer("bff-gateway");
@@ -85,7 +93,7 @@ where
 /// Turns spans on, once the layer that exports them is installed: request spans, and trace
 /// context on every backend call.
 pub(super) fn activate(config: &TelemetryConfig) {
-    let _ = TRACING.set(Tracing { trusted: config.trust_traceparent_from.clone() });
+    let _ = TRACING.set(Tracing { trusted: config.trust_traceparent_from.clone(), ratio: config.sampling_ratio });
     bff_upstream::propagate_trace_context(current_trace_headers);
 }
 
@@ -93,17 +101,25 @@ pub(super) fn activate(config: &TelemetryConfig) {
 /// trusted. Named once the route or operation is known ([`name`]).
 pub(crate) fn request_span(headers: &http::HeaderMap, client: Option<std::net::IpAddr>) -> tracing::Span {
     let Some(tracing) = TRACING.get() else { return tracing::Span::none() };
+    let trusted = client.is_some_and(|ip| tracing.trusted.iter().any(|block| block.contains(ip)));
+    let parent = trusted
+        .then(|| TraceContextPropagator::new().extract(&Headers(headers)))
+        .filter(|parent| parent.span().span_context().is_valid());
+    let sampled = match &parent {
+        Some(parent) => parent.span().span_context().is_sampled(),
+        None => tracing.ratio >= 1.0 || fastrand::f64() < tracing.ratio,
+    };
+    if !sampled {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "request",
         otel.kind = "server",
         http.response.status_code = tracing::field::Empty,
         error.code = tracing::field::Empty,
     );
-    if client.is_some_and(|ip| tracing.trusted.iter().any(|block| block.contains(ip))) {
-        let parent = TraceContextPropagator::new().extract(&Headers(headers));
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
     }
     span
 }
@@ -111,7 +127,8 @@ pub(crate) fn request_span(headers: &http::HeaderMap, client: Option<std::net::I
 /// A span for one phase of a request (`authenticate`, `graphql.check`, `graphql.execute`), a
 /// child of the request's; none when tracing is off.
 pub fn phase(name: &'static str) -> tracing::Span {
-    if TRACING.get().is_none() {
+    // Only inside a sampled request: elsewhere the span would be a root of its own.
+    if TRACING.get().is_none() || tracing::Span::current().is_none() {
         return tracing::Span::none();
     }
     tracing::info_span!("phase", otel.name = name)

@@ -26,8 +26,9 @@ impl CallLayer for RecordLayer {
         let (service, operation, cx) = (self.service, request.call.operation, request.cx.clone());
         let trace = request.trace.clone();
         let started = Instant::now();
-        // A client span per call, named by its template; the transports send its trace context.
-        let span = if crate::context::tracing_on() {
+        // A client span per call of a sampled request, named by its template; the transports send
+        // its trace context. A request not sampled has no span to be the parent of one.
+        let span = if crate::context::tracing_on() && !tracing::Span::current().is_none() {
             tracing::info_span!(
                 "upstream",
                 otel.name = operation,
