@@ -111,12 +111,12 @@ impl Pending<'_> {
         // The span is named by the same bounded label as the metrics: a trace backend's span
         // metrics must not grow with invented operation names either.
         let operation = metrics.operation_label(log.operation.get().map(String::as_str), status);
-        let span_name = if operation == "-" { route } else { operation.as_str() };
+        let span_name = if operation == "-" { route } else { operation };
         traces::name(&self.span, span_name, status, error.map(|e| e.code().as_str()));
         let trace_id = traces::trace_id(&self.span);
         metrics.observe(&RequestRecord {
             route,
-            operation: &operation,
+            operation,
             status,
             error_code: error.map(|e| e.code().as_str()),
             error_source,

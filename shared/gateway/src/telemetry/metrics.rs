@@ -12,7 +12,7 @@
 //! a label family is a read-locked map; no global registry and no exporter thread.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use bff_upstream::{BreakerState, CallOutcome, UpstreamCall};
@@ -30,7 +30,16 @@ pub const MAX_OPERATIONS: usize = 64;
 /// Distinct route templates; a router has far fewer, so this only guards against a mistake.
 const MAX_ROUTES: usize = 256;
 
-type Labels<const N: usize> = [(&'static str, String); N];
+/// Every label value is a `&'static str`: route templates and operation names are interned once
+/// (at most [`MAX_ROUTES`] and [`MAX_OPERATIONS`] of them), everything else is a constant, so a
+/// request finds its series with no allocation.
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+
+/// Labels made at the scrape, where allocating costs no request anything (breaker instances).
+type OwnedLabels<const N: usize> = [(&'static str, String); N];
+
+/// A bucket's exemplar: the trace of its latest request.
+type Exemplar = OwnedLabels<1>;
 
 /// Latency buckets: 0.25 ms to about 8 s, doubling.
 fn latency() -> Histogram {
@@ -39,7 +48,7 @@ fn latency() -> Histogram {
 
 /// The same buckets, each remembering the trace of its latest request (an exemplar), so a slow
 /// bucket leads to a trace.
-type TracedLatency = HistogramWithExemplars<Labels<1>>;
+type TracedLatency = HistogramWithExemplars<Exemplar>;
 
 fn traced_latency() -> TracedLatency {
     HistogramWithExemplars::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -54,7 +63,7 @@ pub struct Metrics {
     in_flight: Gauge,
     upstream_calls: Family<Labels<4>, Counter>,
     upstream_duration: Family<Labels<2>, Histogram, fn() -> Histogram>,
-    breakers: Family<Labels<3>, Gauge>,
+    breakers: Family<OwnedLabels<3>, Gauge>,
     jwks_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// What the scrape reads from the serving generation: its breakers and its signing keys.
     /// Replaced when a config reload swaps the app, while every series above carries on.
@@ -83,7 +92,7 @@ struct Serving {
 pub struct RequestRecord<'a> {
     pub route: &'a str,
     /// The bounded label of its GraphQL operation ([`Metrics::operation_label`]), `-` for none.
-    pub operation: &'a str,
+    pub operation: &'static str,
     pub status: u16,
     pub error_code: Option<&'static str>,
     /// `gateway` or `backend`, for an error.
@@ -141,7 +150,7 @@ impl Metrics {
             "Round trips to the shared store (Redis), by the feature that made them",
             crate::store::round_trips().clone(),
         );
-        let breakers = Family::<Labels<3>, Gauge>::default();
+        let breakers = Family::<OwnedLabels<3>, Gauge>::default();
         registry.register(
             "upstream_breaker",
             "1 for each backend instance's breaker state (closed, half_open or open), 0 for the others; open means ejected",
@@ -163,7 +172,7 @@ impl Metrics {
         let config_reloads = Family::<Labels<1>, Counter>::default();
         registry.register("config_reloads", "Config reloads, by outcome (applied or refused)", config_reloads.clone());
         let info = Family::<Labels<1>, Gauge>::default();
-        info.get_or_create(&[("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+        info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))]).set(1);
         registry.register("build_info", "The build serving: always 1", info);
         Self {
             registry,
@@ -196,7 +205,7 @@ impl Metrics {
             crate::reload::Outcome::Applied { .. } => "applied",
             crate::reload::Outcome::Refused { .. } => "refused",
         };
-        self.config_reloads.get_or_create(&[("outcome", outcome.to_owned())]).inc();
+        self.config_reloads.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     pub fn set_generation(&self, generation: u64) {
@@ -206,8 +215,8 @@ impl Metrics {
     /// The label a request's GraphQL operation `name` goes by, in the metrics and as its span's
     /// name: itself when known; a new name takes a slot only for a request that was answered
     /// (`status` below 400); `other` past the slots; `-` for none.
-    pub fn operation_label(&self, name: Option<&str>, status: u16) -> String {
-        name.map_or_else(|| "-".to_owned(), |name| self.operations.label(name, status < 400))
+    pub fn operation_label(&self, name: Option<&str>, status: u16) -> &'static str {
+        name.map_or("-", |name| self.operations.label(name, status < 400))
     }
 
     /// A request began: `requests_in_flight` counts it until the guard is dropped.
@@ -218,14 +227,14 @@ impl Metrics {
 
     pub fn observe(&self, record: &RequestRecord<'_>) {
         let route = self.routes.label(record.route, true);
-        let operation = record.operation.to_owned();
+        let operation = record.operation;
         self.requests
             .get_or_create(&[
-                ("route", route.clone()),
-                ("operation", operation.clone()),
-                ("status", record.status.to_string()),
-                ("code", record.error_code.unwrap_or("-").to_owned()),
-                ("source", record.error_source.unwrap_or("-").to_owned()),
+                ("route", route),
+                ("operation", operation),
+                ("status", status_label(record.status)),
+                ("code", record.error_code.unwrap_or("-")),
+                ("source", record.error_source.unwrap_or("-")),
             ])
             .inc();
         let by_route = [("route", route), ("operation", operation)];
@@ -239,14 +248,14 @@ impl Metrics {
             };
             self.upstream_calls
                 .get_or_create(&[
-                    ("backend", call.service.to_owned()),
-                    ("operation", call.operation.to_owned()),
-                    ("outcome", outcome.to_owned()),
-                    ("cache", call.decisions.cache.as_str().to_owned()),
+                    ("backend", call.service),
+                    ("operation", call.operation),
+                    ("outcome", outcome),
+                    ("cache", call.decisions.cache.as_str()),
                 ])
                 .inc();
             self.upstream_duration
-                .get_or_create(&[("backend", call.service.to_owned()), ("operation", call.operation.to_owned())])
+                .get_or_create(&[("backend", call.service), ("operation", call.operation)])
                 .observe(seconds(call.latency));
         }
     }
@@ -289,10 +298,20 @@ impl Drop for InFlight {
     }
 }
 
-/// The values one label may take: the first `cap` seen, then `other`.
+/// `status` as a label value, made once per status code.
+fn status_label(status: u16) -> &'static str {
+    static LABELS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let labels =
+        LABELS.get_or_init(|| (0..1000u16).map(|code| &*Box::leak(code.to_string().into_boxed_str())).collect());
+    labels.get(usize::from(status)).copied().unwrap_or("other")
+}
+
+/// The values one label may take: the first `cap` seen, then `other`. Each is interned (leaked)
+/// once: at most `cap` strings per label for the life of the process, since the metrics outlive
+/// config generations.
 struct BoundedValues {
     cap: usize,
-    seen: RwLock<HashSet<String>>,
+    seen: RwLock<HashSet<&'static str>>,
 }
 
 impl BoundedValues {
@@ -301,20 +320,23 @@ impl BoundedValues {
     }
 
     /// `value` when it is known, or when `may_add` and there is room; `other` otherwise.
-    fn label(&self, value: &str, may_add: bool) -> String {
-        let known = self.seen.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(value);
-        if known {
-            return value.to_owned();
+    fn label(&self, value: &str, may_add: bool) -> &'static str {
+        if let Some(known) = self.seen.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(value) {
+            return known;
         }
         if !may_add {
-            return "other".to_owned();
+            return "other";
         }
         let mut seen = self.seen.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() < self.cap || seen.contains(value) {
-            seen.insert(value.to_owned());
-            value.to_owned()
+        if let Some(known) = seen.get(value) {
+            return known;
+        }
+        if seen.len() < self.cap {
+            let interned: &'static str = Box::leak(value.into());
+            seen.insert(interned);
+            interned
         } else {
-            "other".to_owned()
+            "other"
         }
     }
 }
@@ -332,7 +354,7 @@ mod tests {
             let label = metrics.operation_label(Some(&name), 200);
             let record = RequestRecord {
                 route: "/graphql",
-                operation: &label,
+                operation: label,
                 status: 200,
                 error_code: None,
                 error_source: None,
