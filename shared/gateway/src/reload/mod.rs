@@ -233,8 +233,6 @@ pub struct Reloader<B: Bff, F> {
     /// that is what the listeners and the process still run on.
     started: Config<B::Own>,
     current: Config<B::Own>,
-    /// The fingerprint of the text serving.
-    applied: [u8; 32],
     /// The fingerprint of the last text tried: the watch reacts to a change from it, so a file
     /// that fails validation is tried once, not at every poll. A new config refused for what
     /// may pass later (its build, its readiness) leaves it unset, so the watch tries again.
@@ -253,7 +251,6 @@ where
     /// Builds the first generation from `config`, read from `text`, the content of `path`.
     pub fn start(path: PathBuf, text: &str, config: Config<B::Own>, build: F) -> Result<(Self, LiveApps), E> {
         let lasting = Lasting::default();
-        let applied = fingerprint(text.as_bytes());
         let apps = build(config.clone())?.lasting(&lasting).build_with_admin();
         let live = LiveApps { public: LiveRouter::new(apps.public), admin: LiveRouter::new(apps.admin) };
         let reloader = Self {
@@ -261,18 +258,12 @@ where
             build,
             started: config.clone(),
             current: config,
-            applied,
-            seen: Some(applied),
+            seen: Some(fingerprint(text.as_bytes())),
             readiness: apps.readiness,
             live: live.clone(),
             lasting,
         };
         Ok((reloader, live))
-    }
-
-    /// What outlives generations: the metrics and the reload status.
-    pub fn lasting(&self) -> &Lasting {
-        &self.lasting
     }
 
     /// One reload, for `trigger` (`sighup` or `file`): read, validate, build, check, swap. A
@@ -347,7 +338,6 @@ where
             tracing::warn!(%error, "telemetry.log_level: not applied");
         }
         self.current = config;
-        self.applied = fingerprint;
         Outcome::Applied { needs_restart }
     }
 
