@@ -510,6 +510,58 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     }
 }
 
+/// A new config whose signing keys cannot be loaded (its JWKS URL points nowhere) is refused
+/// while the serving one has its keys: a reload never turns a ready replica unready.
+#[tokio::test]
+async fn a_reload_whose_signing_keys_cannot_load_is_refused_and_the_replica_stays_ready() {
+    let t = TestStack::start().await;
+    let binary = bff_binary("partner-bff");
+    let dir = TempDir::new("keys");
+    let config = dir.0.join("partner.toml");
+    let example = std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap();
+    let issuer = bff_demo::http_url(t.stack.demo.addrs.identity);
+    let jwks = |url: &str| {
+        let text = example
+            .replace("issuer = \"http://127.0.0.1:5000\"", &format!("issuer = \"{issuer}\""))
+            .replace("jwks_url = \"http://127.0.0.1:5000/.well-known/jwks.json\"", &format!("jwks_url = \"{url}\""));
+        assert!(text.contains(url), "the example's jwks_url moved");
+        format!("{text}\n[reload]\nwatch_file = false\n")
+    };
+    replace_file(&config, jwks(&format!("{issuer}/.well-known/jwks.json")));
+    // The signing keys come from the file here, not from the environment.
+    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
+    let env: Vec<(String, String)> = partner_env(&t.stack.demo.addrs, loopback, admin, &[])
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("PARTNER_BFF__AUTH__JWT__"))
+        .collect();
+    let process = Process::start(&binary, &config, &env);
+    let http = reqwest::Client::new();
+    let readyz = format!("http://{}/readyz", process.admin);
+    wait_for_status(&http, &readyz, 200, Duration::from_secs(10)).await;
+
+    let (_socket, refusing) = crate::support::refusing_addr();
+    replace_file(&config, jwks(&format!("http://{refusing}/.well-known/jwks.json")));
+    process.signal("-HUP");
+    let started = Instant::now();
+    let report = loop {
+        let report = verbose_readyz(&http, &process).await;
+        if report.contains("config reload refused") {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the unready config was never refused:\n{report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(report.contains("problems with (readiness)") && report.contains("still serving generation 1"), "{report}");
+    assert_eq!(status_of(&http, readyz).await, 200, "still ready on the config it had");
+    let mut connection = KeptAlive::open(process.public).await;
+    assert_eq!(connection.get("/v2/products/p-6", PARTNER_KEY).await.0, 200);
+    let refusals = process.logged("config reload refused");
+    assert!(
+        refusals.iter().any(|line| line["problem"].as_str().is_some_and(|p| p.contains("signing-keys"))),
+        "{refusals:?}"
+    );
+}
+
 /// With the file watched, an edit applies by itself: a key removed stops working, and a key that
 /// belongs to the listener is reported as waiting for a restart while the rest applies.
 #[tokio::test]
