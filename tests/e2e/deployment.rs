@@ -427,16 +427,48 @@ async fn verbose_readyz(http: &reqwest::Client, process: &Process) -> String {
     text_of(http, format!("http://{}/readyz?verbose", process.admin)).await
 }
 
-async fn wait_for_generation(http: &reqwest::Client, process: &Process, generation: u64) -> String {
+/// `/readyz?verbose` once it contains `needle` (at most 15 seconds).
+async fn wait_for_report(http: &reqwest::Client, process: &Process, needle: &str) -> String {
     let started = Instant::now();
     loop {
         let report = verbose_readyz(http, process).await;
-        if report.contains(&format!("config generation {generation},")) {
+        if report.contains(needle) {
             return report;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "generation {generation} never came:\n{report}");
+        assert!(started.elapsed() < Duration::from_secs(15), "`{needle}` never came:\n{report}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn wait_for_generation(http: &reqwest::Client, process: &Process, generation: u64) -> String {
+    wait_for_report(http, process, &format!("config generation {generation},")).await
+}
+
+/// The partner's shipped example config.
+fn partner_example() -> String {
+    std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap()
+}
+
+/// A partner process on the demo serving the config file `text` (in a directory of its own,
+/// returned with the file's path), its listeners on ports the OS picks. Environment overrides
+/// whose names start with `file_decides` are left out, so the file decides those keys.
+fn partner_from_file(t: &TestStack, text: &str, file_decides: &str) -> (TempDir, PathBuf, Process) {
+    let dir = TempDir::new("reload");
+    let config = dir.0.join("partner.toml");
+    replace_file(&config, text);
+    // Both on ports the OS picks (the process logs them); apart, as validation requires.
+    let (public, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
+    let env: Vec<(String, String)> = partner_env(&t.stack.demo.addrs, public, admin, &[])
+        .into_iter()
+        .filter(|(name, _)| file_decides.is_empty() || !name.starts_with(file_decides))
+        .collect();
+    let process = Process::start(&bff_binary("partner-bff"), &config, &env);
+    (dir, config, process)
+}
+
+/// Whether the process logged a refused reload whose problem `matches`.
+fn logged_refusal(process: &Process, matches: impl Fn(&str) -> bool) -> bool {
+    process.logged("config reload refused").iter().any(|line| line["problem"].as_str().is_some_and(&matches))
 }
 
 /// SIGHUP with a new API key (and its plan) in the file: it works on a connection opened before
@@ -445,15 +477,9 @@ async fn wait_for_generation(http: &reqwest::Client, process: &Process, generati
 #[tokio::test]
 async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     let t = TestStack::start().await;
-    let binary = bff_binary("partner-bff");
-    let dir = TempDir::new("reload");
-    let config = dir.0.join("partner.toml");
-    let example = std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap();
+    let example = partner_example();
     // SIGHUP alone: the file is not watched, so only the signal can have reloaded it.
-    replace_file(&config, format!("{example}\n[reload]\nwatch_file = false\n"));
-    // Both on ports the OS picks (the process logs them); apart, as validation requires.
-    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
-    let process = Process::start(&binary, &config, &partner_env(&t.stack.demo.addrs, loopback, admin, &[]));
+    let (_dir, config, process) = partner_from_file(&t, &format!("{example}\n[reload]\nwatch_file = false\n"), "");
     let http = reqwest::Client::new();
 
     let mut connection = KeptAlive::open(process.public).await;
@@ -477,15 +503,7 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     assert_ne!(broken, with_second_key(&example), "the example's failed_authentication moved");
     replace_file(&config, format!("{broken}\n[reload]\nwatch_file = false\n"));
     process.signal("-HUP");
-    let started = Instant::now();
-    let report = loop {
-        let report = verbose_readyz(&http, &process).await;
-        if report.contains("config reload refused") {
-            break report;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the broken config was never refused:\n{report}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let report = wait_for_report(&http, &process, "config reload refused").await;
     assert!(
         report.contains("still serving generation 2") && report.contains("limits.failed_authentication"),
         "{report}"
@@ -493,13 +511,7 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
     assert!(report.ends_with("readyz check passed\n"), "a refused reload leaves the replica ready:\n{report}");
     assert_eq!(status_of(&http, format!("http://{}/readyz", process.admin)).await, 200);
     assert_eq!(connection.get("/v2/products/p-4", SECOND_KEY).await.0, 200, "the old config still serves");
-    let refusals = process.logged("config reload refused");
-    assert!(
-        refusals
-            .iter()
-            .any(|line| line["problem"].as_str().is_some_and(|p| p.starts_with("limits.failed_authentication"))),
-        "{refusals:?}"
-    );
+    assert!(logged_refusal(&process, |p| p.starts_with("limits.failed_authentication")), "the log names the key");
     let metrics = text_of(&http, format!("http://{}/metrics", process.admin)).await;
     for series in [
         "bff_config_generation 2",
@@ -515,10 +527,7 @@ async fn sighup_applies_a_new_api_key_table_live_and_refuses_a_broken_config() {
 #[tokio::test]
 async fn a_reload_whose_signing_keys_cannot_load_is_refused_and_the_replica_stays_ready() {
     let t = TestStack::start().await;
-    let binary = bff_binary("partner-bff");
-    let dir = TempDir::new("keys");
-    let config = dir.0.join("partner.toml");
-    let example = std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap();
+    let example = partner_example();
     let issuer = bff_demo::http_url(t.stack.demo.addrs.identity);
     let jwks = |url: &str| {
         let text = example
@@ -527,14 +536,9 @@ async fn a_reload_whose_signing_keys_cannot_load_is_refused_and_the_replica_stay
         assert!(text.contains(url), "the example's jwks_url moved");
         format!("{text}\n[reload]\nwatch_file = false\n")
     };
-    replace_file(&config, jwks(&format!("{issuer}/.well-known/jwks.json")));
     // The signing keys come from the file here, not from the environment.
-    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
-    let env: Vec<(String, String)> = partner_env(&t.stack.demo.addrs, loopback, admin, &[])
-        .into_iter()
-        .filter(|(name, _)| !name.starts_with("PARTNER_BFF__AUTH__JWT__"))
-        .collect();
-    let process = Process::start(&binary, &config, &env);
+    let (_dir, config, process) =
+        partner_from_file(&t, &jwks(&format!("{issuer}/.well-known/jwks.json")), "PARTNER_BFF__AUTH__JWT__");
     let http = reqwest::Client::new();
     let readyz = format!("http://{}/readyz", process.admin);
     wait_for_status(&http, &readyz, 200, Duration::from_secs(10)).await;
@@ -542,24 +546,12 @@ async fn a_reload_whose_signing_keys_cannot_load_is_refused_and_the_replica_stay
     let (_socket, refusing) = crate::support::refusing_addr();
     replace_file(&config, jwks(&format!("http://{refusing}/.well-known/jwks.json")));
     process.signal("-HUP");
-    let started = Instant::now();
-    let report = loop {
-        let report = verbose_readyz(&http, &process).await;
-        if report.contains("config reload refused") {
-            break report;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "the unready config was never refused:\n{report}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let report = wait_for_report(&http, &process, "config reload refused").await;
     assert!(report.contains("problems with (readiness)") && report.contains("still serving generation 1"), "{report}");
     assert_eq!(status_of(&http, readyz).await, 200, "still ready on the config it had");
     let mut connection = KeptAlive::open(process.public).await;
     assert_eq!(connection.get("/v2/products/p-6", PARTNER_KEY).await.0, 200);
-    let refusals = process.logged("config reload refused");
-    assert!(
-        refusals.iter().any(|line| line["problem"].as_str().is_some_and(|p| p.contains("signing-keys"))),
-        "{refusals:?}"
-    );
+    assert!(logged_refusal(&process, |p| p.contains("signing-keys")), "the log says why");
 }
 
 /// With the file watched, an edit applies by itself: a key removed stops working, and a key that
@@ -567,15 +559,9 @@ async fn a_reload_whose_signing_keys_cannot_load_is_refused_and_the_replica_stay
 #[tokio::test]
 async fn a_changed_file_is_reloaded_without_a_signal_and_restart_only_keys_are_named() {
     let t = TestStack::start().await;
-    let binary = bff_binary("partner-bff");
-    let dir = TempDir::new("watch");
-    let config = dir.0.join("partner.toml");
-    let example = std::fs::read_to_string(Path::new(ROOT).join("bffs/partner/config.example.toml")).unwrap();
+    let example = partner_example();
     let watched = "\n[reload]\npoll_interval = \"100ms\"\n";
-    replace_file(&config, format!("{}{watched}", with_second_key(&example)));
-    // Both on ports the OS picks (the process logs them); apart, as validation requires.
-    let (loopback, admin) = (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 2], 0)));
-    let process = Process::start(&binary, &config, &partner_env(&t.stack.demo.addrs, loopback, admin, &[]));
+    let (_dir, config, process) = partner_from_file(&t, &format!("{}{watched}", with_second_key(&example)), "");
     let http = reqwest::Client::new();
     let mut connection = KeptAlive::open(process.public).await;
     assert_eq!(connection.get("/v2/products/p-5", SECOND_KEY).await.0, 200);

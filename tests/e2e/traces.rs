@@ -46,13 +46,18 @@ async fn received(receiver: &Receiver, count: usize, pick: impl Fn(&Span) -> boo
     panic!("{count} spans did not arrive: {} received in all", receiver.0.lock().unwrap().len());
 }
 
-/// Mobile's `Home`, sent with a caller's `traceparent` naming trace `trace_id`.
+/// Mobile's `Home`, sent with a caller's `traceparent` naming trace `trace_id`, sampled.
 async fn home_in_trace(t: &TestStack, trace_id: &str) {
+    home_in_trace_with_flags(t, trace_id, "01").await;
+}
+
+/// [`home_in_trace`] with the caller's trace `flags` (`01` sampled, `00` not).
+async fn home_in_trace_with_flags(t: &TestStack, trace_id: &str, flags: &str) {
     let reply = TestStack::reply(
         t.http
             .post(TestStack::url(t.stack.mobile, "/graphql"))
             .bearer_auth(t.token("u-1", "mobile"))
-            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-{flags}"))
             .json(&json!({ "query": HOME_QUERY })),
     )
     .await;
@@ -153,16 +158,7 @@ async fn an_untrusted_callers_trace_context_starts_a_new_trace() {
 async fn an_unsampled_request_makes_no_spans_at_all() {
     let (receiver, t, _guard) = traced_stack("127.0.0.1").await;
     t.reset().await;
-    let unsampled = "0af7651916cd43dd8448eb211c80319c";
-    let reply = TestStack::reply(
-        t.http
-            .post(TestStack::url(t.stack.mobile, "/graphql"))
-            .bearer_auth(t.token("u-1", "mobile"))
-            .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
-            .json(&json!({ "query": HOME_QUERY })),
-    )
-    .await;
-    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    home_in_trace_with_flags(&t, "0af7651916cd43dd8448eb211c80319c", "00").await;
     let users = t.recent_calls("users").await;
     assert!(users.last().unwrap()["headers"]["traceparent"].is_null(), "{:#}", users.last().unwrap());
 

@@ -270,7 +270,12 @@ where
     /// SIGHUP rebuilds even from the same text: files the config names (a persisted-query
     /// manifest) may have changed.
     pub async fn reload(&mut self, trigger: &'static str) -> Outcome {
-        let outcome = self.attempt().await;
+        self.reload_from(trigger, None).await
+    }
+
+    /// [`Reloader::reload`] from the file's bytes when the watch has just read them.
+    async fn reload_from(&mut self, trigger: &'static str, read: Option<Vec<u8>>) -> Outcome {
+        let outcome = self.attempt(read).await;
         let generation = self.lasting.status.generation();
         match &outcome {
             Outcome::Applied { needs_restart } => {
@@ -293,12 +298,16 @@ where
         outcome
     }
 
-    async fn attempt(&mut self) -> Outcome {
+    async fn attempt(&mut self, read: Option<Vec<u8>>) -> Outcome {
         let refused = |key: &str, message: String| Outcome::Refused { problems: vec![Refusal::new(key, message)] };
         // Read once: the text validated is the text fingerprinted.
-        let text = match loader::read(&self.path) {
-            Ok(text) => text,
-            Err(error) => return Outcome::Refused { problems: Refusal::from_config_error(error) },
+        let text = match read.map(String::from_utf8) {
+            Some(Ok(text)) => text,
+            // Not read yet, or not UTF-8: reading it says what is wrong.
+            _ => match loader::read(&self.path) {
+                Ok(text) => text,
+                Err(error) => return Outcome::Refused { problems: Refusal::from_config_error(error) },
+            },
         };
         let fingerprint = fingerprint(text.as_bytes());
         self.seen = Some(fingerprint);
@@ -360,17 +369,17 @@ where
                 let sighup = hangup.recv();
                 #[cfg(not(unix))]
                 let sighup = std::future::pending::<Option<()>>();
-                let trigger = tokio::select! {
-                    _ = sighup => "sighup",
+                let (trigger, read) = tokio::select! {
+                    _ = sighup => ("sighup", None),
                     _ = poll.tick(), if reload.watch_file => {
                         // A file mid-replacement may be missing for a moment: look again later.
                         match std::fs::read(&self.path) {
-                            Ok(bytes) if Some(fingerprint(&bytes)) != self.seen => "file",
+                            Ok(bytes) if Some(fingerprint(&bytes)) != self.seen => ("file", Some(bytes)),
                             _ => continue,
                         }
                     }
                 };
-                self.reload(trigger).await;
+                self.reload_from(trigger, read).await;
             }
         })
     }
