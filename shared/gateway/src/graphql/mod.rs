@@ -657,28 +657,50 @@ mod order {
         reorder(data, &[&operation.node.selection_set.node], document);
     }
 
+    /// The keys `sets` select, found once for a value, however many items a list of it holds.
     fn reorder(value: &mut Value, sets: &[&SelectionSet], document: &ExecutableDocument) {
+        if !matches!(value, Value::List(_) | Value::Object(_)) {
+            return;
+        }
+        let mut keys = Vec::new();
+        for set in sets {
+            collect(set, document, &mut keys, 0);
+        }
+        reorder_by(value, &keys, document);
+    }
+
+    fn reorder_by(value: &mut Value, keys: &[(&Name, Vec<&SelectionSet>)], document: &ExecutableDocument) {
         match value {
-            Value::List(items) => items.iter_mut().for_each(|item| reorder(item, sets, document)),
+            Value::List(items) => items.iter_mut().for_each(|item| reorder_by(item, keys, document)),
             Value::Object(fields) => {
-                let mut keys = Vec::new();
-                for set in sets {
-                    collect(set, document, &mut keys, 0);
+                // Fields that finished in the query's order (most, most of the time) stay where
+                // they are: only their sub-selections are looked at.
+                if !in_order(fields, keys) {
+                    let mut unordered = std::mem::take(fields);
+                    let mut ordered = IndexMap::with_capacity(unordered.len());
+                    for (key, _) in keys {
+                        if let Some(field) = unordered.shift_remove(*key) {
+                            ordered.insert((*key).clone(), field);
+                        }
+                    }
+                    // Anything the walk did not name keeps its place at the end rather than vanish.
+                    ordered.extend(unordered);
+                    *fields = ordered;
                 }
-                let mut unordered = std::mem::take(fields);
-                let mut ordered = IndexMap::with_capacity(unordered.len());
                 for (key, subsets) in keys {
-                    if let Some(mut field) = unordered.shift_remove(key) {
-                        reorder(&mut field, &subsets, document);
-                        ordered.insert(key.clone(), field);
+                    if let Some(field) = fields.get_mut(*key) {
+                        reorder(field, subsets, document);
                     }
                 }
-                // Anything the walk did not name keeps its place at the end rather than vanish.
-                ordered.extend(unordered);
-                *fields = ordered;
             }
             _ => {}
         }
+    }
+
+    /// Whether `fields` holds the keys of `keys` it has in `keys`' order, and nothing else.
+    fn in_order(fields: &IndexMap<Name, Value>, keys: &[(&Name, Vec<&SelectionSet>)]) -> bool {
+        let mut expected = keys.iter().filter(|(key, _)| fields.contains_key(*key));
+        fields.keys().all(|key| expected.next().is_some_and(|(name, _)| *name == key))
     }
 
     /// The response keys `set` selects, in order, each with every sub-selection merged under it.
@@ -710,6 +732,71 @@ mod order {
                     collect(&inline.node.selection_set.node, document, keys, depth + 1)
                 }
             }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use async_graphql::{Name, Value};
+
+        fn keys(value: &Value) -> Vec<&str> {
+            match value {
+                Value::Object(fields) => fields.keys().map(Name::as_str).collect(),
+                _ => Vec::new(),
+            }
+        }
+
+        /// An object with its fields in exactly this order.
+        fn object(fields: Vec<(&str, Value)>) -> Value {
+            Value::Object(fields.into_iter().map(|(key, value)| (Name::new(key), value)).collect())
+        }
+
+        /// As async-graphql may write it: every object's fields in the order they finished.
+        fn shuffled_response() -> Value {
+            let item = |id: &str| object(vec![("name", Value::from(format!("n-{id}"))), ("id", Value::from(id))]);
+            let user = object(vec![("name", Value::from("A")), ("id", Value::from("u"))]);
+            object(vec![("home", object(vec![("orders", Value::List(vec![item("1"), item("2")])), ("user", user)]))])
+        }
+
+        #[test]
+        fn fields_come_back_in_the_query_order_at_every_depth_and_in_every_list_item() {
+            let document = async_graphql::parser::parse_query(
+                "query Home { home { user { id ...Named } orders { id name } } } fragment Named on User { name }",
+            )
+            .expect("parses");
+            let mut data = shuffled_response();
+            super::restore_selection_order(&mut data, &document, Some("Home"));
+            let Value::Object(root) = &data else { panic!("an object") };
+            let home = &root["home"];
+            assert_eq!(keys(home), ["user", "orders"]);
+            let Value::Object(home) = home else { panic!("an object") };
+            assert_eq!(keys(&home["user"]), ["id", "name"], "a fragment's fields take the spread's place");
+            let Value::List(orders) = &home["orders"] else { panic!("a list") };
+            for order in orders {
+                assert_eq!(keys(order), ["id", "name"]);
+            }
+        }
+
+        #[test]
+        fn an_object_already_in_order_still_has_its_children_put_in_order() {
+            let document =
+                async_graphql::parser::parse_query("{ home { orders { id name } user { id name } } }").expect("parses");
+            let mut data = shuffled_response();
+            super::restore_selection_order(&mut data, &document, None);
+            let Value::Object(root) = &data else { panic!("an object") };
+            let Value::Object(home) = &root["home"] else { panic!("an object") };
+            assert_eq!(keys(&root["home"]), ["orders", "user"], "already in order");
+            assert_eq!(keys(&home["user"]), ["id", "name"]);
+            let Value::List(orders) = &home["orders"] else { panic!("a list") };
+            assert!(orders.iter().all(|order| keys(order) == ["id", "name"]));
+        }
+
+        #[test]
+        fn a_key_the_query_does_not_name_is_kept_at_the_end() {
+            let document = async_graphql::parser::parse_query("{ a b }").expect("parses");
+            let mut data = object(vec![("extra", Value::from(1)), ("b", Value::from(2)), ("a", Value::from(3))]);
+            super::restore_selection_order(&mut data, &document, None);
+            assert_eq!(keys(&data), ["a", "b", "extra"]);
         }
     }
 }
@@ -847,13 +934,15 @@ where
         } else {
             axum::Router::new()
         };
-        let api =
-            axum::Router::new().route("/graphql", axum::routing::get(Self::handle).post(Self::handle)).with_state(self);
+        let api = axum::Router::new()
+            .route("/graphql", axum::routing::get(Self::handle).post(Self::handle))
+            // Shared, not cloned per request: one reference count instead of one per field.
+            .with_state(Arc::new(self));
         (api, public)
     }
 
     async fn handle(
-        axum::extract::State(service): axum::extract::State<Self>,
+        axum::extract::State(service): axum::extract::State<Arc<Self>>,
         request: axum::extract::Request,
     ) -> Response {
         use axum::extract::{FromRequest, FromRequestParts};
@@ -872,7 +961,13 @@ where
             let client = parts.extensions.get::<crate::inbound::client_addr::ClientAddr>().map(|addr| addr.0);
             let draining = parts.extensions.get::<crate::server::Draining>().cloned();
             let socket = ws::Socket { request_id, client, draining };
-            return ws::upgrade(upgrade, service.endpoint, service.prepare, subscriptions.clone(), socket);
+            return ws::upgrade(
+                upgrade,
+                service.endpoint.clone(),
+                service.prepare.clone(),
+                subscriptions.clone(),
+                socket,
+            );
         }
         if is_get && service.graphiql && over_http::wants_html(&parts.headers) {
             return graphiql::page();
