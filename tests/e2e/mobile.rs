@@ -156,3 +156,29 @@ async fn page_sizes_out_of_range_are_refused_without_a_backend_call() {
     }
     assert_eq!(t.call_count("orders").await, 0);
 }
+
+/// Documents that passed validation once are not validated in full again when nothing a request
+/// adds could change the outcome; these are the cases where it could, and each is refused every
+/// time, before any backend call.
+#[tokio::test]
+async fn validation_is_never_skipped_where_a_request_could_change_its_outcome() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    // A document that failed stays failed: nothing marks it validated.
+    let unknown_field = "{ home { user { internalRiskScore } } }";
+    for attempt in 1..=2 {
+        let reply = t.graphql(t.stack.mobile, Some(&token), unknown_field, json!({})).await;
+        assert_eq!(reply.error_codes(), ["GRAPHQL_VALIDATION_FAILED"], "attempt {attempt}");
+    }
+    // A document with variables is validated with each request's variables: one that ran with a
+    // good value is still refused with a bad one.
+    let with_variables = "query Recent($n: Int!) { home { recentOrders(first: $n) { id } } }";
+    let reply = t.graphql(t.stack.mobile, Some(&token), with_variables, json!({ "n": 2 })).await;
+    assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    let orders_calls = t.call_count("orders").await;
+    let reply = t.graphql(t.stack.mobile, Some(&token), with_variables, json!({ "n": "two" })).await;
+    assert_eq!(reply.error_codes(), ["GRAPHQL_VALIDATION_FAILED"], "{:#}", reply.body);
+    assert!(reply.body.get("data").is_none_or(Value::is_null), "nothing ran: {:#}", reply.body);
+    assert_eq!(t.call_count("orders").await, orders_calls, "no backend call for a refused request");
+    assert_eq!(t.call_count("users").await, 0);
+}

@@ -89,7 +89,7 @@ pub fn endpoint(backends: Backends, config: &GraphQlConfig) -> Result<MobileEndp
     for map in [&USER_FIELDS, &PRODUCT_FIELDS, &ORDER_FIELDS] {
         map.check(&sdl)?;
     }
-    let schema = bff_gateway::graphql::configure(builder(), config).data(backends).finish();
+    let schema = || bff_gateway::graphql::configure(builder(), config).data(backends.clone());
     Ok(Endpoint::new(schema, config, cost_model()?))
 }
 

@@ -80,7 +80,7 @@ pub fn endpoint(backends: Backends, config: &GraphQlConfig) -> Result<WebEndpoin
     for map in [&ME_FIELDS, &ORDER_FIELDS, &PRODUCT_FIELDS] {
         map.check(&sdl)?;
     }
-    let schema = bff_gateway::graphql::configure(builder(), config).data(backends).finish();
+    let schema = || bff_gateway::graphql::configure(builder(), config).data(backends.clone());
     Ok(Endpoint::new(schema, config, cost_model()?))
 }
 

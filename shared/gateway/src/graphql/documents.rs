@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_graphql::Value;
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -135,8 +136,63 @@ fn sha256(text: &str) -> [u8; 32] {
 /// A parsed document and the length of its text, which weighs it in the cache.
 #[derive(Clone)]
 struct Parsed {
-    document: Arc<ExecutableDocument>,
+    document: Arc<Document>,
     text_bytes: usize,
+}
+
+/// A parsed document, kept for every request that sends its text, and what is known of its
+/// validation.
+///
+/// async-graphql validates a document on every request, though only one of its rules
+/// (argument types, where it puts a request's variables into arguments) reads anything besides
+/// the document and the schema. A document of one operation that declares no variables gives
+/// that rule nothing from the request either, so once it has passed the full validation it
+/// would pass it again: its later requests run with the rules that also count its cost (fast
+/// mode), and skip the rest. Any other document is validated in full every time.
+pub(crate) struct Document {
+    tree: ExecutableDocument,
+    /// Whether the full validation reads nothing but the document (see above).
+    validation_is_static: bool,
+    validated: AtomicBool,
+}
+
+impl Document {
+    pub fn new(tree: ExecutableDocument) -> Self {
+        let validation_is_static = match &tree.operations {
+            DocumentOperations::Single(operation) => operation.node.variable_definitions.is_empty(),
+            // A named operation is kept in a map, even the only one.
+            DocumentOperations::Multiple(operations) => {
+                operations.len() == 1
+                    && operations.values().all(|operation| operation.node.variable_definitions.is_empty())
+            }
+        };
+        Self { tree, validation_is_static, validated: AtomicBool::new(false) }
+    }
+
+    /// A copy of the tree for async-graphql, which takes one by value for each request.
+    pub fn tree(&self) -> ExecutableDocument {
+        self.tree.clone()
+    }
+
+    /// Whether this document passed the full validation before and would pass it again.
+    pub fn validated_before(&self) -> bool {
+        self.validation_is_static && self.validated.load(Ordering::Relaxed)
+    }
+
+    /// Records that a request of this document passed the full validation.
+    pub fn passed_validation(&self) {
+        if self.validation_is_static {
+            self.validated.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::ops::Deref for Document {
+    type Target = ExecutableDocument;
+
+    fn deref(&self) -> &ExecutableDocument {
+        &self.tree
+    }
 }
 
 /// The parse cache and the persisted-query stores of one endpoint.
@@ -206,12 +262,12 @@ impl Documents {
         &self,
         request: &mut async_graphql::Request,
         limits: &QueryLimits,
-    ) -> Result<(Arc<ExecutableDocument>, [u8; 32]), Refusal> {
+    ) -> Result<(Arc<Document>, [u8; 32]), Refusal> {
         let (hash, register) = self.resolve_text(request)?;
         let document = match self.parsed.get(&hash) {
             Some(parsed) => parsed.document,
             None => {
-                let document = Arc::new(parse(&request.query, limits)?);
+                let document = Arc::new(Document::new(parse(&request.query, limits)?));
                 let parsed = Parsed { document: document.clone(), text_bytes: request.query.len() };
                 self.parsed.insert(hash, parsed);
                 document
@@ -380,5 +436,29 @@ mod tests {
         assert_eq!(hash, sha256(text), "the hash the access line shows");
         let (again, _) = documents.resolve(&mut async_graphql::Request::new(text), &QueryLimits::default()).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "parsed once");
+    }
+
+    fn document(text: &str) -> Document {
+        Document::new(async_graphql::parser::parse_query(text).unwrap())
+    }
+
+    #[test]
+    fn only_a_single_operation_without_variables_is_known_valid_after_passing_once() {
+        let home = document("query Home { home { user { id } } }");
+        assert!(!home.validated_before(), "never validated yet");
+        home.passed_validation();
+        assert!(home.validated_before());
+        let anonymous = document("{ home { user { id } } }");
+        anonymous.passed_validation();
+        assert!(anonymous.validated_before());
+
+        // Variables reach the argument-type rule: validated in full every time.
+        let with_variables = document("query Recent($n: Int!) { home { recentOrders(first: $n) { id } } }");
+        with_variables.passed_validation();
+        assert!(!with_variables.validated_before());
+        // Which operation runs is the request's choice.
+        let two = document("query A { home { user { id } } } query B { home { user { name } } }");
+        two.passed_validation();
+        assert!(!two.validated_before());
     }
 }

@@ -121,6 +121,9 @@ pub fn configure<Q, M, S>(builder: SchemaBuilder<Q, M, S>, config: &GraphQlConfi
 /// One GraphQL schema served with its limits and cost model.
 pub struct Endpoint<Q, M, S> {
     schema: Schema<Q, M, S>,
+    /// The same schema in async-graphql's fast validation mode, for documents whose full
+    /// validation passed before and cannot fail now (see [`documents::Document`]).
+    revalidating: Schema<Q, M, S>,
     model: Arc<CostModel>,
     limits: QueryLimits,
     introspection: bool,
@@ -133,6 +136,7 @@ impl<Q, M, S> Clone for Endpoint<Q, M, S> {
     fn clone(&self) -> Self {
         Self {
             schema: self.schema.clone(),
+            revalidating: self.revalidating.clone(),
             model: self.model.clone(),
             limits: self.limits.clone(),
             introspection: self.introspection,
@@ -148,10 +152,13 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    /// `schema` (built through [`configure`] with the same `config`), costed by `model`.
-    pub fn new(schema: Schema<Q, M, S>, config: &GraphQlConfig, model: CostModel) -> Self {
+    /// The schema `builder` makes (through [`configure`] with the same `config`), costed by
+    /// `model`. It is built twice: once as it is, and once in fast validation mode for the
+    /// documents that passed the full validation before and cannot fail it now.
+    pub fn new(builder: impl Fn() -> SchemaBuilder<Q, M, S>, config: &GraphQlConfig, model: CostModel) -> Self {
         Self {
-            schema,
+            schema: builder().finish(),
+            revalidating: builder().validation_mode(async_graphql::ValidationMode::Fast).finish(),
             model: Arc::new(model),
             limits: config.limits.clone(),
             introspection: config.introspection,
@@ -357,8 +364,9 @@ where
             }
         };
         let operation_name = request.operation_name.clone();
-        request.set_parsed_query((*document).clone());
-        let execution = self.schema.execute(prepare(cx, request.data(cx.clone())));
+        request.set_parsed_query(document.tree());
+        let schema = if document.validated_before() { &self.revalidating } else { &self.schema };
+        let execution = schema.execute(prepare(cx, request.data(cx.clone())));
         let timed = Phase::start(&cx.log, "execute");
         let mut response =
             tracing::Instrument::instrument(execution, crate::telemetry::traces::phase("graphql.execute")).await;
@@ -367,6 +375,10 @@ where
         let not_run = response.data == Value::Null
             && !response.errors.is_empty()
             && response.errors.iter().all(|e| e.path.is_empty());
+        if !not_run {
+            // It ran, so it passed validation.
+            document.passed_validation();
+        }
         for error in &mut response.errors {
             brand(error, &cx.request_id);
             null_errored_field(&mut response.data, &error.path);
@@ -392,7 +404,8 @@ where
                 return futures::stream::once(std::future::ready(refused(refusal, &cx.request_id))).boxed();
             }
         };
-        request.set_parsed_query((*checked.document).clone());
+        // Fully validated every time: a subscription is rare next to queries.
+        request.set_parsed_query(checked.document.tree());
         let endpoint = self.clone();
         futures::stream::once(async move {
             let request_id = cx.request_id.clone();
@@ -468,7 +481,7 @@ where
 /// operation that runs (never the client's word alone: a limit on `Home` must not be evaded by
 /// leaving `operationName` out).
 struct Checked {
-    document: Arc<ExecutableDocument>,
+    document: Arc<documents::Document>,
     cost: u64,
     operation: Option<String>,
 }
