@@ -21,16 +21,14 @@ use anyhow::{Context as _, anyhow, bail};
 
 use crate::scenario::{Bff, Scenario};
 
-// The BFF under test runs in this binary, so this is its allocator: glibc's, as in the BFF
-// binaries, unless built with `--features mimalloc` to measure that one (the baseline and the
-// demo get it too). mimalloc took a tenth off the BFF's CPU per request but added about 12 MiB
-// at rest and 10 MiB per thousand idle connections, past the memory target (see results.md).
-#[cfg(feature = "mimalloc")]
+// The BFF under test runs in this binary, so this is its allocator: the BFF binaries' own
+// (mimalloc, tuned in `bff_allocator`). The baseline and the demo get it too, so the floor is
+// measured with the same allocator.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: bff_allocator::Allocator = bff_allocator::Allocator;
 
 const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--concurrency 32] [--rate N] \
-[--latency 0ms] [--sampling 1] [--soak 10m] [--connections 1000] [--replicas 1,3] [--redis URL] [--results PATH|none] [--label TEXT]
+[--latency 0ms] [--sampling 0.1] [--soak 10m] [--connections 1000] [--replicas 1,3] [--redis URL] [--results PATH|none] [--label TEXT]
 
   --scenario      mobile-home (default), web-orders-page, partner-product, auth-reject, large-token,
                   large-document-hit, large-document-miss, product-page
@@ -38,7 +36,8 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
   --concurrency   connections of the closed loop (and of the open loop)
   --rate          the open loop's rate in requests/s (default: half the BFF's closed-loop throughput)
   --latency       fixed latency the demo backends add to every call (0ms: CPU-bound)
-  --sampling      share of requests the BFF traces (exported to a receiver in its process); 1 = all
+  --sampling      share of requests the BFF traces (exported to a receiver in its process): 0.1, the
+                  ratio the shipped deployments sample at (deploy/k8s/*/configmap.yaml), or 1 for all
   --soak          run the BFF alone under the closed loop this long, printing its RSS over time
   --connections   hold this many idle keep-alive connections to the BFF and report its RSS
   --replicas      run this many BFF replicas at once (each count in turn) sharing one Redis, load
@@ -47,6 +46,11 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
   --redis         the Redis the replicas share (default: REDIS_URL, else redis://127.0.0.1:6379)
   --results       markdown file the run's figures are appended to (default bench/results.md)
   --label         what this build carries, for the results file (\"before\", \"+ mimalloc\")";
+
+/// The share of requests the shipped deployments trace (`sampling_ratio` in
+/// `deploy/k8s/*/configmap.yaml`): what the harness measures unless `--sampling` says otherwise.
+/// `bench/tests/smoke.rs` checks the two agree.
+pub const PRODUCTION_SAMPLING: f64 = 0.1;
 
 /// What a run was asked for.
 #[derive(Debug, Clone)]
@@ -73,7 +77,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         concurrency: 32,
         rate: None,
         latency: Duration::ZERO,
-        sampling: 1.0,
+        sampling: PRODUCTION_SAMPLING,
         soak: None,
         connections: None,
         results: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results.md"))),
@@ -149,7 +153,10 @@ fn child(command: &str, args: &[String]) -> anyhow::Result<()> {
             let bff = Bff::parse(flag(args, "--bff")?).context("--bff: mobile, web or partner")?;
             let shared_answers = args.iter().any(|a| a == "--shared-answers");
             let redis = flag(args, "--redis").ok();
-            let sampling = flag(args, "--sampling").unwrap_or("1").parse().context("--sampling")?;
+            let sampling = match flag(args, "--sampling") {
+                Ok(ratio) => ratio.parse().context("--sampling")?,
+                Err(_) => PRODUCTION_SAMPLING,
+            };
             serve::bff(bff, serve::decode_addrs(flag(args, "--demo")?)?, shared_answers, redis, sampling)
         }
         "serve-baseline" => {
@@ -161,6 +168,7 @@ fn child(command: &str, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    bff_allocator::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(command) = args.first().filter(|a| a.starts_with("serve-")) {
         return match child(command, &args[1..]) {

@@ -37,13 +37,13 @@ fn results_file(scenario: &str) -> PathBuf {
     path
 }
 
-fn smoke(scenario: &str, calls_per_request: f64) {
-    smoke_with(scenario, calls_per_request, calls_per_request);
+fn smoke(scenario: &str, calls_per_request: f64) -> String {
+    smoke_with(scenario, calls_per_request, calls_per_request)
 }
 
 /// [`smoke`] where the BFF makes `bff_calls` backend calls per request against the baseline's
 /// `calls_per_request` (fewer: answered from its cache).
-fn smoke_with(scenario: &str, bff_calls_per_request: f64, calls_per_request: f64) {
+fn smoke_with(scenario: &str, bff_calls_per_request: f64, calls_per_request: f64) -> String {
     let results = results_file(scenario);
     let results_arg = results.to_str().expect("a UTF-8 path");
     let out = bench(&["--scenario", scenario, "--duration", "1s", "--concurrency", "4", "--results", results_arg]);
@@ -88,11 +88,24 @@ fn smoke_with(scenario: &str, bff_calls_per_request: f64, calls_per_request: f64
     let recorded = std::fs::read_to_string(&results).expect("the results file was written");
     assert!(recorded.contains(&format!("### {scenario} ")), "{recorded}");
     assert!(recorded.contains("CPU-per-request ratio"), "{recorded}");
+    out
 }
 
 #[test]
 fn mobile_home() {
-    smoke("mobile-home", 3.0);
+    let out = smoke("mobile-home", 3.0);
+    // By default the BFF traces the share of requests the shipped deployments do.
+    let deployed: Vec<String> = ["mobile", "web", "partner"]
+        .iter()
+        .map(|bff| {
+            let path = format!("{}/../deploy/k8s/{bff}/configmap.yaml", env!("CARGO_MANIFEST_DIR"));
+            let manifest = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let line = manifest.lines().find_map(|l| l.trim().strip_prefix("sampling_ratio = "));
+            line.unwrap_or_else(|| panic!("no sampling_ratio in {path}")).to_owned()
+        })
+        .collect();
+    assert!(deployed.iter().all(|ratio| ratio == &deployed[0]), "{deployed:?}");
+    assert!(out.contains(&format!("traces sampled {}", deployed[0])), "deployed {}\n{out}", deployed[0]);
 }
 
 #[test]

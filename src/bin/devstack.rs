@@ -12,7 +12,12 @@ use bff_platform::{DEMO_PARTNER_CLIENT_ID, Stack, StackConfig};
 const DEMO_TOKEN_TTL_S: i64 = 24 * 3600;
 const DEMO_USER: &str = "u-1";
 
+// The BFF binaries' allocator, so the devstack behaves as they do.
+#[global_allocator]
+static ALLOCATOR: bff_allocator::Allocator = bff_allocator::Allocator;
+
 fn main() -> ExitCode {
+    bff_allocator::configure();
     if std::env::args().skip(1).any(|arg| arg == "-h" || arg == "--help") {
         print_usage();
         return ExitCode::SUCCESS;

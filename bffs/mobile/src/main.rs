@@ -1,5 +1,10 @@
 //! `mobile-bff --config PATH [--check-config]`: see `config.example.toml`.
 
+// mimalloc, tuned to give memory back: see `bff_allocator` for the measurements.
+#[global_allocator]
+static ALLOCATOR: bff_allocator::Allocator = bff_allocator::Allocator;
+
 fn main() -> std::process::ExitCode {
+    bff_allocator::configure();
     bff_gateway::cli::main::<mobile_bff::Mobile, _>(mobile_bff::stack)
 }
