@@ -45,7 +45,7 @@ const USAGE: &str = "usage: bff-bench [--scenario NAME] [--duration 30s] [--conc
                   Redis CPU per request: how many replicas one Redis carries
   --redis         the Redis the replicas share (default: REDIS_URL, else redis://127.0.0.1:6379)
   --results       markdown file the run's figures are appended to (default bench/results.md)
-  --label         what this build carries, for the results file (\"before\", \"+ mimalloc\")";
+  --label         what this build carries, for the results file (\"before\", \"+ validate once\")";
 
 /// The share of requests the shipped deployments trace (`sampling_ratio` in
 /// `deploy/k8s/*/configmap.yaml`): what the harness measures unless `--sampling` says otherwise.

@@ -189,8 +189,8 @@ pub fn bff(
     // Building an app creates lazily connecting gRPC channels, which need the runtime at hand.
     let _context = runtime.enter();
     // Every layer on, as production runs it: the access log, the metrics (always), and traces,
-    // sampled at `--sampling` (every request by default) and exported to a receiver in this
-    // process.
+    // sampled at `--sampling` (by default the shipped deployments' 0.1) and exported to a
+    // receiver in this process.
     let collector = runtime.block_on(crate::collector::start())?;
     let telemetry = bff_gateway::config::TelemetryConfig {
         otlp_endpoint: Some(format!("http://{collector}").parse()?),

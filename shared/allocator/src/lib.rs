@@ -3,14 +3,14 @@
 //!
 //! Why not glibc's malloc: a request's memory is allocated on one tokio worker and often freed
 //! on another. glibc then locks the arena the memory came from, and under load the two workers
-//! wait on each other's arenas: in the mobile-home benchmark about 18 of a request's 27 system
-//! calls were `futex` calls from `malloc`, `free` and `realloc`, with 4.2 context switches per
-//! request. mimalloc frees to the owning thread without a lock: 9.4 system calls and 1.5 context
-//! switches per request. (`bench/results.md` has the runs.)
+//! wait on each other's arenas: in the mobile-home benchmark 18.6 of a request's 28 system calls
+//! were `futex` calls from `malloc`, `free` and `realloc`, with 3.9 context switches per request.
+//! mimalloc frees to the owning thread without a lock: 9.3 system calls (0.4 `futex`) and 1.5
+//! context switches per request. (The README's Performance section has the runs.)
 //!
 //! Why the options: by default mimalloc keeps freed memory committed for a while and commits
-//! its arenas eagerly, which left a replica holding 1,000 idle connections at about 100 MiB.
-//! Purging at once and committing on demand brings it to about 62 MiB, under glibc's 64–68.
+//! its arenas eagerly, which left a replica holding 1,000 idle connections at 86-103 MiB.
+//! Purging at once and committing on demand brings it to 57-59 MiB, under glibc's 64-68.
 //!
 //! ```ignore
 //! #[global_allocator]
@@ -40,11 +40,14 @@ pub fn configure() {
 }
 
 /// Set in `main`, the options come too late for the arena mimalloc reserves at the process's
-/// first allocation: measured, 86 MiB at 1,000 connections against 62 MiB with the options set
+/// first allocation: measured, 86 MiB at 1,000 connections against 59 MiB with the options set
 /// from the start. A constructor runs before anything in the process allocates through Rust.
+/// Priority 100 orders it before mimalloc's own constructor, which takes its first arena at
+/// priority 101 when mimalloc is built by clang (gcc builds give it no priority, so it runs
+/// after every prioritised one), and after std's (99), which only records the arguments.
 #[cfg(target_os = "linux")]
 #[used]
-#[unsafe(link_section = ".init_array")]
+#[unsafe(link_section = ".init_array.00100")]
 static SET_OPTIONS_BEFORE_MAIN: extern "C" fn() = set_options;
 
 extern "C" fn set_options() {

@@ -909,17 +909,6 @@ pub struct GraphQlService<Q, M, S> {
     pub subscriptions: Option<ws::Subscriptions>,
 }
 
-impl<Q, M, S> Clone for GraphQlService<Q, M, S> {
-    fn clone(&self) -> Self {
-        Self {
-            endpoint: self.endpoint.clone(),
-            prepare: self.prepare.clone(),
-            graphiql: self.graphiql,
-            subscriptions: self.subscriptions.clone(),
-        }
-    }
-}
-
 impl<Q, M, S> GraphQlService<Q, M, S>
 where
     Q: ObjectType + 'static,

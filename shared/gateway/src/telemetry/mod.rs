@@ -33,7 +33,6 @@ pub fn init() {
 /// dropping it flushes what is queued.
 pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Option<traces::TracesGuard>, String> {
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     log_writer::set_overflow(config.log_overflow);
@@ -42,18 +41,7 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
     // Behind a reload handle, so `[telemetry] log_level` changes with a config reload.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let logs = match config.log_format {
-        // A JSON line carries its event's fields and never a span's, so the log layer is shown
-        // events only: a layer that sees spans formats every span's fields into a string at
-        // creation and at each `record`, which was a twentieth of a traced request's CPU, all of
-        // it thrown away.
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(log_writer::Queued)
-            .with_filter(filter.and(tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event())))
-            .boxed(),
+        LogFormat::Json => json_lines(log_writer::Queued).with_filter(filter).boxed(),
         // Text lines (for people at a terminal) name the spans an event happened in.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(false)
@@ -85,6 +73,28 @@ pub fn init_with_tracing(service: &str, config: &TelemetryConfig) -> Result<Opti
     }
 }
 
+/// The JSON log layer, writing to `writer`, for the level filter to wrap.
+///
+/// A JSON line carries its event's fields and never a span's, so the formatter is shown events
+/// only: a layer that sees spans formats every span's fields into a string at creation and at
+/// each `record`, which was a twentieth of a traced request's CPU, all of it thrown away. The
+/// level filter around it still sees spans, so a rule that names one (`[graphql.execute]=debug`)
+/// still applies to the events inside it.
+fn json_lines<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event()))
+}
+
 /// The installed log filter, for [`set_log_level`].
 static LOG_FILTER: std::sync::OnceLock<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> =
     std::sync::OnceLock::new();
@@ -104,4 +114,47 @@ pub fn set_log_level(level: Option<&str>) -> Result<bool, String> {
 /// Waits (at most a second) until every line logged so far is written: before the process exits.
 pub fn flush() {
     log_writer::flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Lines written, shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_rule_naming_a_span_still_reaches_the_json_lines_of_its_events() {
+        let lines = Lines::default();
+        let written = lines.clone();
+        let filter = tracing_subscriber::EnvFilter::new("warn,[graphql.execute]=debug");
+        let subscriber =
+            tracing_subscriber::registry().with(super::json_lines(move || written.clone()).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(marker = "outside", "not shown: debug outside the span");
+            let span = tracing::info_span!("graphql.execute", operation = "Home");
+            span.in_scope(|| tracing::debug!(marker = "inside", "shown: the rule names the span"));
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+            .unwrap_or_default();
+        assert!(text.contains("\"marker\":\"inside\""), "{text}");
+        assert!(!text.contains("outside"), "{text}");
+        // The line carries the event's fields, never the span's.
+        assert!(!text.contains("Home"), "{text}");
+    }
 }
