@@ -200,6 +200,12 @@ where
         &self.schema
     }
 
+    /// The schema a request of `document` runs on: fully validating, unless the document passed
+    /// that validation before and cannot fail it now.
+    fn schema_for(&self, document: &documents::Document) -> &Schema<Q, M, S> {
+        if document.validated_before() { &self.revalidating } else { &self.schema }
+    }
+
     /// Runs a request or a batch. Each operation is checked against the limits on its one parse
     /// before async-graphql validates or runs it; then the whole request's cost is spent from the
     /// caller's budget at once (or, for a dry run, only reported); `prepare` adds per-operation
@@ -365,7 +371,7 @@ where
         };
         let operation_name = request.operation_name.clone();
         request.set_parsed_query(document.tree());
-        let schema = if document.validated_before() { &self.revalidating } else { &self.schema };
+        let schema = self.schema_for(&document);
         let execution = schema.execute(prepare(cx, request.data(cx.clone())));
         let timed = Phase::start(&cx.log, "execute");
         let mut response =
@@ -1045,5 +1051,41 @@ impl<'a> Phase<'a> {
 impl Drop for Phase<'_> {
     fn drop(&mut self) {
         self.log.record_phase(self.name, self.started.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+
+    use super::{Endpoint, GraphQlConfig, documents};
+    use crate::graphql::limits::CostModel;
+
+    struct Query;
+
+    #[Object]
+    impl Query {
+        async fn greeting(&self) -> &str {
+            "hello"
+        }
+    }
+
+    #[test]
+    fn a_document_runs_fully_validated_until_it_has_passed_once() {
+        let build = || Schema::build(Query, EmptyMutation, EmptySubscription);
+        let model = CostModel::from_sdl(&build().finish().sdl()).expect("costed");
+        let endpoint = Endpoint::new(build, &GraphQlConfig::default(), model);
+        let parse = |text| documents::Document::new(async_graphql::parser::parse_query(text).expect("parses"));
+        let strict =
+            |endpoint: &Endpoint<_, _, _>, document| std::ptr::eq(endpoint.schema_for(document), &endpoint.schema);
+
+        let greeting = parse("{ greeting }");
+        assert!(strict(&endpoint, &greeting), "not validated yet");
+        greeting.passed_validation();
+        assert!(std::ptr::eq(endpoint.schema_for(&greeting), &endpoint.revalidating), "passed once");
+
+        let with_variables = parse("query Q($x: Boolean!) { greeting @skip(if: $x) }");
+        with_variables.passed_validation();
+        assert!(strict(&endpoint, &with_variables), "variables reach the validation");
     }
 }
