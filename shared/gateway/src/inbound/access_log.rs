@@ -196,28 +196,12 @@ impl RequestStage for RecordRoute {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use axum::response::IntoResponse;
 
     use super::*;
     use crate::GatewayError;
     use crate::inbound::stage::testing::{get, run};
-
-    /// Collects what the `access` target writes, as JSON lines.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::testing::Lines;
 
     /// Collects this thread's log lines until the guard is dropped.
     fn capture() -> (Lines, tracing::subscriber::DefaultGuard) {
@@ -243,7 +227,7 @@ mod tests {
             GatewayError::Forbidden("no".into()).into_response()
         };
         run(AccessLog::default(), handler, request).await;
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         let written: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(written.len(), 1, "{text}");
         let line = &written[0];
@@ -261,7 +245,7 @@ mod tests {
         let abandoned =
             tokio::time::timeout(std::time::Duration::from_millis(20), run(AccessLog::default(), never, get(&[])));
         assert!(abandoned.await.is_err(), "the handler never answers");
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
         assert_eq!((line["status"].as_u64(), line["error_source"].as_str()), (Some(499), Some("client")), "{line}");
         assert!(line["latency_ms"].as_f64().unwrap() >= 20.0, "{line}");
@@ -289,7 +273,7 @@ mod tests {
             GatewayError::Upstream(bff_upstream::UpstreamError::NotFound { service: "users" }).into_response()
         };
         run(AccessLog::default(), handler, get(&[])).await;
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         let figure = |name: &str| line[name].as_f64().unwrap_or_else(|| panic!("no {name} in {line}"));
         assert_eq!(figure("upstream_wait_ms"), 50.0, "{line}");

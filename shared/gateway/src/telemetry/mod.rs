@@ -116,20 +116,25 @@ pub fn flush() {
     log_writer::flush();
 }
 
+/// What tests of log output share.
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
+pub(crate) mod testing {
+    use std::sync::{Arc, Mutex, PoisonError};
 
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-
-    /// Lines written, shared with the test.
+    /// Log lines written, shared by a subscriber's writer (a clone) and the test that reads them.
     #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Lines {
+        /// Everything written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+        }
+    }
 
     impl std::io::Write for Lines {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
             Ok(bytes.len())
         }
 
@@ -137,6 +142,14 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::testing::Lines;
 
     #[test]
     fn a_rule_naming_a_span_still_reaches_the_json_lines_of_its_events() {
@@ -150,8 +163,7 @@ mod tests {
             let span = tracing::info_span!("graphql.execute", operation = "Home");
             span.in_scope(|| tracing::debug!(marker = "inside", "shown: the rule names the span"));
         });
-        let text = String::from_utf8(lines.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
-            .unwrap_or_default();
+        let text = lines.text();
         assert!(text.contains("\"marker\":\"inside\""), "{text}");
         assert!(!text.contains("outside"), "{text}");
         // The line carries the event's fields, never the span's.
