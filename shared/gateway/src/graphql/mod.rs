@@ -520,25 +520,26 @@ impl IntoResponse for Refused {
 
 impl Spent {
     /// `extensions.rateLimit`: what the request cost, what is left of the budget, and when it is
-    /// whole again (GitHub's `rateLimit` names).
-    fn report(&self, dry_run: bool) -> serde_json::Value {
-        let mut report = serde_json::json!({ "cost": self.cost });
+    /// whole again (GitHub's `rateLimit` names). Built as the response's own value: a request
+    /// pays for no JSON tree converted into it.
+    fn report(&self, dry_run: bool) -> Value {
+        use async_graphql::Name;
+        let mut report = async_graphql::indexmap::IndexMap::with_capacity(5);
+        report.insert(Name::new("cost"), Value::from(self.cost));
         if let Some((policy, outcome)) = &self.budget {
-            report["limit"] = serde_json::json!(policy.quota().burst);
-            report["remaining"] = serde_json::json!(outcome.remaining);
+            report.insert(Name::new("limit"), Value::from(policy.quota().burst));
+            report.insert(Name::new("remaining"), Value::from(outcome.remaining));
             let reset_at = std::time::SystemTime::now() + outcome.reset;
-            report["resetAt"] = serde_json::json!(humantime::format_rfc3339_seconds(reset_at).to_string());
+            report.insert(Name::new("resetAt"), Value::from(humantime::format_rfc3339_seconds(reset_at).to_string()));
         }
         if dry_run {
-            report["dryRun"] = serde_json::json!(true);
+            report.insert(Name::new("dryRun"), Value::from(true));
         }
-        report
+        Value::Object(report)
     }
 
     fn annotate(&self, response: &mut async_graphql::Response) {
-        if let Ok(value) = Value::from_json(self.report(false)) {
-            response.extensions.insert("rateLimit".to_owned(), value);
-        }
+        response.extensions.insert("rateLimit".to_owned(), self.report(false));
     }
 
     fn write_headers(&self, headers: &mut http::HeaderMap) {

@@ -124,10 +124,7 @@ impl Pending<'_> {
             calls: &calls,
             trace_id: trace_id.as_deref(),
         });
-        let mut upstream: Vec<String> = calls.iter().take(MAX_LOGGED_UPSTREAM_CALLS).map(ToString::to_string).collect();
-        if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
-            upstream.push(format!("+{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS));
-        }
+        let upstream = upstream_field(&calls);
         let limit = log.limit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         // Timings reveal how the BFF works inside: only for the callers configured to see them.
         if let Some(response) = response.as_deref_mut()
@@ -167,15 +164,42 @@ impl Pending<'_> {
             gateway_ms = millis(split.gateway()),
             upstream_wait_ms = millis(split.upstream),
             principal = log.principal.get().map(String::as_str).unwrap_or("-"),
-            client = self.client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            client = %OrDash(self.client),
             bytes_in = self.bytes_in,
             bytes_out,
             limit = limit.as_ref().map_or("-", |l| l.policy.name()),
             limit_remaining = limit.as_ref().map(|l| l.remaining),
             limit_decided = limit.as_ref().map_or("-", |l| l.source.as_str()),
             upstream_calls = calls.len(),
-            upstream = %upstream.join(", "),
+            upstream,
         );
+    }
+}
+
+/// The access line's `upstream` field: the first calls, `, `-separated, and how many more there
+/// were, written into one string.
+fn upstream_field(calls: &[bff_upstream::UpstreamCall]) -> String {
+    use std::fmt::Write as _;
+    let mut field = String::with_capacity(64 * calls.len().min(MAX_LOGGED_UPSTREAM_CALLS + 1));
+    for call in calls.iter().take(MAX_LOGGED_UPSTREAM_CALLS) {
+        let separator = if field.is_empty() { "" } else { ", " };
+        let _ = write!(field, "{separator}{call}");
+    }
+    if calls.len() > MAX_LOGGED_UPSTREAM_CALLS {
+        let _ = write!(field, ", +{} more", calls.len() - MAX_LOGGED_UPSTREAM_CALLS);
+    }
+    field
+}
+
+/// A value, or `-` when there is none, displayed as the access line's other absent fields are.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -249,6 +273,26 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
         assert_eq!((line["status"].as_u64(), line["error_source"].as_str()), (Some(499), Some("client")), "{line}");
         assert!(line["latency_ms"].as_f64().unwrap() >= 20.0, "{line}");
+    }
+
+    /// The line lists the first calls and counts the rest: its size is bounded whatever a request
+    /// fans out to.
+    #[test]
+    fn the_upstream_field_lists_the_first_calls_and_counts_the_rest() {
+        let call = |operation| bff_upstream::UpstreamCall {
+            service: "users",
+            operation,
+            started: Instant::now(),
+            latency: std::time::Duration::from_millis(2),
+            outcome: bff_upstream::CallOutcome::Ok,
+            decisions: bff_upstream::CallTrace::default().decisions(),
+        };
+        assert_eq!(upstream_field(&[]), "");
+        assert_eq!(upstream_field(&[call("GET /a"), call("GET /b")]), "users GET /a ok 2ms, users GET /b ok 2ms");
+        let many: Vec<_> = (0..MAX_LOGGED_UPSTREAM_CALLS + 3).map(|_| call("GET /a")).collect();
+        let field = upstream_field(&many);
+        assert_eq!(field.matches("users GET /a ok 2ms").count(), MAX_LOGGED_UPSTREAM_CALLS, "{field}");
+        assert!(field.ends_with("users GET /a ok 2ms, +3 more"), "{field}");
     }
 
     /// Three backend calls of 50 ms in parallel are 50 ms of waiting: the gateway's own time is

@@ -2,13 +2,14 @@
 //! `PAYLOAD_TOO_LARGE` before anything is read; a streamed body is cut at it (tower-http), and the
 //! extractor that reads it says the same. Nothing here buffers a body.
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
+use axum::routing::Route;
 use http::StatusCode;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
 
+use super::stage::Downstream;
 use crate::GatewayError;
 use crate::error::PendingError;
 
@@ -22,19 +23,19 @@ impl BodyLimit {
     }
 }
 
-/// `router` behind the limit.
-pub(crate) fn limit(router: Router, limit: usize) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            .map_response(brand_payload_too_large(limit))
-            .layer(RequestBodyLimitLayer::new(limit))
-            .map_request(move |mut request: axum::extract::Request<_>| {
-                request.extensions_mut().insert(BodyLimit(limit));
-                request
-            })
-            // This stack's limit is the one; axum's own 2 MB default would silently cap it.
-            .layer(DefaultBodyLimit::disable()),
-    )
+/// The limit as a stack of layers, for the inbound stack to apply with its neighbours.
+pub(crate) fn layer(
+    limit: usize,
+) -> impl Layer<Route, Service: Downstream + Clone + Sync> + Clone + Send + Sync + 'static {
+    ServiceBuilder::new()
+        .map_response(brand_payload_too_large(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .map_request(move |mut request: axum::extract::Request<_>| {
+            request.extensions_mut().insert(BodyLimit(limit));
+            request
+        })
+        // This stack's limit is the one; axum's own 2 MB default would silently cap it.
+        .layer(DefaultBodyLimit::disable())
 }
 
 /// tower-http refuses a declared `Content-Length` over the limit with a bare 413; this brands it.
@@ -54,6 +55,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
     use axum::body::Body;
     use axum::routing::post;
     use tower::ServiceExt;
@@ -63,7 +65,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_declared_length_over_the_limit_is_refused_before_the_handler_runs() {
-        let router = limit(Router::new().route("/", post(|| async { "the handler ran" })), 1024);
+        let router = Router::new().route("/", post(|| async { "the handler ran" })).layer(layer(1024));
         let request =
             axum::extract::Request::post("/").header("content-length", "4096").body(Body::from(vec![0u8; 4096]));
         let response = router.oneshot(request.unwrap()).await.unwrap();

@@ -312,26 +312,38 @@ impl InboundStack {
 
         // Layers wrap what is already there, so what follows applies them from the inside out.
         // On API routes, as route layers (they run once a route has matched): the rate limits,
-        // the stages after authentication around them, then authentication around those. axum
-        // refuses a route layer on no routes; a BFF with nothing behind authentication is odd but
-        // not wrong.
-        let api = if api.has_routes() {
+        // the stages after authentication around them, then authentication around those, with the
+        // route's template recorded first. Each `route_layer` and `layer` boxes every route again,
+        // and a request clones every box below the one it enters, so layers that are neighbours
+        // (no BFF stage between them) go on as one tower stack. axum refuses a route layer on no
+        // routes; a BFF with nothing behind authentication is odd but not wrong.
+        let record_route = RequestStageLayer::new(RecordRoute);
+        let authenticate = StageLayer::new(Authenticate { authenticator, skip: self_authenticating });
+        let rate_limit = StageLayer::new(RateLimit(limits));
+        let api = if !api.has_routes() {
+            api
+        } else if after_authentication.is_empty() {
+            api.route_layer(ServiceBuilder::new().layer(record_route.clone()).layer(authenticate).layer(rate_limit))
+        } else {
             after_authentication
                 .into_iter()
                 .rev()
-                .fold(api.route_layer(StageLayer::new(RateLimit(limits))), |router, s| (s.wrap)(router))
-                .route_layer(StageLayer::new(Authenticate { authenticator, skip: self_authenticating }))
-        } else {
-            api
+                .fold(api.route_layer(rate_limit), |router, s| (s.wrap)(router))
+                .route_layer(ServiceBuilder::new().layer(record_route.clone()).layer(authenticate))
         };
-        let mut router = Router::new().merge(api).merge(public);
-        if router.has_routes() {
-            router = router.route_layer(RequestStageLayer::new(RecordRoute));
-        }
-        router = router.fallback(fallback::not_found).method_not_allowed_fallback(fallback::method_not_allowed);
-        let router = body_limit::limit(router, limit);
-        let router = before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
-        let router = router.layer(guard).merge(health::routes(readiness.clone())).layer(edge);
+        let public = if public.has_routes() { public.route_layer(record_route) } else { public };
+        let router = Router::new()
+            .merge(api)
+            .merge(public)
+            .fallback(fallback::not_found)
+            .method_not_allowed_fallback(fallback::method_not_allowed);
+        let router = if before_authentication.is_empty() {
+            router.layer(guard.layer(body_limit::layer(limit)))
+        } else {
+            let router = router.layer(body_limit::layer(limit));
+            before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router)).layer(guard)
+        };
+        let router = router.merge(health::routes(readiness.clone())).layer(edge);
         (router, names, admin, readiness, serving)
     }
 }
