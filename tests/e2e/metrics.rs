@@ -281,3 +281,36 @@ async fn breaker_states_show_per_backend_instance() {
     let after = scrape(&t, admin).await;
     assert_eq!((open(&after), closed(&after)), (1.0, 0.0), "the catalog instance is ejected");
 }
+
+/// A document without variables is validated in full until a request of it has passed, then in
+/// the fast mode; a document with variables, or one that failed, is validated in full every time.
+/// The answers stay the same either way.
+#[tokio::test]
+async fn validation_goes_fast_only_for_a_document_that_passed_and_has_no_variables() {
+    let t = TestStack::start().await;
+    let token = t.token("u-1", "mobile");
+    let validations = |s: &[Sample], mode: &str| value(s, "bff_graphql_validations_total", &[("mode", mode)]);
+    let before = scrape(&t, t.stack.admin[0]).await;
+
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { id name } } }", json!({})).await;
+        assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+        answers.push(reply.body["data"].clone());
+    }
+    assert!(answers.iter().all(|a| *a == answers[0] && a["home"]["user"]["id"] == "u-1"), "{answers:?}");
+    let with_variables = "query Recent($n: Int!) { home { recentOrders(first: $n) { id } } }";
+    for n in [1, 2] {
+        let reply = t.graphql(t.stack.mobile, Some(&token), with_variables, json!({ "n": n })).await;
+        assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
+    }
+    for _ in 0..2 {
+        let reply = t.graphql(t.stack.mobile, Some(&token), "{ home { user { internalRiskScore } } }", json!({})).await;
+        assert_eq!(reply.error_codes(), ["GRAPHQL_VALIDATION_FAILED"]);
+    }
+
+    let after = scrape(&t, t.stack.admin[0]).await;
+    let moved = |mode| validations(&after, mode) - validations(&before, mode);
+    // In full: the first of the three, both with variables, both that failed.
+    assert_eq!((moved("full"), moved("fast")), (5.0, 2.0));
+}

@@ -178,6 +178,7 @@ fn metrics(iterations: u32) {
         error_source: None,
         split,
         calls: &calls,
+        validations: (0, 1),
         trace_id: None,
     };
     let timer = Instant::now();

@@ -1,4 +1,4 @@
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,28 @@ pub struct RequestLog {
     /// Time spent in each phase (`auth`, `parse`, `execute`), summed over a batch, for
     /// `Server-Timing`.
     pub phases: Mutex<Vec<(&'static str, Duration)>>,
+    /// How the GraphQL operations it ran were validated, for the metrics.
+    pub validations: Validations,
+}
+
+/// The GraphQL operations one request validated, by how: every rule (`full`), or only what a
+/// document without variables that passed every rule before can still fail (`fast`).
+#[derive(Debug, Default)]
+pub struct Validations {
+    full: AtomicU32,
+    fast: AtomicU32,
+}
+
+impl Validations {
+    pub fn record(&self, fast: bool) {
+        let counter = if fast { &self.fast } else { &self.full };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(full, fast)`.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.full.load(Ordering::Relaxed), self.fast.load(Ordering::Relaxed))
+    }
 }
 
 /// Phases one request records at most (each is summed into its entry).

@@ -200,10 +200,10 @@ where
         &self.schema
     }
 
-    /// The schema a request of `document` runs on: fully validating, unless the document passed
-    /// that validation before and cannot fail it now.
-    fn schema_for(&self, document: &documents::Document) -> &Schema<Q, M, S> {
-        if document.validated_before() { &self.revalidating } else { &self.schema }
+    /// The schema a request of `document` runs on, and whether it is the fast one: fully
+    /// validating, unless the document passed that validation before and cannot fail it now.
+    fn schema_for(&self, document: &documents::Document) -> (&Schema<Q, M, S>, bool) {
+        if document.validated_before() { (&self.revalidating, true) } else { (&self.schema, false) }
     }
 
     /// Runs a request or a batch. Each operation is checked against the limits on its one parse
@@ -371,7 +371,8 @@ where
         };
         let operation_name = request.operation_name.clone();
         request.set_parsed_query(document.tree());
-        let schema = self.schema_for(&document);
+        let (schema, fast) = self.schema_for(&document);
+        cx.log.validations.record(fast);
         let execution = schema.execute(prepare(cx, request.data(cx.clone())));
         let timed = Phase::start(&cx.log, "execute");
         let mut response =
@@ -1077,13 +1078,16 @@ mod tests {
         let model = CostModel::from_sdl(&build().finish().sdl()).expect("costed");
         let endpoint = Endpoint::new(build, &GraphQlConfig::default(), model);
         let parse = |text| documents::Document::new(async_graphql::parser::parse_query(text).expect("parses"));
-        let strict =
-            |endpoint: &Endpoint<_, _, _>, document| std::ptr::eq(endpoint.schema_for(document), &endpoint.schema);
+        let strict = |endpoint: &Endpoint<_, _, _>, document| {
+            let (schema, fast) = endpoint.schema_for(document);
+            assert_eq!(fast, std::ptr::eq(schema, &endpoint.revalidating), "the flag names the schema");
+            std::ptr::eq(schema, &endpoint.schema)
+        };
 
         let greeting = parse("{ greeting }");
         assert!(strict(&endpoint, &greeting), "not validated yet");
         greeting.passed_validation();
-        assert!(std::ptr::eq(endpoint.schema_for(&greeting), &endpoint.revalidating), "passed once");
+        assert!(!strict(&endpoint, &greeting), "passed once");
 
         let with_variables = parse("query Q($x: Boolean!) { greeting @skip(if: $x) }");
         with_variables.passed_validation();

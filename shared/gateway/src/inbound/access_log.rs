@@ -122,6 +122,7 @@ impl Pending<'_> {
             error_source,
             split,
             calls: &calls,
+            validations: log.validations.counts(),
             trace_id: trace_id.as_deref(),
         });
         let upstream = upstream_field(&calls);

@@ -70,6 +70,10 @@ pub struct Metrics {
     serving: std::sync::Mutex<Serving>,
     config_generation: Gauge,
     config_reloads: Family<Labels<1>, Counter>,
+    /// `bff_graphql_validations_total`'s two series, made once: a request adds to them with no
+    /// lookup.
+    validated_full: Counter,
+    validated_fast: Counter,
     routes: BoundedValues,
     operations: BoundedValues,
 }
@@ -99,6 +103,8 @@ pub struct RequestRecord<'a> {
     pub error_source: Option<&'static str>,
     pub split: TimeSplit,
     pub calls: &'a [UpstreamCall],
+    /// GraphQL operations validated in full, and in the fast mode.
+    pub validations: (u32, u32),
     /// The request's trace, when traces are on: its latency bucket's exemplar.
     pub trace_id: Option<&'a str>,
 }
@@ -171,6 +177,15 @@ impl Metrics {
         );
         let config_reloads = Family::<Labels<1>, Counter>::default();
         registry.register("config_reloads", "Config reloads, by outcome (applied or refused)", config_reloads.clone());
+        let validations = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "graphql_validations",
+            "GraphQL operations validated over HTTP, by mode: full (every rule), or fast (a document \
+             without variables that passed every rule before: only the checks it could still fail)",
+            validations.clone(),
+        );
+        let validated_full = validations.get_or_create(&[("mode", "full")]).clone();
+        let validated_fast = validations.get_or_create(&[("mode", "fast")]).clone();
         let info = Family::<Labels<1>, Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))]).set(1);
         registry.register("build_info", "The build serving: always 1", info);
@@ -187,6 +202,8 @@ impl Metrics {
             serving: std::sync::Mutex::new(Serving::default()),
             config_generation,
             config_reloads,
+            validated_full,
+            validated_fast,
             routes: BoundedValues::new(MAX_ROUTES),
             operations: BoundedValues::new(MAX_OPERATIONS),
         }
@@ -241,6 +258,13 @@ impl Metrics {
         let exemplar = record.trace_id.map(|id| [("trace_id", id.to_owned())]);
         self.duration.get_or_create(&by_route).observe(seconds(record.split.total), exemplar);
         self.gateway_time.get_or_create(&by_route).observe(seconds(record.split.gateway()));
+        let (full, fast) = record.validations;
+        if full > 0 {
+            self.validated_full.inc_by(full.into());
+        }
+        if fast > 0 {
+            self.validated_fast.inc_by(fast.into());
+        }
         for call in record.calls {
             let outcome = match call.outcome {
                 CallOutcome::Ok => "ok",
@@ -360,6 +384,7 @@ mod tests {
                 error_source: None,
                 split,
                 calls: &[],
+                validations: (1, 0),
                 trace_id: None,
             };
             metrics.observe(&record);
