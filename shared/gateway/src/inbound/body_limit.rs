@@ -4,7 +4,6 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
-use axum::routing::Route;
 use http::StatusCode;
 use tower::{Layer, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -24,15 +23,16 @@ impl BodyLimit {
 }
 
 /// The limit as a stack of layers, for the inbound stack to apply with its neighbours.
-pub(crate) fn layer(
+pub(crate) fn layer<S: Downstream + Clone + Sync>(
     limit: usize,
-) -> impl Layer<Route, Service: Downstream + Clone + Sync> + Clone + Send + Sync + 'static {
+) -> impl Layer<S, Service: Downstream + Clone + Sync> + Clone + Send + Sync + 'static {
     ServiceBuilder::new()
         .map_response(brand_payload_too_large(limit))
         .layer(RequestBodyLimitLayer::new(limit))
-        .map_request(move |mut request: axum::extract::Request<_>| {
+        // The limited body goes on as the one body type the services below take.
+        .map_request(move |mut request: http::Request<tower_http::body::Limited<axum::body::Body>>| {
             request.extensions_mut().insert(BodyLimit(limit));
-            request
+            request.map(axum::body::Body::new)
         })
         // This stack's limit is the one; axum's own 2 MB default would silently cap it.
         .layer(DefaultBodyLimit::disable())

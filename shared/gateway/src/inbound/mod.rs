@@ -337,13 +337,19 @@ impl InboundStack {
             .merge(public)
             .fallback(fallback::not_found)
             .method_not_allowed_fallback(fallback::method_not_allowed);
-        let router = if before_authentication.is_empty() {
-            router.layer(guard.layer(body_limit::layer(limit)))
+        // The core's stacks wrap the router as a whole, as a service, rather than going on with
+        // `Router::layer`, which boxes every route again: a stage clones what is below it for each
+        // request, and a router is shared by reference count where a box is cloned box by box.
+        // The probes join between the two stacks.
+        let probes = health::routes(readiness.clone());
+        let probed = if before_authentication.is_empty() {
+            probes.fallback_service(guard.layer(body_limit::layer(limit)).service(router))
         } else {
             let router = router.layer(body_limit::layer(limit));
-            before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router)).layer(guard)
+            let router = before_authentication.into_iter().rev().fold(router, |router, s| (s.wrap)(router));
+            probes.fallback_service(guard.service(router))
         };
-        let router = router.merge(health::routes(readiness.clone())).layer(edge);
+        let router = Router::new().fallback_service(edge.service(probed));
         (router, names, admin, readiness, serving)
     }
 }
