@@ -19,12 +19,28 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest `Retry-After` we pass on: a backend asking for more is wrong, and clients would give up.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// The names of the headers every call carries, made at compile time: a name made from a `&str`
+/// at each call is a copy each time.
+const OUTBOUND: [http::HeaderName; 6] = [
+    http::HeaderName::from_static(headers::REQUEST_ID),
+    http::HeaderName::from_static(headers::USER_ID),
+    http::HeaderName::from_static(headers::USER_SCOPES),
+    http::HeaderName::from_static(headers::CLIENT_ID),
+    http::HeaderName::from_static("traceparent"),
+    http::HeaderName::from_static("tracestate"),
+];
+const REQUEST_TIMEOUT_MS: http::HeaderName = http::HeaderName::from_static(headers::REQUEST_TIMEOUT_MS);
+
 /// Whether `segment` can only ever be read as itself: not empty, no control characters (tabs,
 /// CR, LF and the rest, which some parsers strip and some log forgers use), and not `.` or `..`
 /// once percent-decoded (as often as a chain of proxies might) and trimmed of whitespace.
 pub(crate) fn is_safe_segment(segment: &str) -> bool {
     if segment.is_empty() || segment.chars().any(char::is_control) {
         return false;
+    }
+    if !segment.contains('%') {
+        // Nothing to decode: the segment reads as itself (the loop below would stop at once).
+        return !matches!(segment.trim(), "." | "..") && !segment.trim().is_empty();
     }
     let mut decoded = segment.to_owned();
     // Percent-encoding nests; each pass shortens the text, so this ends.
@@ -115,7 +131,7 @@ impl RestTransport {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json").body(body);
         }
         if let Some(budget) = remaining {
-            builder = builder.header(headers::REQUEST_TIMEOUT_MS, budget.as_millis().max(1).to_string());
+            builder = builder.header(REQUEST_TIMEOUT_MS.clone(), budget.as_millis().max(1).to_string());
         }
         for (name, value) in request.cx.outbound_headers() {
             // Never send the call with an identity value missing: the backend could take the
@@ -124,7 +140,10 @@ impl RestTransport {
                 service: self.service,
                 reason: format!("`{name}` is not representable as a header"),
             })?;
-            builder = builder.header(name, value);
+            builder = match OUTBOUND.iter().find(|known| known.as_str() == name) {
+                Some(known) => builder.header(known.clone(), value),
+                None => builder.header(name, value),
+            };
         }
         Ok(builder)
     }
@@ -216,14 +235,42 @@ impl RestTransport {
         if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
             return Err(too_large());
         }
-        let mut body = Vec::new();
+        let mut body = Joined::default();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(too_large());
             }
-            body.extend_from_slice(&chunk);
+            body.push(chunk);
         }
-        Ok(Bytes::from(body))
+        Ok(body.into_bytes())
+    }
+}
+
+/// A body's chunks, joined: one that comes in a single chunk (most do) is kept as it came, not
+/// copied.
+#[derive(Default)]
+struct Joined {
+    first: Option<Bytes>,
+    rest: Vec<u8>,
+}
+
+impl Joined {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.rest.len(), Bytes::len)
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            earlier => {
+                self.rest.extend_from_slice(earlier.as_deref().unwrap_or_default());
+                self.rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| Bytes::from(self.rest))
     }
 }
 
@@ -301,6 +348,31 @@ mod tests {
         assert_eq!(url.path(), "/api/users/u-1");
         let url = client("http://127.0.0.1:1/api").url(&["users", "u-1"]).unwrap();
         assert_eq!(url.path(), "/api/users/u-1");
+    }
+
+    #[test]
+    fn a_body_in_one_chunk_is_kept_and_one_in_several_is_joined_in_order() {
+        let chunk = Bytes::from_static(b"{\"id\":\"p-1\"}");
+        let mut one = Joined::default();
+        one.push(chunk.clone());
+        assert_eq!(one.len(), chunk.len());
+        let kept = one.into_bytes();
+        assert_eq!(kept.as_ptr(), chunk.as_ptr(), "not copied");
+        let mut several = Joined::default();
+        for part in [&b"{\"id\""[..], b":", b"", b"\"p-1\"}"] {
+            several.push(Bytes::copy_from_slice(part));
+        }
+        assert_eq!(several.len(), chunk.len());
+        assert_eq!(several.into_bytes(), chunk);
+        assert_eq!(Joined::default().into_bytes(), Bytes::new());
+    }
+
+    #[test]
+    fn segments_without_escapes_are_judged_as_the_escaping_path_would() {
+        for segment in ["u-1", "p 7", " . ", "...", ".a", "a.", "..", ".", " ", "x\ty"] {
+            let escaped = segment.replace(' ', "%20").replace('.', "%2E");
+            assert_eq!(is_safe_segment(segment), is_safe_segment(&escaped), "{segment:?}");
+        }
     }
 
     #[test]
