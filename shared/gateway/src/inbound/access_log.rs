@@ -172,7 +172,7 @@ impl Pending<'_> {
             limit_remaining = limit.as_ref().map(|l| l.remaining),
             limit_decided = limit.as_ref().map_or("-", |l| l.source.as_str()),
             upstream_calls = calls.len(),
-            upstream,
+            upstream = %upstream,
         );
     }
 }

@@ -188,7 +188,9 @@ impl InboundStack {
 
     /// Adds a layer at the slot before authentication: after the core's own stages, so it sees
     /// the request id, the client address, a stripped request and the deadline, and its errors
-    /// are rendered and logged; before the body limit and routing. Stages added later run later.
+    /// are rendered and logged; before the body limit. It goes on each route (and the fallbacks),
+    /// so it runs once the router has picked one, and sees the route template. Stages added later
+    /// run later.
     pub fn before_authentication(mut self, name: &'static str, layer: impl RouterLayer) -> Self {
         self.before_authentication.push(step(name, move |router| router.layer(layer)));
         self
@@ -267,8 +269,8 @@ impl InboundStack {
         // The layers of the two tower stacks are named where they are built, in request order; the
         // steps from the slot before authentication inwards are listed in the order the code
         // below applies them, and the README test holds both to the documented order. The core's
-        // own layers are grouped into those two stacks, each applied to the router once: every
-        // `Router::layer` boxes every route again, which costs per request.
+        // own layers are grouped into those two stacks, each wrapped around the router once (see
+        // below), not boxed onto every route.
         let mut names = Vec::new();
         let edge = ServiceBuilder::new()
             .layer(named(
@@ -342,6 +344,9 @@ impl InboundStack {
         // request, and a router is shared by reference count where a box is cloned box by box.
         // The probes join between the two stacks.
         let probes = health::routes(readiness.clone());
+        // A BFF route at a probe's path would never be reached: merging refuses the overlap here,
+        // at build time, as composing with the probes merged in did.
+        let _ = probes.clone().merge(router.clone());
         let probed = if before_authentication.is_empty() {
             probes.fallback_service(guard.layer(body_limit::layer(limit)).service(router))
         } else {

@@ -231,8 +231,11 @@ impl CacheState {
             _ => (&keys.caller, false),
         };
         let now = Instant::now();
+        // A copy of its own: an answer's bytes can be a slice of a connection's whole read buffer
+        // (hyper's, tonic's), which the entry would keep alive while the weigher counts the slice.
+        let body = Bytes::copy_from_slice(&answer.body);
         let entry = Entry {
-            body: answer.body.clone(),
+            body: body.clone(),
             started,
             fresh_until: now + ttl,
             revalidate_until: now + ttl + self.config.stale_while_revalidate,
@@ -241,7 +244,7 @@ impl CacheState {
         };
         self.entries.insert(key.clone(), Arc::new(entry));
         if public && let Some(second) = &self.config.second_level {
-            second.0.put(&self.namespace, key, answer.body.clone(), ttl);
+            second.0.put(&self.namespace, key, body, ttl);
         }
         Some(key.clone())
     }
@@ -399,4 +402,28 @@ fn refresh<S: Below>(
             Err(_) => stale.refreshing.store(false, Ordering::Release),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Scope;
+    use crate::{Call, CallContext};
+
+    /// An answer sliced from a connection's read buffer is stored as a copy of its own: the
+    /// entry weighs what it holds.
+    #[test]
+    fn a_stored_answer_is_a_copy_not_the_buffer_it_was_sliced_from() {
+        let cache = CacheLayer::new("catalog", None, &CacheConfig::default());
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let answer = Answer::new(buffer.slice(0..16));
+        let request =
+            UpstreamRequest::new(CallContext::new("req-1"), Call::get("GET /products/{id}", ["products", "p-1"]));
+        let keys = Keys { caller: AnswerKey::of(&request, Scope::Caller), public: None };
+        let policy = OperationCache { ttl: Duration::from_secs(60), public: false };
+        let key = cache.0.store(&policy, &keys, &answer, Instant::now()).expect("stored");
+        let entry = cache.0.entries.get(&key).expect("an entry");
+        assert_eq!(entry.body, answer.body);
+        assert_ne!(entry.body.as_ptr(), answer.body.as_ptr(), "a copy of its own");
+    }
 }
