@@ -372,3 +372,19 @@ impl Serving {
         self.metrics.attach(self.health, self.authenticator);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probes take their paths first: a BFF route there would never be reached, so building
+    /// the stack refuses it.
+    #[test]
+    #[should_panic(expected = "Overlapping method route")]
+    fn a_route_at_a_probes_path_is_refused_when_the_stack_is_built() {
+        let server = ServerConfig::new("127.0.0.1:0".parse().expect("an address"));
+        let authenticator = Arc::new(Authenticator::new(None, None, crate::limits::Limits::unlimited()));
+        let public = Router::new().route("/healthz", axum::routing::get(|| async { "the BFF's own" }));
+        let _ = InboundStack::new(&server, ErrorFormat::Problem, authenticator).routes(Router::new(), public).build();
+    }
+}
