@@ -320,18 +320,20 @@ impl InboundStack {
         // (no BFF stage between them) go on as one tower stack. axum refuses a route layer on no
         // routes; a BFF with nothing behind authentication is odd but not wrong.
         let record_route = RequestStageLayer::new(RecordRoute);
-        let authenticate = StageLayer::new(Authenticate { authenticator, skip: self_authenticating });
+        let authenticated = ServiceBuilder::new()
+            .layer(record_route.clone())
+            .layer(StageLayer::new(Authenticate { authenticator, skip: self_authenticating }));
         let rate_limit = StageLayer::new(RateLimit(limits));
         let api = if !api.has_routes() {
             api
         } else if after_authentication.is_empty() {
-            api.route_layer(ServiceBuilder::new().layer(record_route.clone()).layer(authenticate).layer(rate_limit))
+            api.route_layer(authenticated.layer(rate_limit))
         } else {
             after_authentication
                 .into_iter()
                 .rev()
                 .fold(api.route_layer(rate_limit), |router, s| (s.wrap)(router))
-                .route_layer(ServiceBuilder::new().layer(record_route.clone()).layer(authenticate))
+                .route_layer(authenticated)
         };
         let public = if public.has_routes() { public.route_layer(record_route) } else { public };
         let router = Router::new()
